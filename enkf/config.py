@@ -1,0 +1,308 @@
+"""The configuration schema: config.yaml is read, merged and validated here, and nowhere else.
+
+config.yaml has a ``shared:`` block and an ``experiments:`` mapping. An experiment is the shared
+block deep-merged with the experiment's own block (mappings merge key by key, anything else --
+numbers, strings, lists -- replaces the shared value). The merged dict is turned into the typed
+``Config`` below; every field has a docstring, no field has a default, so a key missing from the
+yaml is an error just like an unknown one. Cross-field rules (``_check``) follow.
+
+Every error is a ``ConfigError`` whose message names the offending key in dotted form; the CLI
+prints it on one line and exits with code 2.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, the message names the key (``filter.n_ens: must be >= 2, got 1``)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Schema. Field order is the order of config.yaml; each docstring is the key's documentation.
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelConfig:
+    name: Literal["lorenz96", "lorenz63"]
+    """Dynamical model."""
+    n: int
+    """State dimension (Lorenz-96: any n >= 4; Lorenz-63: 3)."""
+    dt: float
+    """Integrator time step (model time units)."""
+    integrator: Literal["rk4", "euler"]
+    """rk4 (default) or explicit euler (the old code's integrator, to reproduce old runs)."""
+    forcing: float
+    """Lorenz-96 forcing F (unused by Lorenz-63)."""
+    sigma: float
+    """Lorenz-63 sigma (unused by Lorenz-96)."""
+    rho: float
+    """Lorenz-63 rho."""
+    beta: float
+    """Lorenz-63 beta."""
+
+
+@dataclass(frozen=True)
+class ObsConfig:
+    t_obs: float
+    """Time between observations; must be a whole number of model.dt."""
+    stride: int
+    """Observe every stride-th variable starting at 0 (1: H = identity)."""
+    error_var: float
+    """Observation error variance r: R = r * I (must be > 0 so R is positive definite)."""
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    method: Literal["enkf", "etkf"]
+    """enkf: perturbed-observation EnKF. etkf: deterministic square-root filter (no rotation)."""
+    n_ens: int
+    """Ensemble size (>= 2)."""
+    inflation: float
+    """Multiplicative inflation of the anomalies (1.0: none)."""
+    inflation_stage: Literal["forecast", "analysis"]
+    """forecast: inflate forecast anomalies before the update (old code). analysis: after (DAPPER)."""
+    centre_perturbations: bool
+    """enkf only: subtract the member mean of the observation perturbations (DAPPER does)."""
+    init_spread: float
+    """Initial ensemble = truth + N(0, init_spread^2) per member and variable."""
+
+
+@dataclass(frozen=True)
+class SpinupConfig:
+    steps: int
+    """Length of the one spin-up trajectory, in model steps."""
+    init_scale: float
+    """The spin-up starts from N(0, init_scale^2) per variable ("a random state near 0")."""
+    sample_fraction: float
+    """Start states are sampled, without replacement, from the last fraction of the spin-up."""
+    thin: int
+    """Keep every thin-th spin-up state in spinup.h5 (for plots only)."""
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    n_paths: int
+    """Number of start states / reference EnKF runs."""
+    n_cycles: int
+    """Assimilation cycles per path."""
+    eval_path: int
+    """The held-out evaluation path."""
+    train_paths: list[int]
+    """Inclusive range [first, last] of training paths; must not contain eval_path."""
+    burn_in: int
+    """Cycles left out of the time-mean RMSE summaries."""
+    store_ensembles: bool
+    """Also store the full forecast and analysis ensembles (large)."""
+    workers: int
+    """Processes for precompute (0: one per core)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    experiment: str
+    """Experiment name (filled from the experiments: key, not written in the block)."""
+    seed: int
+    """Master seed; every draw derives from (seed, stream, path, cycle)."""
+    model: ModelConfig
+    obs: ObsConfig
+    filter: FilterConfig
+    spinup: SpinupConfig
+    paths: PathsConfig
+
+    # ---- derived values, computed in one place -----------------------------------------------
+    @property
+    def steps_per_cycle(self) -> int:
+        """Model steps between two observations."""
+        return int(round(self.obs.t_obs / self.model.dt))
+
+    @property
+    def obs_index(self) -> "list[int]":
+        """Indices of the observed variables (H selects these)."""
+        return list(range(0, self.model.n, self.obs.stride))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self, sections: "tuple[str, ...] | None" = None) -> str:
+        """Short stable hash of the resolved config, or of some of its top-level sections."""
+        d = self.to_dict()
+        if sections is not None:
+            d = {k: d[k] for k in sections}
+        blob = json.dumps(d, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def data_hash(self) -> str:
+        """Hash of what determines the reference data (paths.h5): not the RL settings."""
+        return self.hash(DATA_SECTIONS)
+
+
+DATA_SECTIONS = ("seed", "model", "obs", "filter", "spinup", "paths")
+
+
+# --------------------------------------------------------------------------------------------
+# Generic dict -> dataclass conversion with type checks.
+# --------------------------------------------------------------------------------------------
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def _convert(value, tp, key: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {_type_name(value)}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {_type_name(value)} {value!r}")
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {_type_name(value)} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {_type_name(value)} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {_type_name(value)} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {_type_name(value)} {value!r}")
+        return value
+    raise TypeError(f"schema type {tp} of {key} is not supported")  # a bug in the schema
+
+
+def _build(cls, data: dict, prefix: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in data:
+        if k not in names:
+            raise ConfigError(f"{prefix + '.' if prefix else ''}{k}: unknown key")
+    kwargs = {}
+    for name in names:
+        key = f"{prefix + '.' if prefix else ''}{name}"
+        if name not in data:
+            raise ConfigError(f"{key}: missing")
+        kwargs[name] = _convert(data[name], hints[name], key)
+    return cls(**kwargs)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Mappings merge key by key; any other value in ``override`` replaces the one in ``base``."""
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-field rules.
+# --------------------------------------------------------------------------------------------
+def _check(cfg: Config) -> None:
+    m, o, f, s, p = cfg.model, cfg.obs, cfg.filter, cfg.spinup, cfg.paths
+
+    def need(ok: bool, msg: str):
+        if not ok:
+            raise ConfigError(msg)
+
+    need(m.dt > 0, f"model.dt: must be > 0, got {m.dt}")
+    if m.name == "lorenz96":
+        need(m.n >= 4, f"model.n: Lorenz-96 needs n >= 4, got {m.n}")
+    else:
+        need(m.n == 3, f"model.n: Lorenz-63 has n = 3, got {m.n}")
+    ratio = o.t_obs / m.dt
+    need(o.t_obs > 0 and abs(ratio - round(ratio)) < 1e-9 * max(1.0, ratio) and round(ratio) >= 1,
+         f"obs.t_obs: must be a whole number of model.dt = {m.dt}, got {o.t_obs} ({ratio:g} steps)")
+    need(1 <= o.stride <= m.n, f"obs.stride: must be in [1, model.n = {m.n}], got {o.stride}")
+    need(o.error_var > 0, f"obs.error_var: R = error_var * I must be positive definite, got {o.error_var}")
+    need(f.n_ens >= 2, f"filter.n_ens: must be >= 2, got {f.n_ens}")
+    need(f.inflation > 0, f"filter.inflation: must be > 0, got {f.inflation}")
+    need(f.init_spread >= 0, f"filter.init_spread: must be >= 0, got {f.init_spread}")
+    need(s.steps >= 2, f"spinup.steps: must be >= 2, got {s.steps}")
+    need(s.init_scale > 0, f"spinup.init_scale: must be > 0, got {s.init_scale}")
+    need(0 < s.sample_fraction <= 1, f"spinup.sample_fraction: must be in (0, 1], got {s.sample_fraction}")
+    need(1 <= s.thin <= s.steps, f"spinup.thin: must be in [1, spinup.steps], got {s.thin}")
+    need(p.n_paths >= 1, f"paths.n_paths: must be >= 1, got {p.n_paths}")
+    pool = int(s.steps * s.sample_fraction)
+    need(p.n_paths <= pool,
+         f"paths.n_paths: {p.n_paths} distinct starts cannot come from the last "
+         f"{s.sample_fraction:g} of a {s.steps}-step spin-up ({pool} states)")
+    need(p.n_cycles >= 1, f"paths.n_cycles: must be >= 1, got {p.n_cycles}")
+    need(0 <= p.burn_in < p.n_cycles, f"paths.burn_in: must be in [0, paths.n_cycles), got {p.burn_in}")
+    need(0 <= p.eval_path < p.n_paths, f"paths.eval_path: must be in [0, {p.n_paths}), got {p.eval_path}")
+    need(len(p.train_paths) == 2, f"paths.train_paths: must be [first, last], got {p.train_paths}")
+    first, last = p.train_paths
+    need(0 <= first <= last < p.n_paths,
+         f"paths.train_paths: need 0 <= first <= last < n_paths = {p.n_paths}, got {p.train_paths}")
+    need(not first <= p.eval_path <= last,
+         f"paths.eval_path: {p.eval_path} lies inside paths.train_paths {p.train_paths}")
+    need(p.workers >= 0, f"paths.workers: must be >= 0, got {p.workers}")
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points.
+# --------------------------------------------------------------------------------------------
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or set(raw) != {"shared", "experiments"}:
+        raise ConfigError(f"{path}: top level must have exactly the keys 'shared' and 'experiments'")
+    return raw
+
+
+def experiment_names(path: str | Path) -> list[str]:
+    return list(read_yaml(path)["experiments"])
+
+
+def from_dict(data: dict) -> Config:
+    """Validate an already merged dict (as written into run folders) into a Config."""
+    cfg = _build(Config, data, "")
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | Path, experiment: str) -> Config:
+    """Read config.yaml, merge ``shared`` with ``experiments[experiment]``, validate."""
+    raw = read_yaml(path)
+    exps = raw["experiments"] or {}
+    if experiment not in exps:
+        raise ConfigError(f"--exp {experiment}: no such experiment in {path} (have: {', '.join(exps)})")
+    own = exps[experiment] or {}
+    if not isinstance(own, dict):
+        raise ConfigError(f"experiments.{experiment}: expected a mapping")
+    if "experiment" in own or "experiment" in (raw["shared"] or {}):
+        raise ConfigError("experiment: is set from the experiments: key, do not write it")
+    merged = deep_merge(raw["shared"] or {}, own)
+    merged["experiment"] = experiment
+    return from_dict(merged)
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config (loadable with ``from_dict(yaml.safe_load(...))``)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,104 @@
+"""The twin experiment as one object: model, observation operator, filter, and their random draws.
+
+``System`` is what both the reference run (``enkf.precompute``) and the RL environment use, so
+that a forecast or an analysis computed by either is the same computation on the same draws:
+
+    cycle k (k = 0 .. K-1), starting from the analysis ensemble of cycle k-1 (or the initial one):
+        E_f  = forecast(E)                       steps_per_cycle model steps per member
+        y_k  = H x_true + sqrt(r) * eps          eps drawn from (seed, OBS_NOISE, path, k)
+        x_a, A_a = analyse(E_f, y_k, path, k)    perturbations from (seed, OBS_PERTURBATION, path, k)
+        E    = x_a + A_a                         (the RL env puts its own x_a here)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from enkf import rng
+from enkf.config import Config
+from enkf.filters import enkf_analysis, etkf_analysis, inflate
+from enkf.models import INTEGRATOR_IDS, MODEL_IDS, params_of, step_columns
+
+
+@dataclass(frozen=True)
+class System:
+    seed: int
+    model_id: int
+    integrator_id: int
+    params: np.ndarray
+    dt: float
+    steps_per_cycle: int
+    obs_index: np.ndarray
+    obs_error_var: float
+    method: str
+    n_ens: int
+    inflation: float
+    inflation_stage: str
+    centre_perturbations: bool
+    init_spread: float
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "System":
+        f = cfg.filter
+        return cls(
+            seed=cfg.seed, model_id=MODEL_IDS[cfg.model.name],
+            integrator_id=INTEGRATOR_IDS[cfg.model.integrator], params=params_of(cfg.model),
+            dt=cfg.model.dt, steps_per_cycle=cfg.steps_per_cycle,
+            obs_index=np.array(cfg.obs_index, dtype=np.int64), obs_error_var=cfg.obs.error_var,
+            method=f.method, n_ens=f.n_ens, inflation=f.inflation,
+            inflation_stage=f.inflation_stage, centre_perturbations=f.centre_perturbations,
+            init_spread=f.init_spread)
+
+    @property
+    def n_obs(self) -> int:
+        return self.obs_index.shape[0]
+
+    # ---- model -----------------------------------------------------------------------------
+    def forecast_columns(self, X: np.ndarray) -> None:
+        """Advance a column block X (n, m) by one cycle, in place (truth and members alike)."""
+        step_columns(X, self.model_id, self.integrator_id, self.params, self.dt, self.steps_per_cycle)
+
+    def forecast(self, E: np.ndarray) -> np.ndarray:
+        """Advance the ensemble E (N, n) by one cycle; returns the forecast ensemble (N, n)."""
+        X = np.ascontiguousarray(E.T)
+        self.forecast_columns(X)
+        return np.ascontiguousarray(X.T)
+
+    # ---- draws -----------------------------------------------------------------------------
+    def initial_ensemble(self, x0: np.ndarray, path: int) -> np.ndarray:
+        """(N, n): truth start + N(0, init_spread^2) per member and variable."""
+        noise = rng.standard_normal(self.seed, rng.ENSEMBLE_INIT, path, 0, (self.n_ens, x0.shape[0]))
+        return x0 + self.init_spread * noise
+
+    def observe(self, truth: np.ndarray, path: int, cycle: int) -> np.ndarray:
+        """y = H x + eps, eps ~ N(0, r I), shape (p,)."""
+        eps = rng.standard_normal(self.seed, rng.OBS_NOISE, path, cycle, self.n_obs)
+        return truth[self.obs_index] + np.sqrt(self.obs_error_var) * eps
+
+    def perturbations(self, path: int, cycle: int) -> np.ndarray:
+        return rng.standard_normal(self.seed, rng.OBS_PERTURBATION, path, cycle, (self.n_ens, self.n_obs))
+
+    # ---- analysis --------------------------------------------------------------------------
+    def analyse(self, forecast_ensemble: np.ndarray, obs: np.ndarray, path: int, cycle: int):
+        """The filter's analysis of the forecast ensemble (N, n) given y (p,).
+
+        Returns (analysis_mean (n,), analysis_anomalies (N, n)); inflation is applied at the
+        configured stage (forecast anomalies before the update, or analysis anomalies after).
+        """
+        E = forecast_ensemble
+        if self.inflation_stage == "forecast" and self.inflation != 1.0:
+            E = inflate(E, self.inflation)
+        if self.method == "enkf":
+            xa, Aa = enkf_analysis(E, obs, self.obs_index, self.obs_error_var,
+                                   self.perturbations(path, cycle), self.centre_perturbations)
+        else:
+            xa, Aa = etkf_analysis(E, obs, self.obs_index, self.obs_error_var)
+        if self.inflation_stage == "analysis" and self.inflation != 1.0:
+            Aa = self.inflation * Aa
+        return xa, Aa
+
+
+def rmse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spatial root-mean-square difference over the last axis."""
+    return np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2, axis=-1))
