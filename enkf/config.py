@@ -72,6 +72,8 @@ class FilterConfig:
     """forecast: inflate forecast anomalies before the update (old code). analysis: after (DAPPER)."""
     centre_perturbations: bool
     """enkf only: subtract the member mean of the observation perturbations (DAPPER does)."""
+    rotate: bool
+    """etkf only: apply a random mean-preserving rotation to the analysis anomalies."""
     init_spread: float
     """Initial ensemble = truth + N(0, init_spread^2) per member and variable."""
 

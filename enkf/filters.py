@@ -13,7 +13,9 @@ Deterministic square-root filter (ETKF, Hunt et al. 2007; DAPPER's 'Sqrt' withou
     P_w = (Y R^{-1} Y^T + (N - 1) I)^{-1}        (N, N)  ensemble-space analysis covariance
     w   = (y - H x) R^{-1} Y^T P_w              (N,)    mean update weights
     T   = sqrt((N - 1) P_w)                      (N, N)  symmetric square root
-    x_a = x + w A,   A_a = T A
+    x_a = x + w A,   A_a = Q T A
+with Q = I, or a random orthogonal Q with Q 1 = 1 (DAPPER's "random rotation"), which keeps the
+analysis covariance and mean and spreads the update over the members.
 
 Both return the analysis mean and analysis anomalies separately: the caller recentres the
 anomalies on a mean of its choice (the RL environment recentres them on the agent's analysis).
@@ -80,9 +82,10 @@ def enkf_analysis(E, y, obs_index, r, perturbations, centre):
 
 
 @njit(cache=True)
-def etkf_analysis(E, y, obs_index, r):
-    """Deterministic square-root (ETKF) update, symmetric square root, no rotation.
+def etkf_analysis(E, y, obs_index, r, rotation):
+    """Deterministic square-root (ETKF) update with the symmetric square root.
 
+    rotation : (N, N) orthogonal matrix with rotation @ 1 = 1 (identity: no rotation).
     Returns (x_a (n,), A_a (N, n)).
     """
     N, n = E.shape
@@ -101,4 +104,19 @@ def etkf_analysis(E, y, obs_index, r):
     T = (vecs * np.sqrt((N - 1) / vals)) @ vecs.T
     w = (dy / r) @ Y.T @ Pw
     xa = x + w @ A
-    return xa, T @ A
+    return xa, rotation @ T @ A
+
+
+def mean_preserving_rotation(gen: np.random.Generator, N: int) -> np.ndarray:
+    """A random (Haar) orthogonal (N, N) matrix Q with Q 1 = 1 (so member means are kept).
+
+    Q = V diag(1, O) V^T, V an orthonormal basis whose first vector is 1/sqrt(N), O a Haar
+    orthogonal (N-1, N-1) matrix.
+    """
+    V, _ = np.linalg.qr(np.column_stack([np.ones(N), np.eye(N)[:, 1:]]))
+    Z = gen.standard_normal((N - 1, N - 1))
+    O, R = np.linalg.qr(Z)
+    O = O * np.sign(np.diag(R))  # sign fix makes O Haar-distributed
+    B = np.eye(N)
+    B[1:, 1:] = O
+    return V @ B @ V.T

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 # streams: one per purpose, so adding a draw of one kind never shifts the others
-SPINUP_INIT, START_SAMPLE, ENSEMBLE_INIT, OBS_NOISE, OBS_PERTURBATION = 0, 1, 2, 3, 4
+SPINUP_INIT, START_SAMPLE, ENSEMBLE_INIT, OBS_NOISE, OBS_PERTURBATION, ROTATION = 0, 1, 2, 3, 4, 5
 
 
 def generator(seed: int, stream: int, path: int = 0, cycle: int = 0) -> np.random.Generator:
