@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
+import yaml
 
 from cli.common import Group, LOG_ROOT, exp_options, paths_file, spinup_file
+from enkf.config import from_dict
+from enkf.io import DataError
 
 
 @click.group(cls=Group)
@@ -57,6 +61,74 @@ def precompute(cfg):
     for k, label in [("forecast_rmse", "forecast"), ("analysis_rmse", "analysis"),
                      ("obs_rmse", "observation")]:
         click.echo(f"  {label:12s} {s[k][0]:.4f} ± {s[k][1]:.4f}")
+
+
+def load_run_inputs(cfg):
+    """paths.h5 arrays and the normaliser (spin-up climatology) for a run of cfg."""
+    from enkf.precompute import read_paths
+    from enkf.spinup import read_spinup
+    from rl.normalisation import Normaliser
+    spin = read_spinup(cfg, spinup_file(cfg))
+    return read_paths(cfg, paths_file(cfg)), Normaliser.from_climatology(spin["clim_min"], spin["clim_max"])
+
+
+def newest_run(cfg) -> Path:
+    runs = sorted(p.parent for p in (LOG_ROOT / cfg.experiment).glob("*/config.yaml"))
+    if not runs:
+        raise DataError(f"no run under {LOG_ROOT / cfg.experiment}: run `enkfrl train --exp {cfg.experiment}` first")
+    return runs[-1]
+
+
+@main.command()
+@exp_options
+@click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, exists=True),
+              help="Continue this run folder (its own config.yaml) from its newest checkpoint.")
+@click.option("--run-id", default=None, help="Run folder name (default: date-time).")
+def train(cfg, resume_dir, run_id):
+    """Train the agent -> logs/<E>/<run_id>/ (config, tb/, checkpoints/, models, train.log)."""
+    import shlex
+    import sys
+    from rl.train import train as run_train
+    if resume_dir:
+        run_dir = Path(resume_dir)
+        cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    else:
+        run_dir = LOG_ROOT / cfg.experiment / (run_id or time.strftime("%Y%m%d-%H%M%S"))
+        if (run_dir / "config.yaml").exists():
+            raise DataError(f"{run_dir} exists: choose another --run-id or --resume it")
+    data, normaliser = load_run_inputs(cfg)
+    run_train(cfg, data, normaliser, run_dir, resume=bool(resume_dir),
+              command=shlex.join(["enkfrl"] + sys.argv[1:]))
+    click.echo(f"run folder: {run_dir}")
+
+
+@main.command()
+@exp_options
+@click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False, exists=True),
+              help="Run folder (default: the newest under logs/<E>/).")
+@click.option("--model", "which", type=click.Choice(["best", "final"]), default="best", show_default=True)
+@click.option("--paths", "path_list", default=None,
+              help="Comma-separated paths to evaluate (default: the eval path).")
+def evaluate(cfg, run_dir, which, path_list):
+    """Closed-loop evaluation of the policy and the baselines -> metrics.json, eval.h5."""
+    from rl.evaluate import BASELINES, evaluate as run_eval, load_policy, policy_actor, write_eval
+    from rl.env import AssimilationEnv
+    run_dir = Path(run_dir) if run_dir else newest_run(cfg)
+    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    data, normaliser = load_run_inputs(cfg)
+    paths = [int(p) for p in path_list.split(",")] if path_list else [cfg.paths.eval_path]
+    env = AssimilationEnv(cfg, data, normaliser, paths)
+    model = load_policy(cfg, run_dir, which)
+    metrics, episodes = run_eval(env, {"rl": policy_actor(model), **BASELINES}, paths)
+    for f in write_eval(run_dir, metrics, episodes, env):
+        click.echo(f"wrote {f}")
+    for p, per_actor in metrics.items():
+        click.echo(f"path {p} ({env.n_cycles} cycles): cycles completed / RMSE_norm vs stored EnKF xa / RMSE vs truth")
+        for name, m in per_actor.items():
+            if name == "enkf":
+                click.echo(f"  {name:13s} {'':>6s}  {'0':>8s}  {m['rmse_vs_truth']:.4f}")
+            else:
+                click.echo(f"  {name:13s} {m['cycles_completed']:6d}  {m['rmse_norm_vs_enkf']:.5f}  {m['rmse_vs_truth']:.4f}")
 
 
 @main.command()

@@ -108,6 +108,95 @@ class PathsConfig:
     """Processes for precompute (0: one per core)."""
 
 
+# ---- RL sections (validated here too: one schema for the whole run) --------------------------
+FEATURES = ("forecast_mean", "obs", "innovation", "spread", "prev_analysis")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    features: list[str]
+    """Named observation features, each normalised, concatenated in this order; any of
+    forecast_mean (n), obs (p), innovation y - H xb (p), spread: forecast ensemble std (n),
+    prev_analysis: the previous xa_rl (n). Never the truth."""
+    window: int
+    """Stack the features of the last `window` cycles (window agent: the LSTM runs over them)."""
+    action_mode: Literal["absolute", "increment"]
+    """absolute: xa_rl = unnormalise(action). increment: xa_rl = xb + action * half_range."""
+    obs_bound: float
+    """Observation and action spaces are Box(-obs_bound, obs_bound); features are clipped to it."""
+    halt_bound: float
+    """Terminate when any normalised forecast-mean component leaves [-halt_bound, halt_bound]."""
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    target: Literal["stored", "online"]
+    """stored: the precomputed EnKF xa. online: the EnKF analysis of the env's own forecast."""
+    clip: float
+    """reward = 1 - clip(RMSE_norm(xa_rl, target), 0, clip): in [1 - clip, 1]."""
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    episodes_k: int
+    """With N active paths, ceil(episodes_k / N) consecutive completed episodes add a path."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    kind: Literal["window", "recurrent"]
+    """window: PPO with an LSTM over the last env.window observations. recurrent: RecurrentPPO."""
+    lstm_hidden: int
+    """LSTM hidden size."""
+    lstm_layers: int
+    """Stacked LSTM layers."""
+    pi_arch: list[int]
+    """Hidden layers of the policy head after the LSTM."""
+    vf_arch: list[int]
+    """Hidden layers of the value head after the LSTM."""
+    activation: Literal["relu", "tanh"]
+    """Activation of the heads."""
+    ortho_init: bool
+    """Orthogonal initialisation (SB3's ortho_init)."""
+    log_std_init: float
+    """Initial log std of the Gaussian policy (normalised action units)."""
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    learning_rate: float
+    n_steps: int
+    """Rollout length per environment."""
+    batch_size: int
+    """Minibatch size (window agent: transitions; recurrent agent: transitions per minibatch)."""
+    n_epochs: int
+    gamma: float
+    gae_lambda: float
+    clip_range: float
+    ent_coef: float
+    vf_coef: float
+    max_grad_norm: float
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    total_steps: int
+    """Environment steps (summed over envs)."""
+    n_envs: int
+    """Parallel environments."""
+    subproc: bool
+    """Environments in subprocesses (SubprocVecEnv) rather than in the training process."""
+    checkpoint_freq: int
+    """Save model + curriculum + normaliser every so many environment steps."""
+    eval_freq: int
+    """Evaluate on the eval path (deterministic, whole path) every so many environment steps."""
+    log_interval: int
+    """SB3 writes its rollout/ and train/ scalars every log_interval iterations."""
+    device: Literal["auto", "cpu", "cuda"]
+    torch_threads: int
+    """torch.set_num_threads for the training process (small nets run slower with many)."""
+
+
 @dataclass(frozen=True)
 class Config:
     experiment: str
@@ -119,6 +208,12 @@ class Config:
     filter: FilterConfig
     spinup: SpinupConfig
     paths: PathsConfig
+    env: EnvConfig
+    reward: RewardConfig
+    curriculum: CurriculumConfig
+    agent: AgentConfig
+    ppo: PPOConfig
+    train: TrainConfig
 
     # ---- derived values, computed in one place -----------------------------------------------
     @property
@@ -260,6 +355,35 @@ def _check(cfg: Config) -> None:
     need(not first <= p.eval_path <= last,
          f"paths.eval_path: {p.eval_path} lies inside paths.train_paths {p.train_paths}")
     need(p.workers >= 0, f"paths.workers: must be >= 0, got {p.workers}")
+
+    e, r, c, a, ppo, t = cfg.env, cfg.reward, cfg.curriculum, cfg.agent, cfg.ppo, cfg.train
+    need(len(e.features) >= 1, "env.features: at least one feature")
+    for i, name in enumerate(e.features):
+        need(name in FEATURES, f"env.features[{i}]: unknown feature {name!r} (have {list(FEATURES)})")
+    need(len(set(e.features)) == len(e.features), f"env.features: repeated feature in {e.features}")
+    need(e.window >= 1, f"env.window: must be >= 1, got {e.window}")
+    need(e.obs_bound > 0, f"env.obs_bound: must be > 0, got {e.obs_bound}")
+    need(e.halt_bound > 0, f"env.halt_bound: must be > 0, got {e.halt_bound}")
+    need(r.clip > 0, f"reward.clip: must be > 0, got {r.clip}")
+    need(c.episodes_k >= 1, f"curriculum.episodes_k: must be >= 1, got {c.episodes_k}")
+    need(a.lstm_hidden >= 1, f"agent.lstm_hidden: must be >= 1, got {a.lstm_hidden}")
+    need(a.lstm_layers >= 1, f"agent.lstm_layers: must be >= 1, got {a.lstm_layers}")
+    need(all(h >= 1 for h in a.pi_arch + a.vf_arch), "agent.pi_arch/vf_arch: layer sizes must be >= 1")
+    need(ppo.learning_rate > 0, f"ppo.learning_rate: must be > 0, got {ppo.learning_rate}")
+    need(ppo.n_steps >= 2, f"ppo.n_steps: must be >= 2, got {ppo.n_steps}")
+    need(1 <= ppo.batch_size <= ppo.n_steps * t.n_envs,
+         f"ppo.batch_size: must be in [1, n_steps * n_envs = {ppo.n_steps * t.n_envs}], got {ppo.batch_size}")
+    need(ppo.n_epochs >= 1, f"ppo.n_epochs: must be >= 1, got {ppo.n_epochs}")
+    need(0 < ppo.gamma <= 1, f"ppo.gamma: must be in (0, 1], got {ppo.gamma}")
+    need(0 <= ppo.gae_lambda <= 1, f"ppo.gae_lambda: must be in [0, 1], got {ppo.gae_lambda}")
+    need(ppo.clip_range > 0, f"ppo.clip_range: must be > 0, got {ppo.clip_range}")
+    need(ppo.ent_coef >= 0, f"ppo.ent_coef: must be >= 0, got {ppo.ent_coef}")
+    need(ppo.vf_coef >= 0, f"ppo.vf_coef: must be >= 0, got {ppo.vf_coef}")
+    need(ppo.max_grad_norm > 0, f"ppo.max_grad_norm: must be > 0, got {ppo.max_grad_norm}")
+    need(t.total_steps >= 1, f"train.total_steps: must be >= 1, got {t.total_steps}")
+    need(t.n_envs >= 1, f"train.n_envs: must be >= 1, got {t.n_envs}")
+    for k in ("checkpoint_freq", "eval_freq", "log_interval", "torch_threads"):
+        need(getattr(t, k) >= 1, f"train.{k}: must be >= 1, got {getattr(t, k)}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,207 @@
+"""The closed-loop assimilation environment: the agent replaces the EnKF analysis step.
+
+One episode is one reference path (a start state of the spin-up), one step is one cycle k:
+
+    the env holds its own forecast ensemble E_f(k) (N, n), forecast from its previous analysis
+    observation      normalised features of (xb = mean E_f, y_k, spread, ...); never the truth
+    action           normalised analysis: xa_rl = unnorm(a)  (absolute)
+                                          xa_rl = xb + a * half_range  (increment)
+    reward           1 - clip(RMSE(norm(xa_rl), norm(xa_target)), 0, clip), xa_target the stored
+                     EnKF analysis (reward.target: stored) or the EnKF analysis of the env's own
+                     forecast ensemble (online)
+    next ensemble    E = xa_rl + A_a, A_a the EnKF analysis anomalies of the env's own forecast
+                     ensemble with the reference run's perturbation draws for (path, k); then
+                     E_f(k+1) = forecast(E). Whatever the reference derived from xa is derived
+                     from xa_rl: feeding the stored xa reproduces the stored run.
+    terminated       the normalised forecast mean leaves [-halt_bound, halt_bound] or is not
+                     finite, or the action is not finite
+    truncated        after the path's last cycle
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from enkf.config import Config
+from enkf.filters import ensemble_spread
+from enkf.system import System, rmse
+from rl.normalisation import Normaliser
+
+# the arrays of paths.h5 the env reads (truth only for info, never for the observation)
+DATA_KEYS = ("truth", "obs", "analysis_mean", "initial_ensemble")
+
+
+def feature_sizes(cfg: Config) -> dict[str, int]:
+    n, p = cfg.model.n, len(cfg.obs_index)
+    return {"forecast_mean": n, "obs": p, "innovation": p, "spread": n, "prev_analysis": n}
+
+
+def build_features(names: Sequence[str], norm: Normaliser, obs_index: np.ndarray,
+                   forecast_mean: np.ndarray, obs: np.ndarray, forecast_spread: np.ndarray,
+                   prev_analysis: np.ndarray) -> np.ndarray:
+    """The normalised feature vector of one cycle, in the order of ``names``.
+
+    Takes only what a filter knows at analysis time: no truth argument exists.
+    """
+    parts = {
+        "forecast_mean": lambda: norm.norm(forecast_mean),
+        "obs": lambda: norm.norm(obs, obs_index),
+        "innovation": lambda: norm.diff_norm(obs - forecast_mean[obs_index], obs_index),
+        "spread": lambda: norm.diff_norm(forecast_spread),
+        "prev_analysis": lambda: norm.norm(prev_analysis),
+    }
+    return np.concatenate([parts[name]() for name in names])
+
+
+class AssimilationEnv(gym.Env):
+    """Closed-loop EnKF-analysis environment over the reference paths of one experiment.
+
+    data: arrays of paths.h5 (at least DATA_KEYS), normaliser: from the spin-up climatology,
+    paths: the paths reset() may choose from (set_active_paths changes them: the curriculum).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, cfg: Config, data: dict, normaliser: Normaliser, paths: Sequence[int]):
+        super().__init__()
+        self.system = System.from_config(cfg)
+        self.env_cfg, self.reward_cfg = cfg.env, cfg.reward
+        self.data = {k: data[k] for k in DATA_KEYS}
+        self.norm = normaliser
+        self.n_cycles = self.data["obs"].shape[1]
+        self.n = cfg.model.n
+        self.active_paths = list(paths)
+        n_features = sum(feature_sizes(cfg)[f] for f in cfg.env.features)
+        b = cfg.env.obs_bound
+        self.observation_space = gym.spaces.Box(-b, b, (cfg.env.window, n_features), np.float32)
+        self.action_space = gym.spaces.Box(-b, b, (self.n,), np.float32)
+        self.step_seconds = 0.0  # time spent inside step(), read by the training diagnostics
+        self.path = self.cycle = -1
+
+    # ---- curriculum -----------------------------------------------------------------------
+    def set_active_paths(self, paths: Sequence[int]) -> None:
+        self.active_paths = list(paths)
+
+    def pop_step_seconds(self) -> float:
+        s, self.step_seconds = self.step_seconds, 0.0
+        return s
+
+    # ---- what baselines and the evaluation read ----------------------------------------------
+    @property
+    def forecast_mean(self) -> np.ndarray:
+        return self._xb
+
+    @property
+    def current_obs(self) -> np.ndarray:
+        return self.data["obs"][self.path, self.cycle]
+
+    @property
+    def online_analysis(self) -> np.ndarray:
+        """The EnKF analysis mean of the env's own forecast ensemble at this cycle."""
+        return self._xa_online
+
+    @property
+    def last_analysis(self) -> np.ndarray | None:
+        """xa_rl of the last step (None right after reset)."""
+        return self._prev_analysis
+
+    def enkf_rmse_vs_truth(self, path: int) -> np.ndarray:
+        """RMSE of the stored EnKF analysis against the truth per cycle, (n_cycles,)."""
+        return rmse(self.data["analysis_mean"][path], self.data["truth"][path])
+
+    def action_for(self, xa: np.ndarray) -> np.ndarray:
+        """The normalised action (float32, as a policy emits it) that asks for analysis xa."""
+        if self.env_cfg.action_mode == "absolute":
+            a = self.norm.norm(xa)
+        else:
+            a = self.norm.diff_norm(xa - self._xb)
+        return a.astype(np.float32)
+
+    # ---- gymnasium API ----------------------------------------------------------------------
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if options and "path" in options:
+            self.path = int(options["path"])
+        else:
+            self.path = int(self.np_random.choice(self.active_paths))
+        self.cycle = 0
+        self._prev_analysis = None
+        self._forecast_from(self.data["initial_ensemble"][self.path])
+        features = self._features()
+        self._history = deque([features] * self.env_cfg.window, maxlen=self.env_cfg.window)
+        return self._observation(), {"path": self.path, "cycle": 0}
+
+    def step(self, action):
+        t0 = time.perf_counter()
+        a = np.asarray(action, dtype=np.float64).reshape(self.n)
+        b = self.env_cfg.obs_bound
+        k = self.cycle
+        stored_xa = self.data["analysis_mean"][self.path, k]
+        truth = self.data["truth"][self.path, k]
+        if not np.all(np.isfinite(a)):
+            # a broken policy output ends the episode with the lowest reward, the env survives
+            info = self._info(k, halted=True, xa=None, stored_xa=stored_xa, truth=truth)
+            self.step_seconds += time.perf_counter() - t0
+            return self._observation(), 1.0 - self.reward_cfg.clip, True, False, info
+        a = np.clip(a, -b, b)
+        if self.env_cfg.action_mode == "absolute":
+            xa = self.norm.unnorm(a)
+        else:
+            xa = self._xb + self.norm.diff_unnorm(a)
+        target = stored_xa if self.reward_cfg.target == "stored" else self._xa_online
+        err = float(rmse(self.norm.norm(xa), self.norm.norm(target)))
+        reward = 1.0 - min(err, self.reward_cfg.clip)
+
+        self._prev_analysis = xa
+        self.cycle = k + 1
+        terminated = truncated = False
+        if self.cycle == self.n_cycles:
+            truncated = True
+        else:
+            self._forecast_from(xa + self._Aa)
+            z = self.norm.norm(self._xb)
+            terminated = not (np.all(np.isfinite(z)) and np.all(np.abs(z) <= self.env_cfg.halt_bound))
+            self._history.append(self._features())
+        info = self._info(k, halted=terminated, xa=xa, stored_xa=stored_xa, truth=truth)
+        self.step_seconds += time.perf_counter() - t0
+        return self._observation(), reward, terminated, truncated, info
+
+    # ---- internals --------------------------------------------------------------------------
+    def _forecast_from(self, ensemble: np.ndarray) -> None:
+        """Forecast to cycle self.cycle and run the EnKF analysis of that forecast (its anomalies
+        carry the next ensemble, its mean is the online target and the replica baseline)."""
+        with np.errstate(all="ignore"):  # a diverging ensemble is a halt, not a crash
+            Ef = self.system.forecast(ensemble)
+            self._xb = Ef.mean(axis=0)
+            self._spread = ensemble_spread(Ef)
+            if np.all(np.isfinite(Ef)):
+                self._xa_online, self._Aa = self.system.analyse(
+                    Ef, self.current_obs, self.path, self.cycle)
+            else:
+                self._xa_online, self._Aa = np.full(self.n, np.nan), np.full_like(Ef, np.nan)
+
+    def _features(self) -> np.ndarray:
+        prev = self._xb if self._prev_analysis is None else self._prev_analysis
+        with np.errstate(all="ignore"):
+            f = build_features(self.env_cfg.features, self.norm, self.system.obs_index,
+                               self._xb, self.current_obs, self._spread, prev)
+        b = self.env_cfg.obs_bound
+        return np.clip(np.nan_to_num(f, nan=0.0, posinf=b, neginf=-b), -b, b)
+
+    def _observation(self) -> np.ndarray:
+        return np.stack(self._history).astype(np.float32)
+
+    def _info(self, k, halted, xa, stored_xa, truth) -> dict:
+        info = {"path": self.path, "cycle": k, "halted": bool(halted),
+                "enkf_rmse_vs_truth": float(rmse(stored_xa, truth))}
+        if xa is None:
+            info.update(rmse_vs_enkf=np.nan, rmse_vs_online=np.nan, rmse_vs_truth=np.nan)
+        else:
+            info.update(rmse_vs_enkf=float(rmse(self.norm.norm(xa), self.norm.norm(stored_xa))),
+                        rmse_vs_online=float(rmse(self.norm.norm(xa), self.norm.norm(self._xa_online))),
+                        rmse_vs_truth=float(rmse(xa, truth)))
+        return info

@@ -1,0 +1,279 @@
+"""Training: read top to bottom, like a CleanRL script, but on SB3's PPO / RecurrentPPO.
+
+    1. run folder logs/<E>/<run_id>/ with the resolved config, command and code version
+    2. reference data and the normaliser (spin-up climatology)
+    3. n_envs closed-loop environments (curriculum decides their paths)
+    4. the model (rl/policy.py), or the last checkpoint when resuming
+    5. callbacks: curriculum, checkpoints, evaluation on the held-out path, diagnostics, progress
+    6. model.learn(...), then final_model.zip
+
+Everything is logged through SB3's logger (TensorBoard + CSV under tb/), nothing else writes
+TensorBoard files.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch as th
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from tqdm import tqdm
+
+from enkf.config import Config, dump_config, from_dict
+from enkf.io import DataError, code_version
+from rl.curriculum import Curriculum, CurriculumCallback
+from rl.env import AssimilationEnv
+from rl.evaluate import policy_actor, run_episode, summarise
+from rl.normalisation import Normaliser
+from rl.policy import algo_class, build_model, lstm_modules
+
+log = logging.getLogger("enkfrl.train")
+
+
+# ---- callbacks ----------------------------------------------------------------------------------
+class CheckpointCallback(BaseCallback):
+    """Every `freq` env steps: model, curriculum state (the normaliser and config sit in the run
+    folder already) under checkpoints/, so --resume can continue from the newest."""
+
+    def __init__(self, run_dir: Path, freq: int, curriculum: Curriculum):
+        super().__init__()
+        self.dir, self.freq, self.curriculum = run_dir / "checkpoints", freq, curriculum
+        self._next = None
+        self.last_saved = -1
+
+    def _on_training_start(self) -> None:
+        self.dir.mkdir(exist_ok=True)
+        self._next = (self.num_timesteps // self.freq + 1) * self.freq
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self.save()
+            self._next += self.freq
+        return True
+
+    def save(self) -> None:
+        step = self.num_timesteps
+        if step == self.last_saved:
+            return
+        self.last_saved = step
+        self.model.save(self.dir / f"model_{step}.zip")
+        (self.dir / f"curriculum_{step}.json").write_text(json.dumps(self.curriculum.state_dict()))
+        log.info("checkpoint at %d steps (%d paths active)", step, self.curriculum.n_active)
+
+
+class EvalCallback(BaseCallback):
+    """Every `freq` env steps: the deterministic policy over the whole eval path in closed loop;
+    best_model.zip is the one with the highest total reward (completing the path counts)."""
+
+    def __init__(self, env: AssimilationEnv, path: int, freq: int, run_dir: Path):
+        super().__init__()
+        self.env, self.path, self.freq, self.run_dir = env, path, freq, run_dir
+        self.best = -np.inf
+        self._next = None
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.freq + 1) * self.freq
+        best_file = self.run_dir / "best.json"
+        if best_file.exists():
+            self.best = json.loads(best_file.read_text())["total_reward"]
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self.evaluate()
+            self._next += self.freq
+        return True
+
+    def evaluate(self) -> dict:
+        ep = run_episode(self.env, policy_actor(self.model), self.path)
+        s = summarise(ep)
+        for key in ("mean_reward", "total_reward", "cycles_completed", "rmse_norm_vs_enkf", "rmse_vs_truth"):
+            self.logger.record(f"eval/{key.replace('rmse_norm_vs_enkf', 'rmse_vs_enkf')}", s[key])
+        c = max(s["cycles_completed"], 1)
+        self.logger.record("eval/enkf_rmse_vs_truth", float(np.mean(ep["enkf_rmse_vs_truth"][:c])))
+        log.info("eval at %d steps: %d/%d cycles, reward %.4f, rmse vs EnKF %.4f, vs truth %.4f",
+                 self.num_timesteps, s["cycles_completed"], self.env.n_cycles, s["mean_reward"],
+                 s["rmse_norm_vs_enkf"], s["rmse_vs_truth"])
+        if s["total_reward"] > self.best:
+            self.best = s["total_reward"]
+            self.model.save(self.run_dir / "best_model.zip")
+            (self.run_dir / "best.json").write_text(json.dumps(dict(s, steps=self.num_timesteps)))
+        return s
+
+
+class DiagnosticsCallback(BaseCallback):
+    """Per rollout: policy std, LSTM gradient norm, RMSEs of the training episodes, and the
+    share of wall time spent inside env.step (summed over envs)."""
+
+    def __init__(self):
+        super().__init__()
+        self._rmse_enkf: list[float] = []
+        self._rmse_truth: list[float] = []
+        self._t_last = None
+
+    def _on_training_start(self) -> None:
+        self.training_env.env_method("pop_step_seconds")
+        self._t_last = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            if np.isfinite(info.get("rmse_vs_enkf", np.nan)):
+                self._rmse_enkf.append(info["rmse_vs_enkf"])
+                self._rmse_truth.append(info["rmse_vs_truth"])
+        return True
+
+    def _on_rollout_end(self) -> None:
+        policy = self.model.policy
+        if hasattr(policy, "log_std"):
+            std = th.exp(policy.log_std.detach())
+            self.logger.record("policy/std_mean", float(std.mean()))
+            self.logger.record("policy/std_min", float(std.min()))
+            self.logger.record("policy/std_max", float(std.max()))
+        # gradients of the last minibatch of the previous update (after clipping)
+        grads = [p.grad.detach().norm() ** 2 for m in lstm_modules(policy) for p in m.parameters()
+                 if p.grad is not None]
+        if grads:
+            self.logger.record("train/lstm_grad_norm", float(th.stack(grads).sum().sqrt()))
+        if self._rmse_enkf:
+            self.logger.record("rollout/rmse_vs_enkf", float(np.mean(self._rmse_enkf)))
+            self.logger.record("rollout/rmse_vs_truth", float(np.mean(self._rmse_truth)))
+            self._rmse_enkf, self._rmse_truth = [], []
+        now = time.perf_counter()
+        env_seconds = sum(self.training_env.env_method("pop_step_seconds"))
+        self.logger.record("time/env_step_share", env_seconds / max(now - self._t_last, 1e-9))
+        self._t_last = now
+
+
+class ProgressCallback(BaseCallback):
+    def __init__(self, total: int):
+        super().__init__()
+        self.total = total
+        self.bar = None
+
+    def _on_training_start(self) -> None:
+        self.bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", desc="train",
+                        disable=not sys.stderr.isatty())
+        self._last = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.num_timesteps - self._last)
+        self._last = self.num_timesteps
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+# ---- set-up helpers ---------------------------------------------------------------------------
+def make_env_fn(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int], seed: int):
+    def make():
+        env = Monitor(AssimilationEnv(cfg, data, normaliser, paths))
+        env.reset(seed=seed)
+        return env
+    return make
+
+
+def make_vec_env(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int]):
+    fns = [make_env_fn(cfg, data, normaliser, paths, cfg.seed + i) for i in range(cfg.train.n_envs)]
+    if cfg.train.subproc and cfg.train.n_envs > 1:
+        return SubprocVecEnv(fns, start_method="fork")
+    return DummyVecEnv(fns)
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if th.cuda.is_available() else "cpu"
+    if name == "cuda" and not th.cuda.is_available():
+        raise DataError("train.device is cuda but torch sees no CUDA device")
+    return name
+
+
+def newest_checkpoint(run_dir: Path) -> tuple[Path, Path, int]:
+    models = sorted((run_dir / "checkpoints").glob("model_*.zip"),
+                    key=lambda p: int(p.stem.split("_")[1]))
+    if not models:
+        raise DataError(f"{run_dir} has no checkpoint to resume from")
+    step = int(models[-1].stem.split("_")[1])
+    return models[-1], run_dir / "checkpoints" / f"curriculum_{step}.json", step
+
+
+def setup_logging(run_dir: Path) -> None:
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    for h in (logging.FileHandler(run_dir / "train.log"), logging.StreamHandler(sys.stdout)):
+        h.setFormatter(fmt)
+        log.addHandler(h)
+
+
+# ---- the training run --------------------------------------------------------------------------
+def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
+          resume: bool = False, command: str = "") -> Path:
+    """Train (or, with resume, continue) the run in run_dir. Returns run_dir."""
+    # 1. run folder: the resolved config is the run's config from now on
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    else:
+        dump_config(cfg, run_dir / "config.yaml")
+        normaliser.save(run_dir / "normaliser.npz")
+        (run_dir / "command.txt").write_text(command + "\n")
+        (run_dir / "code_version.txt").write_text(code_version() + "\n")
+    setup_logging(run_dir)
+    th.set_num_threads(cfg.train.torch_threads)
+    device = resolve_device(cfg.train.device)
+    log.info("%s %s: %s agent, %d envs, %d steps, device %s, config %s", "resume" if resume else "train",
+             cfg.experiment, cfg.agent.kind, cfg.train.n_envs, cfg.train.total_steps, device, cfg.hash())
+
+    # 2-3. environments: training paths from the curriculum, a separate env for the eval path
+    first, last = cfg.paths.train_paths
+    curriculum = Curriculum(first, last, cfg.curriculum.episodes_k)
+    venv = make_vec_env(cfg, data, normaliser, curriculum.active_paths)
+    eval_env = AssimilationEnv(cfg, data, normaliser, [cfg.paths.eval_path])
+
+    # 4. model
+    logger = configure(str(run_dir / "tb"), ["tensorboard", "csv"])
+    if resume:
+        model_path, curriculum_path, step = newest_checkpoint(run_dir)
+        model = algo_class(cfg).load(model_path, env=venv, device=device)
+        curriculum = Curriculum.from_state_dict(json.loads(curriculum_path.read_text()))
+        log.info("resumed from %s (%d steps, %d paths active)", model_path.name, step, curriculum.n_active)
+    else:
+        model = build_model(cfg, venv, tensorboard_log=None, device=device, seed=cfg.seed)
+    model.set_logger(logger)
+
+    # 5. callbacks
+    checkpoints = CheckpointCallback(run_dir, cfg.train.checkpoint_freq, curriculum)
+    callbacks = CallbackList([
+        CurriculumCallback(curriculum),
+        checkpoints,
+        EvalCallback(eval_env, cfg.paths.eval_path, cfg.train.eval_freq, run_dir),
+        DiagnosticsCallback(),
+        ProgressCallback(cfg.train.total_steps),
+    ])
+
+    # 6. learn
+    t0 = time.perf_counter()
+    remaining = cfg.train.total_steps - model.num_timesteps
+    if remaining > 0:
+        model.learn(remaining, callback=callbacks, log_interval=cfg.train.log_interval,
+                    reset_num_timesteps=not resume)
+    wall = time.perf_counter() - t0
+    checkpoints.save()
+    model.save(run_dir / "final_model.zip")
+    timing_file = run_dir / "timing.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {"train_wall_s": 0.0}
+    timing["train_wall_s"] += wall
+    timing["train_steps"] = int(model.num_timesteps)
+    timing_file.write_text(json.dumps(timing))
+    log.info("done: %d steps in %.0f s (%.0f steps/s); %d paths active", model.num_timesteps, wall,
+             max(remaining, 0) / max(wall, 1e-9), curriculum.n_active)
+    venv.close()
+    return run_dir
