@@ -10,7 +10,8 @@ ENKFRL   = $(PYTHON) -m cli.main
 # the venv is built only when PYTHON is the venv's own interpreter
 SETUP    = $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed,)
 
-.PHONY: help setup test run generate precompute plot bench clear reset
+.PHONY: help setup test run generate precompute train train_one evaluate plot visualize bench \
+        tensorboard restart_training end_training status clear reset
 
 help:           ## list the targets
 	@grep -E '^[a-z_]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -27,10 +28,12 @@ setup: $(SETUP) ## create the venv and install the project (automatic for other 
 test: $(SETUP)  ## run the test suite
 	$(PYTHON) -m pytest tests $(ARGS)
 
-run: $(SETUP)   ## the whole pipeline for EXP (default L96_1): generate, precompute, plot
+run: $(SETUP)   ## the whole pipeline for EXP: generate, precompute, train, evaluate, plot
 	$(ENKFRL) generate --exp $(EXP) --config $(CONFIG)
 	$(ENKFRL) precompute --exp $(EXP) --config $(CONFIG)
-	$(ENKFRL) plot --exp $(EXP) --config $(CONFIG) --stage data
+	$(ENKFRL) train --exp $(EXP) --config $(CONFIG)
+	$(ENKFRL) evaluate --exp $(EXP) --config $(CONFIG)
+	$(ENKFRL) plot --exp $(EXP) --config $(CONFIG) --stage all
 
 generate: $(SETUP)   ## spin-up and start states -> data/EXP/spinup.h5
 	$(ENKFRL) generate --exp $(EXP) --config $(CONFIG)
@@ -38,8 +41,40 @@ generate: $(SETUP)   ## spin-up and start states -> data/EXP/spinup.h5
 precompute: $(SETUP) ## reference EnKF runs -> data/EXP/paths.h5
 	$(ENKFRL) precompute --exp $(EXP) --config $(CONFIG)
 
-plot: $(SETUP)       ## data figures -> logs/EXP/plots/
-	$(ENKFRL) plot --exp $(EXP) --config $(CONFIG) --stage data
+train: $(SETUP)      ## train L96_1..3 concurrently (scripts/train_concurrent.sh), in the foreground
+	PYTHON=$(PYTHON) CONFIG=$(CONFIG) scripts/train_concurrent.sh
+
+train_one: $(SETUP)  ## train EXP alone
+	$(ENKFRL) train --exp $(EXP) --config $(CONFIG)
+
+evaluate: $(SETUP)   ## closed-loop evaluation of EXP's newest run -> metrics.json, eval.h5
+	$(ENKFRL) evaluate --exp $(EXP) --config $(CONFIG)
+
+plot: $(SETUP)       ## all figures of EXP: data -> logs/EXP/plots/, train+eval -> newest run folder
+	$(ENKFRL) plot --exp $(EXP) --config $(CONFIG) --stage all
+
+visualize: plot      ## alias of plot (the old makefile's name)
+
+tensorboard: $(SETUP) ## TensorBoard over logs/ (port 6006)
+	$(PYTHON) -m tensorboard.main --logdir logs --port 6006
+
+restart_training: $(SETUP) ## (re)start `make train` in the background; pid in logs/train.pid
+	@mkdir -p logs
+	@if [ -f logs/train.pid ] && kill -0 $$(cat logs/train.pid) 2>/dev/null; then \
+	    echo "stopping running training (pid $$(cat logs/train.pid))"; kill -- -$$(cat logs/train.pid) 2>/dev/null || kill $$(cat logs/train.pid); sleep 1; fi
+	@setsid env PYTHON=$(PYTHON) CONFIG=$(CONFIG) scripts/train_concurrent.sh > logs/train_concurrent.out 2>&1 & echo $$! > logs/train.pid
+	@echo "training in the background (pid $$(cat logs/train.pid)); make status / make end_training"
+
+end_training:   ## stop the background training
+	@if [ -f logs/train.pid ] && kill -0 $$(cat logs/train.pid) 2>/dev/null; then \
+	    kill -- -$$(cat logs/train.pid) 2>/dev/null || kill $$(cat logs/train.pid); echo "stopped pid $$(cat logs/train.pid)"; \
+	else echo "no background training running"; fi
+	@rm -f logs/train.pid
+
+status:         ## is the background training running; last lines of each log
+	@if [ -f logs/train.pid ] && kill -0 $$(cat logs/train.pid) 2>/dev/null; then \
+	    echo "running (pid $$(cat logs/train.pid))"; else echo "not running"; fi
+	@for f in logs/*_training.log; do [ -f "$$f" ] && { echo "== $$f"; tail -n 3 "$$f"; }; done; true
 
 bench: $(SETUP)      ## speed ratios measured in one run
 	$(ENKFRL) bench --config $(CONFIG) $(ARGS)

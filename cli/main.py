@@ -118,8 +118,10 @@ def evaluate(cfg, run_dir, which, path_list):
     data, normaliser = load_run_inputs(cfg)
     paths = [int(p) for p in path_list.split(",")] if path_list else [cfg.paths.eval_path]
     env = AssimilationEnv(cfg, data, normaliser, paths)
-    model = load_policy(cfg, run_dir, which)
-    metrics, episodes = run_eval(env, {"rl": policy_actor(model), **BASELINES}, paths)
+    actors = {"rl": policy_actor(load_policy(cfg, run_dir, which))}
+    if (run_dir / "pretrained_model.zip").exists():
+        actors["supervised"] = policy_actor(load_policy(cfg, run_dir, "pretrained"))
+    metrics, episodes = run_eval(env, {**actors, **BASELINES}, paths)
     for f in write_eval(run_dir, metrics, episodes, env):
         click.echo(f"wrote {f}")
     for p, per_actor in metrics.items():

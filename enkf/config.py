@@ -179,6 +179,15 @@ class PPOConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    epochs: int
+    """Behaviour-cloning epochs on the stored (features -> xa) pairs before PPO (0: none)."""
+    batch_size: int
+    """Minibatch size in transitions (recurrent agent: rounded to whole paths)."""
+    learning_rate: float
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     total_steps: int
     """Environment steps (summed over envs)."""
@@ -213,6 +222,7 @@ class Config:
     curriculum: CurriculumConfig
     agent: AgentConfig
     ppo: PPOConfig
+    pretrain: PretrainConfig
     train: TrainConfig
 
     # ---- derived values, computed in one place -----------------------------------------------
@@ -380,6 +390,10 @@ def _check(cfg: Config) -> None:
     need(ppo.ent_coef >= 0, f"ppo.ent_coef: must be >= 0, got {ppo.ent_coef}")
     need(ppo.vf_coef >= 0, f"ppo.vf_coef: must be >= 0, got {ppo.vf_coef}")
     need(ppo.max_grad_norm > 0, f"ppo.max_grad_norm: must be > 0, got {ppo.max_grad_norm}")
+    pre = cfg.pretrain
+    need(pre.epochs >= 0, f"pretrain.epochs: must be >= 0, got {pre.epochs}")
+    need(pre.batch_size >= 1, f"pretrain.batch_size: must be >= 1, got {pre.batch_size}")
+    need(pre.learning_rate > 0, f"pretrain.learning_rate: must be > 0, got {pre.learning_rate}")
     need(t.total_steps >= 1, f"train.total_steps: must be >= 1, got {t.total_steps}")
     need(t.n_envs >= 1, f"train.n_envs: must be >= 1, got {t.n_envs}")
     for k in ("checkpoint_freq", "eval_freq", "log_interval", "torch_threads"):

@@ -32,7 +32,7 @@ from enkf.system import System, rmse
 from rl.normalisation import Normaliser
 
 # the arrays of paths.h5 the env reads (truth only for info, never for the observation)
-DATA_KEYS = ("truth", "obs", "analysis_mean", "initial_ensemble")
+DATA_KEYS = ("truth", "obs", "analysis_mean", "forecast_mean", "forecast_spread", "initial_ensemble")
 
 
 def feature_sizes(cfg: Config) -> dict[str, int]:
@@ -55,6 +55,36 @@ def build_features(names: Sequence[str], norm: Normaliser, obs_index: np.ndarray
         "prev_analysis": lambda: norm.norm(prev_analysis),
     }
     return np.concatenate([parts[name]() for name in names])
+
+
+def clip_features(f: np.ndarray, bound: float) -> np.ndarray:
+    """Non-finite values to the bounds (NaN to 0), everything into [-bound, bound]."""
+    return np.clip(np.nan_to_num(f, nan=0.0, posinf=bound, neginf=-bound), -bound, bound)
+
+
+def reference_observations(cfg: Config, norm: Normaliser, data: dict, path: int) -> np.ndarray:
+    """The observations the env hands out along the stored run of `path` when the agent emits
+    the stored xa (the oracle), shape (n_cycles, window, n_features), float32: the inputs of
+    behaviour cloning. Built with the env's own feature code from the stored forecast mean,
+    spread, observations and (previous) analysis."""
+    xb, y = data["forecast_mean"][path], data["obs"][path]
+    spread, xa = data["forecast_spread"][path], data["analysis_mean"][path]
+    obs_index = np.array(cfg.obs_index)
+    rows = np.stack([
+        clip_features(build_features(cfg.env.features, norm, obs_index, xb[k], y[k], spread[k],
+                                     xa[k - 1] if k > 0 else xb[0]), cfg.env.obs_bound)
+        for k in range(xb.shape[0])])
+    W = cfg.env.window
+    padded = np.concatenate([np.repeat(rows[:1], W - 1, axis=0), rows])  # reset repeats row 0
+    return np.stack([padded[k:k + W] for k in range(rows.shape[0])]).astype(np.float32)
+
+
+def reference_actions(cfg: Config, norm: Normaliser, data: dict, path: int) -> np.ndarray:
+    """The actions that ask for the stored xa along `path`, shape (n_cycles, n)."""
+    xa = data["analysis_mean"][path]
+    if cfg.env.action_mode == "absolute":
+        return norm.norm(xa)
+    return norm.diff_norm(xa - data["forecast_mean"][path])
 
 
 class AssimilationEnv(gym.Env):
@@ -144,7 +174,7 @@ class AssimilationEnv(gym.Env):
         truth = self.data["truth"][self.path, k]
         if not np.all(np.isfinite(a)):
             # a broken policy output ends the episode with the lowest reward, the env survives
-            info = self._info(k, halted=True, xa=None, stored_xa=stored_xa, truth=truth)
+            info = self._info(k, True, stored_xa, truth, np.nan, np.nan, np.nan)
             self.step_seconds += time.perf_counter() - t0
             return self._observation(), 1.0 - self.reward_cfg.clip, True, False, info
         a = np.clip(a, -b, b)
@@ -152,8 +182,10 @@ class AssimilationEnv(gym.Env):
             xa = self.norm.unnorm(a)
         else:
             xa = self._xb + self.norm.diff_unnorm(a)
-        target = stored_xa if self.reward_cfg.target == "stored" else self._xa_online
-        err = float(rmse(self.norm.norm(xa), self.norm.norm(target)))
+        z = self.norm.norm(xa)
+        rmse_stored = float(rmse(z, self.norm.norm(stored_xa)))
+        rmse_online = float(rmse(z, self.norm.norm(self._xa_online)))
+        err = rmse_stored if self.reward_cfg.target == "stored" else rmse_online
         reward = 1.0 - min(err, self.reward_cfg.clip)
 
         self._prev_analysis = xa
@@ -166,7 +198,7 @@ class AssimilationEnv(gym.Env):
             z = self.norm.norm(self._xb)
             terminated = not (np.all(np.isfinite(z)) and np.all(np.abs(z) <= self.env_cfg.halt_bound))
             self._history.append(self._features())
-        info = self._info(k, halted=terminated, xa=xa, stored_xa=stored_xa, truth=truth)
+        info = self._info(k, terminated, stored_xa, truth, rmse_stored, rmse_online, float(rmse(xa, truth)))
         self.step_seconds += time.perf_counter() - t0
         return self._observation(), reward, terminated, truncated, info
 
@@ -189,19 +221,12 @@ class AssimilationEnv(gym.Env):
         with np.errstate(all="ignore"):
             f = build_features(self.env_cfg.features, self.norm, self.system.obs_index,
                                self._xb, self.current_obs, self._spread, prev)
-        b = self.env_cfg.obs_bound
-        return np.clip(np.nan_to_num(f, nan=0.0, posinf=b, neginf=-b), -b, b)
+        return clip_features(f, self.env_cfg.obs_bound)
 
     def _observation(self) -> np.ndarray:
         return np.stack(self._history).astype(np.float32)
 
-    def _info(self, k, halted, xa, stored_xa, truth) -> dict:
-        info = {"path": self.path, "cycle": k, "halted": bool(halted),
-                "enkf_rmse_vs_truth": float(rmse(stored_xa, truth))}
-        if xa is None:
-            info.update(rmse_vs_enkf=np.nan, rmse_vs_online=np.nan, rmse_vs_truth=np.nan)
-        else:
-            info.update(rmse_vs_enkf=float(rmse(self.norm.norm(xa), self.norm.norm(stored_xa))),
-                        rmse_vs_online=float(rmse(self.norm.norm(xa), self.norm.norm(self._xa_online))),
-                        rmse_vs_truth=float(rmse(xa, truth)))
-        return info
+    def _info(self, k, halted, stored_xa, truth, rmse_stored, rmse_online, rmse_truth) -> dict:
+        return {"path": self.path, "cycle": k, "halted": bool(halted),
+                "rmse_vs_enkf": rmse_stored, "rmse_vs_online": rmse_online,
+                "rmse_vs_truth": rmse_truth, "enkf_rmse_vs_truth": float(rmse(stored_xa, truth))}

@@ -3,7 +3,8 @@
     1. run folder logs/<E>/<run_id>/ with the resolved config, command and code version
     2. reference data and the normaliser (spin-up climatology)
     3. n_envs closed-loop environments (curriculum decides their paths)
-    4. the model (rl/policy.py), or the last checkpoint when resuming
+    4. the model (rl/policy.py), or the last checkpoint when resuming; optionally warm-started by
+       behaviour cloning (rl/pretrain.py), saved as pretrained_model.zip
     5. callbacks: curriculum, checkpoints, evaluation on the held-out path, diagnostics, progress
     6. model.learn(...), then final_model.zip
 
@@ -34,6 +35,7 @@ from rl.env import AssimilationEnv
 from rl.evaluate import policy_actor, run_episode, summarise
 from rl.normalisation import Normaliser
 from rl.policy import algo_class, build_model, lstm_modules
+from rl.pretrain import behaviour_clone
 
 log = logging.getLogger("enkfrl.train")
 
@@ -248,6 +250,17 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
     else:
         model = build_model(cfg, venv, tensorboard_log=None, device=device, seed=cfg.seed)
     model.set_logger(logger)
+
+    # 4b. optional warm start: behaviour cloning of the stored analyses (the "supervised" policy)
+    if not resume and cfg.pretrain.epochs > 0:
+        t0 = time.perf_counter()
+        history = behaviour_clone(model, cfg, normaliser, data, log=log.info)
+        for epoch, (tr, va) in enumerate(zip(history["train_rmse"], history["val_rmse"] or history["train_rmse"])):
+            logger.record("pretrain/train_rmse", tr)
+            logger.record("pretrain/heldout_rmse", va)
+            logger.dump(step=epoch)
+        model.save(run_dir / "pretrained_model.zip")
+        (run_dir / "pretrain.json").write_text(json.dumps(dict(history, wall_s=time.perf_counter() - t0)))
 
     # 5. callbacks
     checkpoints = CheckpointCallback(run_dir, cfg.train.checkpoint_freq, curriculum)

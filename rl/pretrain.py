@@ -1,0 +1,91 @@
+"""Behaviour cloning warm start: fit the policy mean to the stored EnKF analyses.
+
+Inputs are the observations the env hands out along each stored training path when the agent
+emits the stored xa (rl.env.reference_observations), targets the actions that ask for the stored
+xa (rl.env.reference_actions); the loss is the MSE of the Gaussian policy's mean, in normalised
+units. The result, before any PPO, is the "supervised" policy the evaluation reports: the same
+network and features as the RL agent, run in the same closed loop.
+
+window agent: samples are single windows, shuffled. recurrent agent: samples are whole paths,
+the LSTM state starting at zero as in an episode.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch as th
+
+from enkf.config import Config
+from rl.env import reference_actions, reference_observations
+from rl.normalisation import Normaliser
+
+
+def cloning_data(cfg: Config, norm: Normaliser, data: dict, paths: list[int]):
+    """(obs (P, K, W, F), actions (P, K, n)) float32 arrays for the given paths."""
+    obs = np.stack([reference_observations(cfg, norm, data, p) for p in paths])
+    act = np.stack([reference_actions(cfg, norm, data, p) for p in paths]).astype(np.float32)
+    return obs, act
+
+
+def _policy_mean(policy, obs: th.Tensor, recurrent: bool) -> th.Tensor:
+    """Mean action for obs (B, K, W, F) (recurrent: B whole sequences) or (B, W, F)."""
+    if not recurrent:
+        return policy.get_distribution(obs).distribution.mean
+    B, K = obs.shape[:2]
+    flat = obs.reshape(B * K, *obs.shape[2:])  # sequence-major, as the recurrent buffer lays it out
+    n_layers, hidden = policy.lstm_actor.num_layers, policy.lstm_actor.hidden_size
+    zeros = th.zeros(n_layers, B, hidden, device=obs.device)
+    starts = th.zeros(B, K, device=obs.device)
+    starts[:, 0] = 1.0
+    dist, _ = policy.get_distribution(flat, (zeros, zeros), starts.reshape(-1))
+    return dist.distribution.mean.reshape(B, K, -1)
+
+
+def behaviour_clone(model, cfg: Config, norm: Normaliser, data: dict, log=print) -> dict:
+    """Train model.policy's mean on the stored pairs of the training paths, in place.
+
+    The last 10% of the training paths (at least one) are held out to report a validation RMSE.
+    Returns {"train_rmse": [...], "val_rmse": [...]} per epoch (normalised units).
+    """
+    pre = cfg.pretrain
+    first, last = cfg.paths.train_paths
+    paths = list(range(first, last + 1))
+    n_val = max(1, len(paths) // 10) if len(paths) > 1 else 0
+    train_paths, val_paths = paths[:len(paths) - n_val], paths[len(paths) - n_val:]
+    recurrent = cfg.agent.kind == "recurrent"
+    policy, device = model.policy, model.device
+    obs, act = cloning_data(cfg, norm, data, train_paths)
+    if not recurrent:  # single windows
+        obs, act = obs.reshape(-1, *obs.shape[2:]), act.reshape(-1, act.shape[-1])
+    obs_t, act_t = th.as_tensor(obs, device=device), th.as_tensor(act, device=device)
+    val = None
+    if val_paths:
+        vo, va = cloning_data(cfg, norm, data, val_paths)
+        if not recurrent:
+            vo, va = vo.reshape(-1, *vo.shape[2:]), va.reshape(-1, va.shape[-1])
+        val = th.as_tensor(vo, device=device), th.as_tensor(va, device=device)
+    optimiser = th.optim.Adam(policy.parameters(), lr=pre.learning_rate)
+    rng = np.random.default_rng(cfg.seed)
+    history = {"train_rmse": [], "val_rmse": []}
+    batch = pre.batch_size if not recurrent else max(1, pre.batch_size // obs.shape[1])
+    policy.set_training_mode(True)
+    for epoch in range(pre.epochs):
+        order = rng.permutation(len(obs_t))
+        sq, count = 0.0, 0
+        for i in range(0, len(order), batch):
+            idx = th.as_tensor(order[i:i + batch], device=device)
+            loss = th.mean((_policy_mean(policy, obs_t[idx], recurrent) - act_t[idx]) ** 2)
+            optimiser.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(policy.parameters(), cfg.ppo.max_grad_norm)
+            optimiser.step()
+            sq += float(loss) * len(idx)
+            count += len(idx)
+        history["train_rmse"].append((sq / count) ** 0.5)
+        if val is not None:
+            with th.no_grad():
+                vmse = float(th.mean((_policy_mean(policy, val[0], recurrent) - val[1]) ** 2))
+            history["val_rmse"].append(vmse ** 0.5)
+        log(f"pretrain epoch {epoch + 1}/{pre.epochs}: rmse train {history['train_rmse'][-1]:.5f}"
+            + (f", held-out paths {history['val_rmse'][-1]:.5f}" if val is not None else ""))
+    policy.set_training_mode(False)
+    return history
