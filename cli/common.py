@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 
 import click
@@ -39,7 +38,7 @@ class Group(click.Group):
     """Turns ConfigError (exit 2) and DataError (exit 1) into one line on stderr."""
 
     def invoke(self, ctx):
-        debug = "--debug" in sys.argv
+        debug = ctx.params.get("debug", False)
         try:
             return super().invoke(ctx)
         except ConfigError as e:

@@ -73,7 +73,8 @@ def load_run_inputs(cfg):
 
 
 def newest_run(cfg) -> Path:
-    runs = sorted(p.parent for p in (LOG_ROOT / cfg.experiment).glob("*/config.yaml"))
+    runs = sorted((p.parent for p in (LOG_ROOT / cfg.experiment).glob("*/config.yaml")),
+                  key=lambda d: (d / "config.yaml").stat().st_mtime)
     if not runs:
         raise DataError(f"no run under {LOG_ROOT / cfg.experiment}: run `enkfrl train --exp {cfg.experiment}` first")
     return runs[-1]

@@ -76,7 +76,7 @@ def enkf_analysis(E, y, obs_index, r, perturbations, centre):
             innov[j, k] = y[k] + D[j, k] - E[j, obs_index[k]]
     C = Y.T @ Y + (N - 1) * r * np.eye(p)
     Z = np.linalg.solve(C, innov.T)  # (p, N): C^{-1} (y + d_j - H e_j)
-    Ea = E + (Y @ Z).T @ A           # e_j + A^T Y C^{-1} (...)
+    Ea = E + Z.T @ (Y.T @ A)         # e_j + A^T Y C^{-1} (...), no (N, N) intermediate
     xa = ensemble_mean(Ea)
     return xa, Ea - xa
 

@@ -78,7 +78,7 @@ def behaviour_clone(model, cfg: Config, norm: Normaliser, data: dict, log=print)
             loss.backward()
             th.nn.utils.clip_grad_norm_(policy.parameters(), cfg.ppo.max_grad_norm)
             optimiser.step()
-            sq += float(loss) * len(idx)
+            sq += loss.item() * len(idx)
             count += len(idx)
         history["train_rmse"].append((sq / count) ** 0.5)
         if val is not None:

@@ -237,15 +237,19 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
     # 2-3. environments: training paths from the curriculum, a separate env for the eval path
     first, last = cfg.paths.train_paths
     curriculum = Curriculum(first, last, cfg.curriculum.episodes_k)
+    if resume:
+        model_path, curriculum_path, step = newest_checkpoint(run_dir)
+        curriculum = Curriculum.from_state_dict(json.loads(curriculum_path.read_text()))
     venv = make_vec_env(cfg, data, normaliser, curriculum.active_paths)
     eval_env = AssimilationEnv(cfg, data, normaliser, [cfg.paths.eval_path])
 
     # 4. model
+    csv_file = run_dir / "tb" / "progress.csv"
+    if resume and csv_file.exists():  # SB3 reopens it with "w": keep the earlier rows
+        csv_file.rename(run_dir / "tb" / f"progress_until_{step}.csv")
     logger = configure(str(run_dir / "tb"), ["tensorboard", "csv"])
     if resume:
-        model_path, curriculum_path, step = newest_checkpoint(run_dir)
         model = algo_class(cfg).load(model_path, env=venv, device=device)
-        curriculum = Curriculum.from_state_dict(json.loads(curriculum_path.read_text()))
         log.info("resumed from %s (%d steps, %d paths active)", model_path.name, step, curriculum.n_active)
     else:
         model = build_model(cfg, venv, tensorboard_log=None, device=device, seed=cfg.seed)

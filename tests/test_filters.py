@@ -1,0 +1,190 @@
+"""Analysis updates of enkf/filters.py against the Kalman filter in the linear-Gaussian case."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from enkf.filters import (enkf_analysis, ensemble_mean, ensemble_spread, etkf_analysis, inflate,
+                          mean_preserving_rotation)
+
+N_STATE = 5
+R_VAR = 0.5
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+def linear_model(n=N_STATE, seed=0):
+    """A fixed, mildly unstable linear model M (spectral radius ~1.05) and a prior (x0, P0)."""
+    g = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(g.standard_normal((n, n)))
+    M = Q @ np.diag(np.linspace(1.05, 0.8, n)) @ Q.T + 0.1 * g.standard_normal((n, n))
+    L = np.tril(g.standard_normal((n, n))) + 2 * np.eye(n)
+    return M, g.standard_normal(n), L @ L.T
+
+
+def ensemble_with_moments(x, P, N, g):
+    """(N, n) ensemble whose sample mean is x and sample covariance (ddof 1) is P, exactly:
+    x + sqrt(N-1) Q L^T with Q orthonormal columns orthogonal to 1 and P = L L^T."""
+    n = x.shape[0]
+    Z = g.standard_normal((N, n))
+    Z -= Z.mean(axis=0)
+    Q, _ = np.linalg.qr(Z)
+    return x + np.sqrt(N - 1) * Q @ np.linalg.cholesky(P).T
+
+
+def sample_cov(A):
+    return A.T @ A / (A.shape[0] - 1)
+
+
+def kf_analysis(xf, Pf, y, obs_index, r):
+    """The Kalman filter analysis with H = rows obs_index of I, R = r I."""
+    n = xf.shape[0]
+    H = np.eye(n)[obs_index]
+    S = H @ Pf @ H.T + r * np.eye(len(obs_index))
+    K = Pf @ H.T @ np.linalg.inv(S)
+    return xf + K @ (y - H @ xf), (np.eye(n) - K @ H) @ Pf, K
+
+
+def rel(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+# ---- ETKF = KF -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("obs_index", [[0, 2, 4], [0, 1, 2, 3, 4], [3]], ids=["subset", "all", "one"])
+@pytest.mark.parametrize("N", [6, 9])
+@pytest.mark.parametrize("rotate", [False, True], ids=["identity", "rotation"])
+def test_etkf_equals_kalman_filter_linear_gaussian(obs_index, N, rotate):
+    """Linear model, no model noise, N > n: ETKF analysis mean and sample covariance equal the
+    Kalman filter's (to 1e-8) for 20 forecast/analysis cycles, with or without a rotation;
+    the analysis anomalies have zero member mean."""
+    obs_index = np.array(obs_index, dtype=np.int64)
+    M, x, P = linear_model()
+    g = np.random.default_rng(N + len(obs_index))
+    E = ensemble_with_moments(x, P, N, g)
+    np.testing.assert_allclose(ensemble_mean(E), x, atol=1e-12)
+    np.testing.assert_allclose(sample_cov(E - x), P, atol=1e-12)
+    truth = x + np.linalg.cholesky(P) @ g.standard_normal(N_STATE)
+    for k in range(20):
+        # forecast: E @ M^T maps the sample mean to M x and the sample covariance to M P M^T
+        E = E @ M.T
+        x, P = M @ x, M @ P @ M.T
+        truth = M @ truth
+        y = truth[obs_index] + np.sqrt(R_VAR) * g.standard_normal(len(obs_index))
+        x, P, _ = kf_analysis(x, P, y, obs_index, R_VAR)
+        Q = mean_preserving_rotation(g, N) if rotate else np.eye(N)
+        xa, Aa = etkf_analysis(E, y, obs_index, R_VAR, Q)
+        scale = max(1.0, np.abs(x).max())
+        assert np.abs(xa - x).max() < 1e-8 * scale, k
+        assert np.abs(sample_cov(Aa) - P).max() < 1e-8 * max(1.0, np.abs(P).max()), k
+        np.testing.assert_allclose(Aa.mean(axis=0), 0.0, atol=1e-10)
+        E = xa + Aa
+    assert rel(P, M @ P @ M.T) > 1e-3  # the covariance is not trivially stationary
+
+
+def test_etkf_rotation_changes_members_not_moments():
+    """A mean-preserving rotation Q gives anomalies Q T A: different members, same mean and
+    same sample covariance as no rotation."""
+    g = np.random.default_rng(5)
+    E = 3 + g.standard_normal((12, 7))
+    obs_index = np.array([0, 3, 6], dtype=np.int64)
+    y = g.standard_normal(3)
+    x1, A1 = etkf_analysis(E, y, obs_index, 0.3, np.eye(12))
+    Q = mean_preserving_rotation(g, 12)
+    x2, A2 = etkf_analysis(E, y, obs_index, 0.3, Q)
+    assert np.array_equal(x1, x2)
+    np.testing.assert_allclose(A2, Q @ A1, atol=1e-12)
+    np.testing.assert_allclose(sample_cov(A2), sample_cov(A1), atol=1e-12)
+    assert np.abs(A2 - A1).max() > 0.1
+
+
+# ---- perturbed-observation EnKF ----------------------------------------------------------------
+def test_enkf_with_zero_perturbations_is_kf_mean_and_joseph_without_R():
+    """With D = 0 and an exact prior the analysis mean is the KF mean, and the sample covariance
+    is (I - KH) Pf (I - KH)^T (the Joseph form minus its K R K^T term)."""
+    M, x, P = linear_model()
+    g = np.random.default_rng(7)
+    obs_index = np.array([1, 2, 4], dtype=np.int64)
+    E = ensemble_with_moments(x, P, 11, g)
+    y = g.standard_normal(3)
+    xa_kf, _, K = kf_analysis(x, P, y, obs_index, R_VAR)
+    xa, Aa = enkf_analysis(E, y, obs_index, R_VAR, np.zeros((11, 3)), False)
+    np.testing.assert_allclose(xa, xa_kf, atol=1e-10)
+    IKH = np.eye(N_STATE) - K @ np.eye(N_STATE)[obs_index]
+    np.testing.assert_allclose(sample_cov(Aa), IKH @ P @ IKH.T, atol=1e-10)
+
+
+@pytest.mark.parametrize("centre", [False, True])
+def test_enkf_mean_shift_is_gain_times_mean_perturbation(centre):
+    """Exact prior: x_a = x_KF + K sqrt(r) mean(D) without centring; with centring the
+    perturbations have zero mean, so x_a = x_KF exactly."""
+    M, x, P = linear_model()
+    g = np.random.default_rng(8)
+    obs_index = np.array([0, 4], dtype=np.int64)
+    N = 15
+    E = ensemble_with_moments(x, P, N, g)
+    y = g.standard_normal(2)
+    pert = 1.0 + g.standard_normal((N, 2))  # a large mean, so not centring would show
+    xa_kf, _, K = kf_analysis(x, P, y, obs_index, R_VAR)
+    xa, Aa = enkf_analysis(E, y, obs_index, R_VAR, pert, centre)
+    shift = 0.0 if centre else K @ (np.sqrt(R_VAR) * pert.mean(axis=0))
+    np.testing.assert_allclose(xa, xa_kf + shift, atol=1e-10)
+    if not centre:
+        assert np.abs(shift).max() > 0.1
+    np.testing.assert_allclose(Aa.mean(axis=0), 0.0, atol=1e-10)
+
+
+def test_enkf_approaches_kalman_filter_as_ensemble_grows():
+    """One perturbed-obs analysis from an exact prior: the mean and covariance errors against
+    the KF, averaged over 3 seeds, shrink as N goes 10 -> 100 -> 1000 -> 10000 (like 1/sqrt(N));
+    at N = 10000 the covariance is within 5% and the mean within 2% of the prior spread."""
+    M, x, P = linear_model()
+    obs_index = np.array([0, 2, 3], dtype=np.int64)
+    y = np.array([0.5, -1.0, 2.0])
+    xa_kf, Pa_kf, _ = kf_analysis(x, P, y, obs_index, R_VAR)
+    mean_err, cov_err = [], []
+    for N in (10, 100, 1000, 10000):
+        me, ce = [], []
+        for seed in range(3):
+            g = np.random.default_rng([N, seed])
+            E = ensemble_with_moments(x, P, N, g)
+            xa, Aa = enkf_analysis(E, y, obs_index, R_VAR, g.standard_normal((N, 3)), False)
+            me.append(np.linalg.norm(xa - xa_kf) / np.sqrt(np.trace(P)))
+            ce.append(rel(sample_cov(Aa), Pa_kf))
+        mean_err.append(np.mean(me))
+        cov_err.append(np.mean(ce))
+    assert all(a > b for a, b in zip(mean_err, mean_err[1:])), mean_err
+    assert all(a > b for a, b in zip(cov_err, cov_err[1:])), cov_err
+    assert cov_err[0] > 0.1 and cov_err[-1] < 0.05, cov_err
+    assert mean_err[-1] < 0.02, mean_err
+
+
+# ---- rotation, inflation, spread -------------------------------------------------------------
+@pytest.mark.parametrize("N", [2, 3, 10, 40])
+def test_mean_preserving_rotation_orthogonal_and_fixes_ones(N):
+    """Q Q^T = I and Q 1 = 1 (so Q A keeps zero-mean anomalies zero-mean); Q is not I."""
+    g = np.random.default_rng(N)
+    Q = mean_preserving_rotation(g, N)
+    np.testing.assert_allclose(Q @ Q.T, np.eye(N), atol=1e-12)
+    np.testing.assert_allclose(Q @ np.ones(N), np.ones(N), atol=1e-12)
+    np.testing.assert_allclose(np.ones(N) @ Q, np.ones(N), atol=1e-12)
+    if N > 2:
+        assert np.abs(Q - np.eye(N)).max() > 1e-3
+    Q2 = mean_preserving_rotation(np.random.default_rng(N), N)
+    assert np.array_equal(Q, Q2)  # a function of the generator's state only
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.06, 0.5, 5.0])
+def test_inflate_keeps_mean_and_scales_anomalies(factor):
+    """inflate(E, a) = x + a (E - x): same member mean, anomalies times a, spread times a."""
+    E = 2.0 + np.random.default_rng(9).standard_normal((20, 8))
+    x = E.mean(axis=0)
+    Ei = inflate(E, factor)
+    np.testing.assert_allclose(Ei.mean(axis=0), x, atol=1e-12)
+    np.testing.assert_allclose(Ei - Ei.mean(axis=0), factor * (E - x), atol=1e-12)
+    np.testing.assert_allclose(ensemble_spread(Ei), factor * E.std(axis=0, ddof=1), rtol=1e-12)
+
+
+def test_ensemble_mean_and_spread_match_numpy():
+    """ensemble_mean = mean over members (rows); ensemble_spread = std over members, ddof 1."""
+    E = np.random.default_rng(10).standard_normal((7, 5)) * 3 + 1
+    np.testing.assert_allclose(ensemble_mean(E), E.mean(axis=0), rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(ensemble_spread(E), E.std(axis=0, ddof=1), rtol=1e-13)

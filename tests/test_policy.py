@@ -1,0 +1,181 @@
+"""The agent's networks (rl/policy.py): FastRecurrentPolicy against upstream sb3-contrib on real
+rollout minibatches, and the window LSTM extractor."""
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+from rl.policy import FastRecurrentPolicy, WindowLstmExtractor, build_model
+from rl.train import make_vec_env
+
+from test_env import one_torch_thread  # noqa: F401  (autouse)
+from test_env import load_smoke, smoke_workdir
+
+UPSTREAM = RecurrentActorCriticPolicy._process_sequence
+
+
+@pytest.fixture(scope="module")
+def recurrent_model(tmp_path_factory):
+    """A RecurrentPPO on 2 smoke envs after one PPO iteration (64 steps per env; episodes are 60
+    cycles, so every env's buffer holds an episode start in the middle)."""
+    cfg, data, norm = load_smoke(smoke_workdir(tmp_path_factory))
+    cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, kind="recurrent"),
+                              env=dataclasses.replace(cfg.env, window=1),
+                              train=dataclasses.replace(cfg.train, n_envs=2, subproc=False))
+    assert cfg.ppo.n_steps == 64 and cfg.paths.n_cycles == 60
+    venv = make_vec_env(cfg, data, norm, [1, 2])
+    th.manual_seed(0)
+    model = build_model(cfg, venv, None, "cpu", 0)
+    assert isinstance(model.policy, FastRecurrentPolicy)
+    model.learn(total_timesteps=2 * 64)  # one rollout + one update; the buffer keeps the rollout
+    yield model
+    venv.close()
+
+
+def evaluate(policy, batch, weights):
+    """values, log_prob, entropy and the gradients of a weighted scalar of all three."""
+    policy.zero_grad(set_to_none=True)
+    values, log_prob, entropy = policy.evaluate_actions(batch.observations, batch.actions,
+                                                        batch.lstm_states, batch.episode_starts)
+    loss = ((weights[0] * values.flatten()).sum() + (weights[1] * log_prob).sum()
+            + (weights[2] * entropy).sum())
+    loss.backward()
+    grads = {name: p.grad.detach().clone() for name, p in policy.named_parameters()
+             if p.grad is not None}
+    return values.detach(), log_prob.detach(), entropy.detach(), grads
+
+
+def upstream_evaluate(policy, batch, weights, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(FastRecurrentPolicy, "_process_sequence", staticmethod(UPSTREAM))
+        return evaluate(policy, batch, weights)
+
+
+def fast_evaluate(policy, batch, weights, monkeypatch):
+    """The fast policy, counting calls of upstream's loop (its fallback)."""
+    calls = []
+
+    def counting(*args):
+        calls.append(1)
+        return UPSTREAM(*args)
+
+    with monkeypatch.context() as m:
+        m.setattr(RecurrentActorCriticPolicy, "_process_sequence", staticmethod(counting))
+        out = evaluate(policy, batch, weights)
+    return out, len(calls)
+
+
+def resetting_sequences(batch, n_seq) -> int:
+    """Sequences of a padded minibatch that start an episode from a non-zero stored state (the
+    only case in which resetting matters)."""
+    starts = batch.episode_starts.reshape(n_seq, -1)
+    h = batch.lstm_states.pi[0]  # (layers, n_seq, hidden)
+    return int(sum(bool(starts[s, 0]) and bool(h[:, s].abs().sum() > 0) for s in range(n_seq)))
+
+
+def test_fast_recurrent_policy_matches_upstream(recurrent_model, monkeypatch):
+    model = recurrent_model
+    policy, buffer = model.policy, model.rollout_buffer
+    np.random.seed(0)
+    th.manual_seed(0)
+    n_batches = n_resetting = 0
+    for _ in range(3):  # three shuffles of the buffer (random split points)
+        for batch in buffer.get(model.batch_size):
+            n_seq = batch.lstm_states.pi[0].shape[1]
+            starts = batch.episode_starts.reshape(n_seq, -1)
+            # after the buffer's split an episode start is always the first step of a sequence
+            assert not bool(starts[:, 1:].any())
+            n_resetting += resetting_sequences(batch, n_seq)
+            weights = th.randn(3, batch.actions.shape[0])
+            (v, lp, ent, g), fallbacks = fast_evaluate(policy, batch, weights, monkeypatch)
+            assert fallbacks == 0, "the fast path fell back to upstream's loop"
+            v0, lp0, ent0, g0 = upstream_evaluate(policy, batch, weights, monkeypatch)
+            for a, b in [(v, v0), (lp, lp0), (ent, ent0)]:
+                th.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+            assert set(g) == set(g0) and any("lstm_actor" in k for k in g) and any("lstm_critic" in k for k in g)
+            for name in g:
+                th.testing.assert_close(g[name], g0[name], rtol=1e-6, atol=1e-6, msg=name)
+            n_batches += 1
+    assert n_batches >= 12
+    assert n_resetting >= 1, "no minibatch held an episode start: the comparison proves nothing"
+
+
+def test_episode_starts_matter_in_the_compared_batches(recurrent_model):
+    """Sensitivity of the comparison above: ignoring the episode starts changes the outputs of a
+    minibatch holding a reset, so a fast path that skipped the reset would have been caught."""
+    model = recurrent_model
+    np.random.seed(1)
+    for batch in model.rollout_buffer.get(model.batch_size):
+        n_seq = batch.lstm_states.pi[0].shape[1]
+        if resetting_sequences(batch, n_seq):
+            break
+    else:
+        pytest.fail("no minibatch with an episode start")
+    with th.no_grad():
+        v, lp, _ = model.policy.evaluate_actions(batch.observations, batch.actions,
+                                                 batch.lstm_states, batch.episode_starts)
+        v1, lp1, _ = model.policy.evaluate_actions(batch.observations, batch.actions, batch.lstm_states,
+                                                   th.zeros_like(batch.episode_starts))
+    assert float((v - v1).abs().max()) > 1e-4 or float((lp - lp1).abs().max()) > 1e-4
+
+
+def test_fast_process_sequence_synthetic():
+    """Direct comparison on made-up sequences, including starts at every position (which must
+    fall back to the loop) and at first positions only."""
+    th.manual_seed(0)
+    lstm = th.nn.LSTM(5, 7, num_layers=2)
+    n_seq, T = 4, 6
+    features = th.randn(n_seq * T, 5)
+    states = (th.randn(2, n_seq, 7), th.randn(2, n_seq, 7))
+    first_only = th.zeros(n_seq, T)
+    first_only[[0, 2], 0] = 1.0
+    inside = first_only.clone()
+    inside[1, 3] = 1.0
+    for starts in (th.zeros(n_seq, T), first_only, inside):
+        out, (h, c) = FastRecurrentPolicy._process_sequence(features, states, starts.flatten(), lstm)
+        out0, (h0, c0) = UPSTREAM(features, states, starts.flatten(), lstm)
+        for a, b in [(out, out0), (h, h0), (c, c0)]:
+            th.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+# ---- window agent ------------------------------------------------------------------------------
+def test_window_lstm_extractor_uses_the_window():
+    th.manual_seed(0)
+    space = gym.spaces.Box(-3, 3, (3, 16), np.float32)
+    ext = WindowLstmExtractor(space, hidden=16, layers=1)
+    assert ext.features_dim == 16
+    obs = th.rand(5, 3, 16) * 2 - 1
+    out = ext(obs)
+    assert out.shape == (5, 16)
+    older = obs.clone()
+    older[:, 0] += 0.5  # change only the oldest row of the window
+    diff = (ext(older) - out).detach().abs().amax(dim=1)
+    assert bool((diff > 1e-4).all()), diff
+    one = obs.clone()
+    one[2, 0] += 0.5  # one sample changes, the others do not
+    d = (ext(one) - out).detach().abs().amax(dim=1)
+    assert float(d[2]) > 1e-4 and float(d[[0, 1, 3, 4]].max().detach()) == 0.0
+    two = WindowLstmExtractor(space, hidden=8, layers=2)
+    assert two(obs).shape == (5, 8) and two.lstm.num_layers == 2
+
+
+def test_window_model_has_the_extractor(tmp_path_factory):
+    cfg, data, norm = load_smoke(smoke_workdir(tmp_path_factory))
+    venv = make_vec_env(cfg, data, norm, [1])
+    model = build_model(cfg, venv, None, "cpu", 0)
+    ext = model.policy.features_extractor
+    assert isinstance(ext, WindowLstmExtractor)
+    assert ext.features_dim == cfg.agent.lstm_hidden and ext.lstm.input_size == 16
+    obs = venv.reset()  # (n_envs, window, features)
+    assert obs.shape == (cfg.train.n_envs, cfg.env.window, 16)
+    a, _ = model.predict(obs, deterministic=True)
+    obs2 = obs.copy()
+    obs2[:, 0] = -obs2[:, 0]
+    a2, _ = model.predict(obs2, deterministic=True)
+    assert np.abs(a - a2).max() > 1e-5
+    venv.close()

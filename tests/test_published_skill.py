@@ -1,0 +1,60 @@
+"""Skill of the filters on DAPPER's benchmark setups against the published numbers
+(../shared/REFERENCE.md): time-mean analysis RMSE after burn-in within 10%."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from enkf.config import load_config
+from enkf.precompute import run_path
+from enkf.spinup import run_spinup
+from enkf.system import System, rmse
+
+from conftest import CONFIG
+
+
+def time_mean_rmse(experiment, method, n_ens, inflation, rotate, n_cycles=None):
+    """rmse.a of one twin experiment from spin-up start 0, averaged after paths.burn_in."""
+    cfg = load_config(CONFIG, experiment)
+    cfg = dataclasses.replace(cfg, filter=dataclasses.replace(
+        cfg.filter, method=method, n_ens=n_ens, inflation=inflation, rotate=rotate))
+    if n_cycles is not None:
+        cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, n_cycles=n_cycles))
+    x0 = run_spinup(cfg)["starts"][0]
+    out = run_path(System.from_config(cfg), x0, 0, cfg.paths.n_cycles)
+    err = rmse(out["analysis_mean"], out["truth"])
+    assert np.all(np.isfinite(err))
+    return float(err[cfg.paths.burn_in:].mean())
+
+
+# (experiment, method, N, inflation, rotate, published rmse.a); measured with 6000 cycles:
+# 0.2167, 0.2368, 0.1785, 0.1842, 0.6643, 0.5552, 0.5740
+CASES = [
+    ("L96_sakov2008", "enkf", 40, 1.06, False, 0.22),
+    ("L96_sakov2008", "enkf", 28, 1.08, False, 0.24),
+    ("L96_sakov2008", "etkf", 24, 1.013, True, 0.18),
+    ("L96_sakov2008", "etkf", 40, 1.02, False, 0.185),
+    ("L63_sakov2012", "enkf", 10, 1.04, False, 0.65),
+    ("L63_sakov2012", "enkf", 100, 1.01, False, 0.56),
+    ("L63_sakov2012", "etkf", 10, 1.02, True, 0.60),
+]
+
+
+@pytest.mark.parametrize("experiment, method, n_ens, inflation, rotate, published", CASES,
+                         ids=[f"{c[0].split('_')[0]}-{c[1]}-N{c[2]}-infl{c[3]}"
+                              f"{'-rot' if c[4] else ''}" for c in CASES])
+def test_analysis_rmse_matches_published(experiment, method, n_ens, inflation, rotate, published):
+    """Time-mean analysis RMSE over the configured 6000 cycles is within 10% of DAPPER's."""
+    got = time_mean_rmse(experiment, method, n_ens, inflation, rotate)
+    assert abs(got - published) <= 0.10 * published, f"rmse.a {got:.4f} vs published {published}"
+
+
+def test_enkf_with_too_little_inflation_diverges_on_l96():
+    """Sanity check of the other side: perturbed-obs EnKF N=40 with inflation 1.02 on
+    sakov2008 diverges in DAPPER (rmse ~4.2, climatology 3.6); here too its error is far above
+    the well-tuned 0.22 over the 6000 cycles (it tracks for ~1000 cycles, then loses the truth),
+    so the skill test above cannot pass by accident. Measured: 3.23."""
+    got = time_mean_rmse("L96_sakov2008", "enkf", 40, 1.02, False)
+    assert got > 1.0, got
