@@ -288,7 +288,10 @@ def _convert(value, tp, key: str):
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {_type_name(value)} {value!r}")
+            hint = ""
+            if isinstance(value, str) and "e" in value.lower():
+                hint = " (YAML 1.1 reads 1e-5 as a string: write 1.0e-5)"
+            raise ConfigError(f"{key}: expected a number, got {_type_name(value)} {value!r}{hint}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -384,7 +387,7 @@ def _check(cfg: Config) -> None:
     need(1 <= ppo.batch_size <= ppo.n_steps * t.n_envs,
          f"ppo.batch_size: must be in [1, n_steps * n_envs = {ppo.n_steps * t.n_envs}], got {ppo.batch_size}")
     need(ppo.n_epochs >= 1, f"ppo.n_epochs: must be >= 1, got {ppo.n_epochs}")
-    need(0 < ppo.gamma <= 1, f"ppo.gamma: must be in (0, 1], got {ppo.gamma}")
+    need(0 <= ppo.gamma <= 1, f"ppo.gamma: must be in [0, 1], got {ppo.gamma}")
     need(0 <= ppo.gae_lambda <= 1, f"ppo.gae_lambda: must be in [0, 1], got {ppo.gae_lambda}")
     need(ppo.clip_range > 0, f"ppo.clip_range: must be > 0, got {ppo.clip_range}")
     need(ppo.ent_coef >= 0, f"ppo.ent_coef: must be >= 0, got {ppo.ent_coef}")
