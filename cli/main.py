@@ -107,10 +107,13 @@ def train(cfg, resume_dir, run_id):
 @exp_options
 @click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="Run folder (default: the newest under logs/<E>/).")
-@click.option("--model", "which", type=click.Choice(["best", "final"]), default="best", show_default=True)
+@click.option("--model", "which", type=click.Choice(["best", "final"]), default="final", show_default=True,
+              help="final_model.zip, or best_model.zip (chosen on the eval path itself: not for reporting).")
 @click.option("--paths", "path_list", default=None,
               help="Comma-separated paths to evaluate (default: the eval path).")
-def evaluate(cfg, run_dir, which, path_list):
+@click.option("--results-dir", default=None, type=click.Path(file_okay=False),
+              help="Also write <dir>/<E>.json (results/fit format) for the eval path.")
+def evaluate(cfg, run_dir, which, path_list, results_dir):
     """Closed-loop evaluation of the policy and the baselines -> metrics.json, eval.h5."""
     from rl.evaluate import BASELINES, evaluate as run_eval, load_policy, policy_actor, write_eval
     from rl.env import AssimilationEnv
@@ -125,6 +128,18 @@ def evaluate(cfg, run_dir, which, path_list):
     metrics, episodes = run_eval(env, {**actors, **BASELINES}, paths)
     for f in write_eval(run_dir, metrics, episodes, env):
         click.echo(f"wrote {f}")
+    if results_dir:
+        import json
+        import shlex
+        import sys
+        from rl.evaluate import fit_record
+        command = " && ".join([(run_dir / "command.txt").read_text().strip(),
+                               shlex.join(["enkfrl"] + sys.argv[1:])])
+        record = fit_record(cfg, run_dir, metrics, paths[0], command)
+        out = Path(results_dir) / f"{cfg.experiment}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2) + "\n")
+        click.echo(f"wrote {out}: checks {record['checks']}")
     for p, per_actor in metrics.items():
         click.echo(f"path {p} ({env.n_cycles} cycles): cycles completed / RMSE_norm vs stored EnKF xa / RMSE vs truth")
         for name, m in per_actor.items():
@@ -141,17 +156,30 @@ def evaluate(cfg, run_dir, which, path_list):
 @click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False),
               help="Run folder for train/eval plots (default: the newest under logs/<E>/).")
 def plot(cfg, stage, run_dir):
-    """Figures into logs/<E>/plots/ (data) or the run folder (train, eval)."""
-    out_dir = LOG_ROOT / cfg.experiment / "plots"
-    written = []
+    """Figures into logs/<E>/plots/ (data) or <run>/plots/ (train, eval)."""
+    def wrote(paths):
+        for p in paths:
+            click.echo(f"wrote {p}")
+
     if stage in ("data", "all"):
         from enkf.plots import plot_data
         from enkf.precompute import read_paths
         from enkf.spinup import read_spinup
-        written += plot_data(cfg, read_spinup(cfg, spinup_file(cfg)),
-                             read_paths(cfg, paths_file(cfg)), out_dir)
-    for p in written:
-        click.echo(f"wrote {p}")
+        wrote(plot_data(cfg, read_spinup(cfg, spinup_file(cfg)), read_paths(cfg, paths_file(cfg)),
+                        LOG_ROOT / cfg.experiment / "plots"))
+    if stage == "data":
+        return
+    from rl.plots import plot_eval, plot_training
+    run = Path(run_dir) if run_dir else newest_run(cfg)
+    if not (run / "config.yaml").is_file():
+        raise DataError(f"{run} is not a run folder (no config.yaml)")
+    if stage in ("train", "all"):
+        wrote(plot_training(run, run / "plots"))
+    if stage == "eval" or (stage == "all" and (run / "eval.h5").exists()):
+        wrote(plot_eval(run, run / "plots"))
+    elif stage == "all":
+        click.echo(f"note: no evaluation figures: {run / 'eval.h5'} is missing "
+                   f"(run `enkfrl evaluate --run {run}`)")
 
 
 @main.command()

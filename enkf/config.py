@@ -144,8 +144,11 @@ class CurriculumConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    kind: Literal["window", "recurrent"]
-    """window: PPO with an LSTM over the last env.window observations. recurrent: RecurrentPPO."""
+    kind: Literal["window", "local", "recurrent"]
+    """window: PPO with an LSTM over the last env.window observations. local: the same per grid
+    point, one network shared by all points over a stencil (rl/policy.py). recurrent: RecurrentPPO."""
+    stencil: int
+    """local agent: point i sees variables i-stencil .. i+stencil (cyclic)."""
     lstm_hidden: int
     """LSTM hidden size."""
     lstm_layers: int
@@ -379,6 +382,10 @@ def _check(cfg: Config) -> None:
     need(e.halt_bound > 0, f"env.halt_bound: must be > 0, got {e.halt_bound}")
     need(r.clip > 0, f"reward.clip: must be > 0, got {r.clip}")
     need(c.episodes_k >= 1, f"curriculum.episodes_k: must be >= 1, got {c.episodes_k}")
+    if a.kind == "local":
+        need(o.stride == 1, "agent.kind: local needs every variable observed (obs.stride = 1)")
+        need(0 <= a.stencil and 2 * a.stencil + 1 <= m.n,
+             f"agent.stencil: must be in [0, (model.n - 1) / 2], got {a.stencil}")
     need(a.lstm_hidden >= 1, f"agent.lstm_hidden: must be >= 1, got {a.lstm_hidden}")
     need(a.lstm_layers >= 1, f"agent.lstm_layers: must be >= 1, got {a.lstm_layers}")
     need(all(h >= 1 for h in a.pi_arch + a.vf_arch), "agent.pi_arch/vf_arch: layer sizes must be >= 1")

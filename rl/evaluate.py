@@ -137,3 +137,37 @@ def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: AssimilationEn
                     if isinstance(v, np.ndarray):
                         a.create_dataset(k, data=v)
     return metrics_path, h5_path
+
+
+def fit_record(cfg, run_dir: Path, metrics: dict, path: int, command: str) -> dict:
+    """The results/fit/<EXP>.json record (../shared/RESULTS_FORMAT.md) for one evaluated path,
+    with the issue's acceptance checks evaluated on the measured numbers."""
+    run_dir = Path(run_dir)
+    m = metrics[path]
+    timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").exists() else {}
+    pre = run_dir / "pretrain.json"
+    record = {
+        "experiment": cfg.experiment, "command": command, "config_hash": cfg.hash(),
+        "seed": cfg.seed, "run_dir": str(run_dir),
+        "train_steps": timing.get("train_steps"), "train_wall_s": timing.get("train_wall_s"),
+        "pretrain_epochs": cfg.pretrain.epochs,
+        "pretrain_wall_s": json.loads(pre.read_text())["wall_s"] if pre.exists() else 0.0,
+        "eval_path": path, "cycles": cfg.paths.n_cycles,
+        "cycles_completed": m["rl"]["cycles_completed"],
+    }
+    keep = ("rmse_norm_vs_enkf", "rmse_vs_truth", "cycles_completed")
+    for name in ("rl", "copy_obs", "no_da", "supervised", "enkf_replica"):
+        if name in m:
+            record[name] = {k: m[name][k] for k in keep}
+    record["enkf"] = {"rmse_vs_truth": m["enkf"]["rmse_vs_truth"]}
+    rl = m["rl"]
+    checks = {
+        "completes_path": rl["cycles_completed"] == cfg.paths.n_cycles,
+        "below_copy_obs": rl["rmse_norm_vs_enkf"] < m["copy_obs"]["rmse_norm_vs_enkf"],
+        "vs_truth_within_1.2x_enkf": rl["rmse_vs_truth"] <= 1.2 * m["enkf"]["rmse_vs_truth"],
+        "train_steps_within_2M": (timing.get("train_steps") or 0) <= 2_000_000,
+    }
+    if "supervised" in m:
+        checks["within_1.25x_supervised"] = rl["rmse_norm_vs_enkf"] <= 1.25 * m["supervised"]["rmse_norm_vs_enkf"]
+    record["checks"] = checks
+    return record

@@ -3,6 +3,11 @@
 kind: window     SB3 PPO; the observation is the window (W, F) of the last W cycles' features;
                  WindowLstmExtractor runs an nn.LSTM over it and hands the last hidden output to
                  the policy and value heads (pi_arch, vf_arch). Memory = the window.
+kind: local      SB3 PPO with LocalActorCriticPolicy: one small network shared by every grid point
+                 (Lorenz-96 is translation invariant on its ring). Point i sees the window of its
+                 stencil (variables i-S..i+S of every feature) through a shared LSTM, a shared
+                 MLP head gives its own analysis x_i and its share of the value (the value is the
+                 mean over points). One episode is n times more samples for the same weights.
 kind: recurrent  sb3-contrib RecurrentPPO with FastRecurrentPolicy: the LSTM state is carried
                  across the whole episode. Upstream's _process_sequence falls into a per-time-step
                  Python loop whenever a minibatch holds an episode start; after the buffer's split
@@ -16,7 +21,10 @@ import gymnasium as gym
 import torch as th
 from sb3_contrib import RecurrentPPO
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from functools import partial
+
 from stable_baselines3 import PPO
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
@@ -35,6 +43,99 @@ class WindowLstmExtractor(BaseFeaturesExtractor):
     def forward(self, observations: th.Tensor) -> th.Tensor:
         output, _ = self.lstm(observations)
         return output[:, -1]
+
+
+class LocalLstmExtractor(BaseFeaturesExtractor):
+    """(B, W, k n) windows of k per-variable features -> per grid point i the window of its
+    stencil (k features of variables i-S..i+S, cyclic) through one shared LSTM -> (B, n hidden)."""
+
+    def __init__(self, observation_space: gym.spaces.Box, n: int, stencil: int, hidden: int, layers: int):
+        super().__init__(observation_space, features_dim=n * hidden)
+        self.n, self.hidden = n, hidden
+        self.k = observation_space.shape[-1] // n
+        neighbours = (th.arange(n)[:, None] + th.arange(-stencil, stencil + 1)[None, :]) % n
+        self.register_buffer("neighbours", neighbours, persistent=False)  # (n, 2S+1)
+        self.lstm = nn.LSTM(self.k * (2 * stencil + 1), hidden, num_layers=layers, batch_first=True)
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        B, W, _ = observations.shape
+        x = observations.reshape(B, W, self.k, self.n)[..., self.neighbours]  # (B, W, k, n, 2S+1)
+        x = x.permute(0, 3, 1, 2, 4).reshape(B * self.n, W, -1)
+        output, _ = self.lstm(x)
+        return output[:, -1].reshape(B, self.n * self.hidden)
+
+
+def _mlp(sizes: list[int], activation) -> nn.Sequential:
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), activation()]
+    return nn.Sequential(*layers)
+
+
+class LocalMlpExtractor(nn.Module):
+    """The same MLP at every point: (B, n h) -> (B, n h_pi) and (B, n h_vf)."""
+
+    def __init__(self, n: int, point_dim: int, pi_arch: list[int], vf_arch: list[int], activation):
+        super().__init__()
+        self.n = n
+        self.policy_net = _mlp([point_dim] + pi_arch, activation)
+        self.value_net = _mlp([point_dim] + vf_arch, activation)
+        self.point_dim_pi = pi_arch[-1] if pi_arch else point_dim
+        self.point_dim_vf = vf_arch[-1] if vf_arch else point_dim
+        self.latent_dim_pi, self.latent_dim_vf = n * self.point_dim_pi, n * self.point_dim_vf
+
+    def _pointwise(self, net, features):
+        B = features.shape[0]
+        return net(features.reshape(B, self.n, -1)).reshape(B, -1)
+
+    def forward_actor(self, features):
+        return self._pointwise(self.policy_net, features)
+
+    def forward_critic(self, features):
+        return self._pointwise(self.value_net, features)
+
+    def forward(self, features):
+        return self.forward_actor(features), self.forward_critic(features)
+
+
+class PointwiseHead(nn.Module):
+    """(B, n h) -> one linear map per point, shared: (B, n); with mean=True the mean over points."""
+
+    def __init__(self, n: int, point_dim: int, mean: bool = False):
+        super().__init__()
+        self.n, self.mean = n, mean
+        self.linear = nn.Linear(point_dim, 1)
+
+    def forward(self, latent):
+        out = self.linear(latent.reshape(latent.shape[0], self.n, -1)).squeeze(-1)
+        return out.mean(dim=1, keepdim=True) if self.mean else out
+
+
+class LocalActorCriticPolicy(ActorCriticPolicy):
+    """ActorCriticPolicy whose extractor, heads and action/value nets are shared by all points."""
+
+    def __init__(self, *args, stencil: int = 2, **kwargs):
+        self.stencil = stencil
+        super().__init__(*args, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        n = self.action_space.shape[0]
+        self.mlp_extractor = LocalMlpExtractor(n, self.features_dim // n, list(self.net_arch["pi"]),
+                                               list(self.net_arch["vf"]), self.activation_fn)
+
+    def _build(self, lr_schedule) -> None:
+        super()._build(lr_schedule)
+        n = self.action_space.shape[0]
+        self.action_net = PointwiseHead(n, self.mlp_extractor.point_dim_pi)
+        self.value_net = PointwiseHead(n, self.mlp_extractor.point_dim_vf, mean=True)
+        if self.ortho_init:
+            self.action_net.apply(partial(self.init_weights, gain=0.01))
+            self.value_net.apply(partial(self.init_weights, gain=1.0))
+        # the optimiser must see the replaced heads
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict:
+        return dict(super()._get_constructor_parameters(), stencil=self.stencil)
 
 
 class FastRecurrentPolicy(RecurrentActorCriticPolicy):
@@ -69,12 +170,17 @@ def build_model(cfg: Config, env, tensorboard_log: str | None, device: str, seed
         policy_kwargs = dict(common_policy, features_extractor_class=WindowLstmExtractor,
                              features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers))
         return PPO("MlpPolicy", env, policy_kwargs=policy_kwargs, **common_algo)
+    if a.kind == "local":
+        policy_kwargs = dict(common_policy, stencil=a.stencil, features_extractor_class=LocalLstmExtractor,
+                             features_extractor_kwargs=dict(n=cfg.model.n, stencil=a.stencil,
+                                                            hidden=a.lstm_hidden, layers=a.lstm_layers))
+        return PPO(LocalActorCriticPolicy, env, policy_kwargs=policy_kwargs, **common_algo)
     policy_kwargs = dict(common_policy, lstm_hidden_size=a.lstm_hidden, n_lstm_layers=a.lstm_layers)
     return RecurrentPPO(FastRecurrentPolicy, env, policy_kwargs=policy_kwargs, **common_algo)
 
 
 def algo_class(cfg: Config):
-    return PPO if cfg.agent.kind == "window" else RecurrentPPO
+    return RecurrentPPO if cfg.agent.kind == "recurrent" else PPO
 
 
 def lstm_modules(policy) -> list[nn.Module]:

@@ -21,7 +21,8 @@ run_one() {
         [ -f "data/$exp/spinup.h5" ] || $PYTHON -m cli.main generate --exp "$exp" --config "$CONFIG" || return 1
         [ -f "data/$exp/paths.h5" ] || $PYTHON -m cli.main precompute --exp "$exp" --config "$CONFIG" || return 1
         $PYTHON -m cli.main train --exp "$exp" --config "$CONFIG" || return 1
-        $PYTHON -m cli.main evaluate --exp "$exp" --config "$CONFIG" || return 1
+        $PYTHON -m cli.main evaluate --exp "$exp" --config "$CONFIG" --results-dir results/fit || return 1
+        $PYTHON -m cli.main plot --exp "$exp" --config "$CONFIG" --stage all || return 1
     } 2>&1 | tee "logs/${exp}_training.log"
     return "${PIPESTATUS[0]}"
 }

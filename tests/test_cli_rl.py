@@ -55,15 +55,16 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(workdir):
-    """Two finished smoke runs: logs/smoke/w (window agent), logs/smoke/r (recurrent agent)."""
-    invoke(["train", "--exp", "smoke", "--run-id", "w"])
-    raw = yaml.safe_load((workdir / "config.yaml").read_text())
-    smoke = raw["experiments"]["smoke"]
-    smoke.setdefault("agent", {})["kind"] = "recurrent"
-    smoke.setdefault("env", {})["window"] = 1
-    (workdir / "config_recurrent.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    invoke(["train", "--exp", "smoke", "--config", "config_recurrent.yaml", "--run-id", "r"])
-    return {"window": workdir / "logs/smoke/w", "recurrent": workdir / "logs/smoke/r"}
+    """Finished smoke runs, one per agent kind: logs/smoke/{w,l,r} (window, local, recurrent)."""
+    for kind, run_id in [("window", "w"), ("local", "l"), ("recurrent", "r")]:
+        raw = yaml.safe_load((workdir / "config.yaml").read_text())
+        smoke = raw["experiments"]["smoke"]
+        smoke.setdefault("agent", {})["kind"] = kind
+        smoke.setdefault("env", {})["window"] = 1 if kind == "recurrent" else 3
+        (workdir / f"config_{kind}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        invoke(["train", "--exp", "smoke", "--config", f"config_{kind}.yaml", "--run-id", run_id])
+    return {"window": workdir / "logs/smoke/w", "local": workdir / "logs/smoke/l",
+            "recurrent": workdir / "logs/smoke/r"}
 
 
 def scalars(run_dir: Path) -> dict[str, list]:
@@ -73,7 +74,7 @@ def scalars(run_dir: Path) -> dict[str, list]:
     return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
 
 
-@pytest.mark.parametrize("kind", ["window", "recurrent"])
+@pytest.mark.parametrize("kind", ["window", "local", "recurrent"])
 def test_train_writes_the_run_folder(runs, workdir, kind):
     run = runs[kind]
     for f in RUN_FILES:
@@ -83,7 +84,7 @@ def test_train_writes_the_run_folder(runs, workdir, kind):
         "model_512.zip", "model_1024.zip", "curriculum_512.json", "curriculum_1024.json"}
     cfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     assert cfg.experiment == "smoke" and cfg.agent.kind == kind
-    assert cfg.env.window == (3 if kind == "window" else 1)
+    assert cfg.env.window == (1 if kind == "recurrent" else 3)
     assert json.loads((run / "timing.json").read_text())["train_steps"] == cfg.train.total_steps == 1024
     _, _, norm = load_smoke(workdir)
     saved = Normaliser.load(run / "normaliser.npz")
@@ -94,7 +95,7 @@ def test_train_writes_the_run_folder(runs, workdir, kind):
     assert "done: 1024 steps" in (run / "train.log").read_text()
 
 
-@pytest.mark.parametrize("kind", ["window", "recurrent"])
+@pytest.mark.parametrize("kind", ["window", "local", "recurrent"])
 def test_tensorboard_has_every_tag(runs, kind):
     s = scalars(runs[kind])
     missing = [t for t in TAGS if t not in s]
@@ -110,7 +111,8 @@ def test_tensorboard_has_every_tag(runs, kind):
     assert all(0 <= v <= 60 for _, v in s["eval/cycles_completed"])
     assert all(0 <= v <= 1 for _, v in s["episode/halt_rate"])
     assert all(-1 <= v <= 1 for _, v in s["eval/mean_reward"])
-    assert s["policy/std_mean"][0][1] == pytest.approx(np.exp(-1.0), rel=0.05)  # log_std_init
+    cfg = from_dict(yaml.safe_load((runs[kind] / "config.yaml").read_text()))
+    assert s["policy/std_mean"][0][1] == pytest.approx(np.exp(cfg.agent.log_std_init), rel=0.05)
     assert all(lo * (1 - 1e-6) <= m <= hi * (1 + 1e-6) for (_, lo), (_, m), (_, hi) in
                zip(s["policy/std_min"], s["policy/std_mean"], s["policy/std_max"]))
     assert all(v > 0 for _, v in s["train/lstm_grad_norm"])
@@ -159,7 +161,7 @@ def test_resume_keeps_csv_history(resumed):
     assert min(steps) <= 1024 and max(steps) == 2048
 
 
-@pytest.mark.parametrize("kind", ["window", "recurrent"])
+@pytest.mark.parametrize("kind", ["window", "local", "recurrent"])
 def test_evaluate_writes_metrics(runs, kind):
     run = runs[kind]
     invoke(["evaluate", "--exp", "smoke", "--run", str(run)])

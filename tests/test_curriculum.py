@@ -122,7 +122,7 @@ class PathRecorder(BaseCallback):
 
 def test_callback_drives_subprocess_envs(tmp_path_factory):
     cfg, data, norm = load_smoke(smoke_workdir(tmp_path_factory))
-    assert cfg.curriculum.episodes_k == 4 and cfg.agent.kind == "window"
+    assert cfg.curriculum.episodes_k == 4
     first, last = cfg.paths.train_paths
     cur = Curriculum(first, last, cfg.curriculum.episodes_k)
     venv = SubprocVecEnv([make_env_fn(cfg, data, norm, [first], cfg.seed + i) for i in range(2)],
