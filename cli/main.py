@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import yaml
 
-from cli.common import Group, LOG_ROOT, exp_options, paths_file, spinup_file
+from cli.common import DATA_ROOT, Group, LOG_ROOT, exp_options, paths_file, spinup_file
 from enkf.config import from_dict
 from enkf.io import DataError
 
@@ -180,6 +180,23 @@ def plot(cfg, stage, run_dir):
     elif stage == "all":
         click.echo(f"note: no evaluation figures: {run / 'eval.h5'} is missing "
                    f"(run `enkfrl evaluate --run {run}`)")
+
+
+@main.command()
+@click.option("--question", required=True, help="Name of a study under ablations: in the config.")
+@click.option("--config", "config_path", default="config.yaml", show_default=True)
+@click.option("--out-dir", default="results/ablations", show_default=True, type=click.Path(file_okay=False))
+def ablate(question, config_path, out_dir):
+    """Run one ablation study of the config -> results/ablations/<question>.json."""
+    import shlex
+    import sys
+    from enkf.config import load_ablation
+    from rl.ablate import run_ablation
+    meta, runs = load_ablation(config_path, question)
+    click.echo(f"{question}: {meta['question']} ({len(runs)} runs, measure {meta['measure']})")
+    out = run_ablation(question, meta, runs, DATA_ROOT, Path(out_dir),
+                       command=shlex.join(["enkfrl"] + sys.argv[1:]), echo=click.echo)
+    click.echo(f"wrote {out}")
 
 
 @main.command()

@@ -109,7 +109,7 @@ class PathsConfig:
 
 
 # ---- RL sections (validated here too: one schema for the whole run) --------------------------
-FEATURES = ("forecast_mean", "obs", "innovation", "spread", "prev_analysis")
+FEATURES = ("forecast_mean", "obs", "innovation", "spread", "prev_analysis", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ class EnvConfig:
     features: list[str]
     """Named observation features, each normalised, concatenated in this order; any of
     forecast_mean (n), obs (p), innovation y - H xb (p), spread: forecast ensemble std (n),
-    prev_analysis: the previous xa_rl (n). Never the truth."""
+    prev_analysis: the previous xa_rl (n), ensemble: every forecast member (n_ens n, the old
+    code's flattened ensemble; behaviour cloning then needs paths.store_ensembles). Never the truth."""
     window: int
     """Stack the features of the last `window` cycles (window agent: the LSTM runs over them)."""
     action_mode: Literal["absolute", "increment"]
@@ -377,6 +378,8 @@ def _check(cfg: Config) -> None:
     for i, name in enumerate(e.features):
         need(name in FEATURES, f"env.features[{i}]: unknown feature {name!r} (have {list(FEATURES)})")
     need(len(set(e.features)) == len(e.features), f"env.features: repeated feature in {e.features}")
+    need("ensemble" not in e.features or cfg.pretrain.epochs == 0 or cfg.paths.store_ensembles,
+         "env.features: cloning the 'ensemble' feature needs paths.store_ensembles: true")
     need(e.window >= 1, f"env.window: must be >= 1, got {e.window}")
     need(e.obs_bound > 0, f"env.obs_bound: must be > 0, got {e.obs_bound}")
     need(e.halt_bound > 0, f"env.halt_bound: must be > 0, got {e.halt_bound}")
@@ -421,8 +424,9 @@ def read_yaml(path: str | Path) -> dict:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict) or set(raw) != {"shared", "experiments"}:
-        raise ConfigError(f"{path}: top level must have exactly the keys 'shared' and 'experiments'")
+    if not isinstance(raw, dict) or set(raw) != {"shared", "experiments", "ablations"}:
+        raise ConfigError(f"{path}: top level must have exactly the keys 'shared', 'experiments' "
+                          f"and 'ablations'")
     return raw
 
 
@@ -456,3 +460,68 @@ def load_config(path: str | Path, experiment: str) -> Config:
 def dump_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config (loadable with ``from_dict(yaml.safe_load(...))``)."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# --------------------------------------------------------------------------------------------
+# Ablations: named studies, each a measure applied to variants of experiments.
+# --------------------------------------------------------------------------------------------
+ABLATION_MEASURES = ("enkf_skill", "sensitivity", "bounds", "clone", "finetune")
+_ABLATION_KEYS = {"question": str, "measure": str, "experiments": list, "seeds": list,
+                  "overrides": dict, "variants": dict}
+
+
+@dataclass(frozen=True)
+class AblationRun:
+    experiment: str
+    variant: str
+    seed: int
+    cfg: Config
+    overrides: dict
+    """The variant's own overrides (what is varied), for the record."""
+
+
+def ablation_names(path: str | Path) -> list[str]:
+    return list(read_yaml(path)["ablations"] or {})
+
+
+def load_ablation(path: str | Path, name: str) -> tuple[dict, list[AblationRun]]:
+    """ablations.<name> of config.yaml: every (experiment, variant, seed) as a validated Config.
+
+    A run's config is the experiment's, deep-merged with the ablation's `overrides` (what makes
+    the study cheaper, shared by all variants), then the variant's own overrides, then the seed.
+    """
+    raw = read_yaml(path)
+    studies = raw["ablations"] or {}
+    if name not in studies:
+        raise ConfigError(f"--question {name}: no such ablation in {path} (have: {', '.join(studies)})")
+    study = studies[name]
+    key = f"ablations.{name}"
+    if not isinstance(study, dict):
+        raise ConfigError(f"{key}: expected a mapping")
+    for k in study:
+        if k not in _ABLATION_KEYS:
+            raise ConfigError(f"{key}.{k}: unknown key")
+    for k, tp in _ABLATION_KEYS.items():
+        if k not in study:
+            raise ConfigError(f"{key}.{k}: missing")
+        if not isinstance(study[k], tp):
+            raise ConfigError(f"{key}.{k}: expected a {tp.__name__}, got {_type_name(study[k])}")
+    if study["measure"] not in ABLATION_MEASURES:
+        raise ConfigError(f"{key}.measure: must be one of {list(ABLATION_MEASURES)}, got {study['measure']!r}")
+    if not all(isinstance(sd, int) and not isinstance(sd, bool) for sd in study["seeds"]) or not study["seeds"]:
+        raise ConfigError(f"{key}.seeds: expected a non-empty list of integers")
+    runs = []
+    for exp in study["experiments"]:
+        base = load_config(path, exp).to_dict()
+        for variant, own in study["variants"].items():
+            if not isinstance(own, dict):
+                raise ConfigError(f"{key}.variants.{variant}: expected a mapping")
+            merged = deep_merge(deep_merge(base, study["overrides"]), own)
+            for seed in study["seeds"]:
+                merged["seed"] = seed
+                try:
+                    cfg = from_dict(merged)
+                except ConfigError as e:
+                    raise ConfigError(f"{key}.variants.{variant} ({exp}): {e}") from None
+                runs.append(AblationRun(exp, variant, seed, cfg, own))
+    return {"question": study["question"], "measure": study["measure"]}, runs

@@ -37,17 +37,20 @@ DATA_KEYS = ("truth", "obs", "analysis_mean", "forecast_mean", "forecast_spread"
 
 def feature_sizes(cfg: Config) -> dict[str, int]:
     n, p = cfg.model.n, len(cfg.obs_index)
-    return {"forecast_mean": n, "obs": p, "innovation": p, "spread": n, "prev_analysis": n}
+    return {"forecast_mean": n, "obs": p, "innovation": p, "spread": n, "prev_analysis": n,
+            "ensemble": cfg.filter.n_ens * n}
 
 
 def build_features(names: Sequence[str], norm: Normaliser, obs_index: np.ndarray,
                    forecast_mean: np.ndarray, obs: np.ndarray, forecast_spread: np.ndarray,
-                   prev_analysis: np.ndarray) -> np.ndarray:
+                   prev_analysis: np.ndarray, forecast_ensemble: np.ndarray | None = None) -> np.ndarray:
     """The normalised feature vector of one cycle, in the order of ``names``.
 
-    Takes only what a filter knows at analysis time: no truth argument exists.
+    Takes only what a filter knows at analysis time: no truth argument exists. Per-variable
+    features are blocks of n values; the ensemble is n_ens such blocks, member after member.
     """
     parts = {
+        "ensemble": lambda: norm.norm(forecast_ensemble).ravel(),
         "forecast_mean": lambda: norm.norm(forecast_mean),
         "obs": lambda: norm.norm(obs, obs_index),
         "innovation": lambda: norm.diff_norm(obs - forecast_mean[obs_index], obs_index),
@@ -69,10 +72,11 @@ def reference_observations(cfg: Config, norm: Normaliser, data: dict, path: int)
     spread, observations and (previous) analysis."""
     xb, y = data["forecast_mean"][path], data["obs"][path]
     spread, xa = data["forecast_spread"][path], data["analysis_mean"][path]
+    ens = data["forecast_ensemble"][path] if "ensemble" in cfg.env.features else [None] * len(xb)
     obs_index = np.array(cfg.obs_index)
     rows = np.stack([
         clip_features(build_features(cfg.env.features, norm, obs_index, xb[k], y[k], spread[k],
-                                     xa[k - 1] if k > 0 else xb[0]), cfg.env.obs_bound)
+                                     xa[k - 1] if k > 0 else xb[0], ens[k]), cfg.env.obs_bound)
         for k in range(xb.shape[0])])
     W = cfg.env.window
     padded = np.concatenate([np.repeat(rows[:1], W - 1, axis=0), rows])  # reset repeats row 0
@@ -208,6 +212,7 @@ class AssimilationEnv(gym.Env):
         carry the next ensemble, its mean is the online target and the replica baseline)."""
         with np.errstate(all="ignore"):  # a diverging ensemble is a halt, not a crash
             Ef = self.system.forecast(ensemble)
+            self._ensemble = Ef
             self._xb = Ef.mean(axis=0)
             self._spread = ensemble_spread(Ef)
             if np.all(np.isfinite(Ef)):
@@ -220,7 +225,7 @@ class AssimilationEnv(gym.Env):
         prev = self._xb if self._prev_analysis is None else self._prev_analysis
         with np.errstate(all="ignore"):
             f = build_features(self.env_cfg.features, self.norm, self.system.obs_index,
-                               self._xb, self.current_obs, self._spread, prev)
+                               self._xb, self.current_obs, self._spread, prev, self._ensemble)
         return clip_features(f, self.env_cfg.obs_bound)
 
     def _observation(self) -> np.ndarray:

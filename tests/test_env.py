@@ -262,7 +262,7 @@ def test_observation_space_and_window(smoke, features, stride):
     idx = np.array(cfg.obs_index)
     data = dict(data, obs=data["obs"][..., idx])  # observations of every stride-th variable
     sizes = {"forecast_mean": 8, "obs": 8 // stride, "innovation": 8 // stride, "spread": 8,
-             "prev_analysis": 8}
+             "prev_analysis": 8, "ensemble": 8 * cfg.filter.n_ens}
     assert feature_sizes(cfg) == sizes
     F = sum(sizes[f] for f in features)
     env = AssimilationEnv(cfg, data, norm, [1])
@@ -320,3 +320,23 @@ def test_reset_picks_paths(smoke):
     assert picked == {3, 4}
     env.set_active_paths([2])
     assert {env.reset()[1]["path"] for _ in range(5)} == {2}
+
+
+def test_reference_observations_are_what_the_env_shows_the_oracle(tmp_path_factory):
+    """Behaviour cloning's inputs (rl.env.reference_observations, built from the stored run) equal
+    the env's observations along the oracle run, for every feature including the ensemble."""
+    from enkf.precompute import precompute
+    from rl.env import reference_actions, reference_observations
+    cfg, _, norm = load_smoke(smoke_workdir(tmp_path_factory))
+    cfg = dataclasses.replace(
+        cfg, env=dataclasses.replace(cfg.env, features=ALL_FEATURES + ["ensemble"]),
+        paths=dataclasses.replace(cfg.paths, n_paths=2, train_paths=[1, 1], store_ensembles=True, workers=1))
+    starts = read_spinup(load_config(CONFIG, "smoke"), smoke_workdir(tmp_path_factory) / "data/smoke/spinup.h5")["starts"]
+    data = precompute(cfg, starts[:2], progress=False)
+    env = AssimilationEnv(cfg, data, norm, [1])
+    expected, actions = reference_observations(cfg, norm, data, 1), reference_actions(cfg, norm, data, 1)
+    obs, _ = env.reset(options={"path": 1})
+    assert obs.shape == expected.shape[1:]
+    for k in range(env.n_cycles):
+        np.testing.assert_array_equal(obs, expected[k])
+        obs, *_ = env.step(actions[k])
