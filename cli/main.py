@@ -203,9 +203,17 @@ def ablate(question, config_path, out_dir):
 @click.option("--config", "config_path", default="config.yaml", show_default=True)
 @click.option("--quick", is_flag=True, help="Fewer repetitions (for a smoke test of the bench).")
 def bench(config_path, quick):
-    """Speed ratios measured in one run (numba vs numpy, spin-up and precompute wall time)."""
+    """Speed ratios measured in one run (kernels vs numpy, precompute, env, PPO, RecurrentPPO)."""
+    import json
     from enkf.bench import run_bench
-    run_bench(config_path, quick=quick, echo=click.echo)
+    from rl.bench import run_rl_bench
+    results = {"kernels": run_bench(config_path, quick=quick, echo=click.echo)}
+    click.echo("")
+    results["rl"] = run_rl_bench(config_path, quick=quick, echo=click.echo, data_root=DATA_ROOT)
+    out = Path("results/bench.json" if not quick else "results/bench_quick.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":
