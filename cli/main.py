@@ -61,6 +61,14 @@ def precompute(cfg):
     for k, label in [("forecast_rmse", "forecast"), ("analysis_rmse", "analysis"),
                      ("obs_rmse", "observation")]:
         click.echo(f"  {label:12s} {s[k][0]:.4f} ± {s[k][1]:.4f}")
+    import json
+    record = {"experiment": cfg.experiment, "command": f"enkfrl precompute --exp {cfg.experiment}",
+              "data_hash": cfg.data_hash(), "n_paths": cfg.paths.n_paths, "n_cycles": cfg.paths.n_cycles,
+              "burn_in": cfg.paths.burn_in, "wall_s": wall,
+              **{k: {"mean": v[0], "std_over_paths": v[1]} for k, v in s.items()}}
+    out_json = Path("results/data") / f"{cfg.experiment}.json"
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def load_run_inputs(cfg):

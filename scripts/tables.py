@@ -1,0 +1,62 @@
+"""Print the readme's result tables from the JSON under results/ (nothing is typed by hand).
+
+    python scripts/tables.py [fit|data|ablations|bench ...]   (default: all)
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rl.ablate import markdown_table
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def fit() -> str:
+    rows = ["| experiment | policy | cycles completed | RMSE_norm vs stored EnKF xa | RMSE vs truth |",
+            "|---|---|---|---|---|"]
+    checks = []
+    for f in sorted((RESULTS / "fit").glob("*.json")):
+        r = json.loads(f.read_text())
+        for name in ("rl", "supervised", "copy_obs", "no_da", "enkf_replica"):
+            if name in r:
+                m = r[name]
+                rows.append(f"| {r['experiment']} | {name} | {m['cycles_completed']} / {r['cycles']} | "
+                            f"{m['rmse_norm_vs_enkf']:.4f} | {m['rmse_vs_truth']:.4f} |")
+        rows.append(f"| {r['experiment']} | enkf (stored) | {r['cycles']} / {r['cycles']} | 0 | "
+                    f"{r['enkf']['rmse_vs_truth']:.4f} |")
+        checks.append(f"- {r['experiment']}: PPO {r['train_steps']:,} steps in {r['train_wall_s'] / 60:.0f} min, "
+                      f"behaviour cloning {r['pretrain_epochs']} epochs in {r['pretrain_wall_s'] / 60:.0f} min; "
+                      + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["checks"].items()))
+    return "\n".join(rows + [""] + checks)
+
+
+def data() -> str:
+    rows = ["| experiment | paths x cycles | forecast RMSE | analysis RMSE | observation RMSE | precompute wall |",
+            "|---|---|---|---|---|---|"]
+    for f in sorted((RESULTS / "data").glob("*.json")):
+        r = json.loads(f.read_text())
+        cell = lambda k: f"{r[k]['mean']:.3f} ± {r[k]['std_over_paths']:.3f}"
+        rows.append(f"| {r['experiment']} | {r['n_paths']} x {r['n_cycles']} | {cell('forecast_rmse')} | "
+                    f"{cell('analysis_rmse')} | {cell('obs_rmse')} | {r['wall_s']:.0f} s |")
+    return "\n".join(rows)
+
+
+def ablations() -> str:
+    out = []
+    for f in sorted((RESULTS / "ablations").glob("*.json")):
+        doc = json.loads(f.read_text())
+        out += [f"#### {f.stem}: {doc['question']}", f"`{doc['command']}`", "", markdown_table(doc), ""]
+    return "\n".join(out)
+
+
+def bench() -> str:
+    return json.dumps(json.loads((RESULTS / "bench.json").read_text()), indent=1)
+
+
+if __name__ == "__main__":
+    parts = sys.argv[1:] or ["data", "fit", "ablations"]
+    for p in parts:
+        print({"fit": fit, "data": data, "ablations": ablations, "bench": bench}[p]())
+        print()
