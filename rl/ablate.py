@@ -4,7 +4,8 @@ A study applies one measure to every (experiment, variant, seed); variants are c
 overrides, so every run is an ordinary validated Config. Measures:
 
     enkf_skill   reference EnKF from the variant's own spin-up: forecast / analysis / observation
-                 RMSE vs truth after burn-in, mean over paths
+                 RMSE vs truth after burn-in, mean over paths; the median analysis RMSE and the
+                 paths whose analysis is worse than the observations (diverged)
     sensitivity  the oracle closed loop (stored xa fed back exactly, through a float64
                  normalise round trip, through float32): cycles until the forecast leaves the
                  stored one by 1e-6 and 1e-2 (relative), median over paths
@@ -56,8 +57,11 @@ def reference_data(cfg: Config, data_root: Path) -> tuple[dict, Normaliser]:
 def measure_enkf_skill(cfg: Config, data_root: Path) -> dict:
     data, _ = reference_data(cfg, data_root)
     s = summary(data, cfg.paths.burn_in)
+    per_path = data["analysis_rmse"][:, cfg.paths.burn_in:].mean(axis=1)
+    obs_per_path = data["obs_rmse"][:, cfg.paths.burn_in:].mean(axis=1)
     return {"forecast_rmse": s["forecast_rmse"][0], "analysis_rmse": s["analysis_rmse"][0],
-            "obs_rmse": s["obs_rmse"][0], "analysis_rmse_path_std": s["analysis_rmse"][1]}
+            "obs_rmse": s["obs_rmse"][0], "analysis_rmse_median": float(np.median(per_path)),
+            "diverged_paths": int(np.sum(per_path > obs_per_path)), "paths": len(per_path)}
 
 
 def _departure_cycles(env, data, norm, path: int, cast) -> tuple[int, int]:
@@ -118,7 +122,11 @@ def measure_bounds(cfg: Config, data_root: Path) -> dict:
 
 
 def _clone_key(cfg: Config) -> str:
-    return cfg.hash(("seed", "model", "obs", "filter", "spinup", "paths", "env", "agent", "pretrain"))
+    """What the cloned policy mean depends on (not the PPO settings, nor the exploration std)."""
+    d = cfg.to_dict()
+    d["agent"] = {k: v for k, v in d["agent"].items() if k != "log_std_init"}
+    keys = ("seed", "model", "obs", "filter", "spinup", "paths", "env", "agent", "pretrain")
+    return json.dumps({k: d[k] for k in keys}, sort_keys=True)
 
 
 def _cloned_model(cfg: Config, data: dict, norm: Normaliser):
@@ -141,6 +149,8 @@ def _cloned_model(cfg: Config, data: dict, norm: Normaliser):
                              "clone_heldout_rmse": (history["val_rmse"] or history["train_rmse"] or [np.nan])[-1]}
     cached = _CLONE_CACHE[key]
     model.policy.load_state_dict(cached["state"])
+    if hasattr(model.policy, "log_std"):  # the exploration std is the variant's, not the cache's
+        model.policy.log_std.data.fill_(cfg.agent.log_std_init)
     return model, {k: v for k, v in cached.items() if k != "state"}
 
 
