@@ -27,11 +27,18 @@ from pathlib import Path
 import numpy as np
 import torch as th
 
+from stable_baselines3.common.vec_env import DummyVecEnv
+
 from enkf.config import AblationRun, Config
 from enkf.io import DataError
 from enkf.precompute import precompute, read_paths, summary
 from enkf.spinup import read_spinup, run_spinup
+from rl.curriculum import Curriculum, CurriculumCallback
+from rl.env import AssimilationEnv
+from rl.evaluate import BASELINES, policy_actor, run_episode, summarise
 from rl.normalisation import Normaliser
+from rl.policy import build_model
+from rl.pretrain import behaviour_clone
 
 _DATA_CACHE: dict[str, tuple[dict, Normaliser]] = {}
 _CLONE_CACHE: dict[str, dict] = {}
@@ -85,7 +92,6 @@ def _departure_cycles(env, data, norm, path: int, cast) -> tuple[int, int]:
 
 
 def measure_sensitivity(cfg: Config, data_root: Path) -> dict:
-    from rl.env import AssimilationEnv
     data, norm = reference_data(cfg, data_root)
     env = AssimilationEnv(cfg, data, norm, [0])
     casts = {"float64": lambda a: a.astype(np.float64), "float32": lambda a: a.astype(np.float32)}
@@ -98,8 +104,6 @@ def measure_sensitivity(cfg: Config, data_root: Path) -> dict:
 
 
 def measure_bounds(cfg: Config, data_root: Path) -> dict:
-    from rl.env import AssimilationEnv
-    from rl.evaluate import BASELINES, run_episode
     data, norm = reference_data(cfg, data_root)
     idx = np.array(cfg.obs_index)
     values = {
@@ -131,11 +135,6 @@ def _clone_key(cfg: Config) -> str:
 
 def _cloned_model(cfg: Config, data: dict, norm: Normaliser):
     """A fresh model with the behaviour-cloned policy (cached per cloning-relevant settings)."""
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from rl.env import AssimilationEnv
-    from rl.policy import build_model
-    from rl.pretrain import behaviour_clone
     first, _ = cfg.paths.train_paths
     venv = DummyVecEnv([lambda: AssimilationEnv(cfg, data, norm, [first])
                         for _ in range(cfg.train.n_envs)])
@@ -155,8 +154,6 @@ def _cloned_model(cfg: Config, data: dict, norm: Normaliser):
 
 
 def _closed_loop(cfg, data, norm, model) -> dict:
-    from rl.env import AssimilationEnv
-    from rl.evaluate import policy_actor, run_episode, summarise
     env = AssimilationEnv(cfg, data, norm, [cfg.paths.eval_path])
     s = summarise(run_episode(env, policy_actor(model), cfg.paths.eval_path))
     return {k: s[k] for k in ("cycles_completed", "rmse_norm_vs_enkf", "rmse_vs_truth")}
@@ -170,7 +167,6 @@ def measure_clone(cfg: Config, data_root: Path) -> dict:
 
 
 def measure_finetune(cfg: Config, data_root: Path) -> dict:
-    from rl.curriculum import Curriculum, CurriculumCallback
     th.set_num_threads(cfg.train.torch_threads)
     data, norm = reference_data(cfg, data_root)
     model, info = _cloned_model(cfg, data, norm)  # pretrain.epochs 0: the untrained policy
