@@ -71,9 +71,9 @@ def measure_enkf_skill(cfg: Config, data_root: Path) -> dict:
             "diverged_paths": int(np.sum(per_path > obs_per_path)), "paths": len(per_path)}
 
 
-def _departure_cycles(env, data, norm, path: int, cast) -> tuple[int, int]:
-    """Oracle run with actions cast(norm(stored xa)): first cycles where the forecast mean leaves
-    the stored one by 1e-6 and by 1e-2 (relative to its largest value); n_cycles if never."""
+def _departure_cycles(env, data, path: int, dtype) -> tuple[int, int]:
+    """Oracle run, the action for the stored xa emitted in dtype: first cycles where the forecast
+    mean leaves the stored one by 1e-6 and by 1e-2 (relative to its largest value); n_cycles if never."""
     env.reset(options={"path": path})
     K = env.n_cycles
     first = {1e-6: K, 1e-2: K}
@@ -85,7 +85,7 @@ def _departure_cycles(env, data, norm, path: int, cast) -> tuple[int, int]:
                 first[tol] = k
         if first[1e-2] < K:
             break
-        _, _, terminated, truncated, _ = env.step(cast(norm.norm(data["analysis_mean"][path, k])))
+        _, _, terminated, truncated, _ = env.step(env.action_for(data["analysis_mean"][path, k], dtype))
         if terminated or truncated:
             break
     return first[1e-6], first[1e-2]
@@ -94,10 +94,9 @@ def _departure_cycles(env, data, norm, path: int, cast) -> tuple[int, int]:
 def measure_sensitivity(cfg: Config, data_root: Path) -> dict:
     data, norm = reference_data(cfg, data_root)
     env = AssimilationEnv(cfg, data, norm, [0])
-    casts = {"float64": lambda a: a.astype(np.float64), "float32": lambda a: a.astype(np.float32)}
     out = {"n_cycles": cfg.paths.n_cycles}
-    for name, cast in casts.items():
-        firsts = np.array([_departure_cycles(env, data, norm, p, cast) for p in range(cfg.paths.n_paths)])
+    for name, dtype in {"float64": np.float64, "float32": np.float32}.items():
+        firsts = np.array([_departure_cycles(env, data, p, dtype) for p in range(cfg.paths.n_paths)])
         out[f"{name}_cycles_to_1e-6"] = float(np.median(firsts[:, 0]))
         out[f"{name}_cycles_to_1e-2"] = float(np.median(firsts[:, 1]))
     return out
@@ -223,15 +222,18 @@ def run_ablation(name: str, meta: dict, runs: list[AblationRun], data_root: Path
     return out
 
 
-def markdown_table(doc: dict) -> str:
-    """The summary as a markdown table: mean ± std over seeds."""
+def markdown_table(doc: dict, columns: list[str] | None = None) -> str:
+    """The summary as a markdown table: mean ± std over seeds ('—' where a run has no such value)."""
     rows = doc["summary"]
-    keys = [k for k in rows[0] if k not in ("experiment", "variant", "seeds")]
+    keys = columns or list(dict.fromkeys(k for r in rows for k in r if k not in ("experiment", "variant", "seeds")))
     lines = ["| experiment | variant | " + " | ".join(keys) + " |",
              "|" + "---|" * (len(keys) + 2)]
     for r in rows:
         cells = []
         for k in keys:
+            if k not in r:
+                cells.append("—")
+                continue
             m, s = r[k]["mean"], r[k]["std"]
             cells.append(f"{m:.4g} ± {s:.2g}" if len(r["seeds"]) > 1 else f"{m:.4g}")
         lines.append(f"| {r['experiment']} | {r['variant']} | " + " | ".join(cells) + " |")

@@ -147,13 +147,13 @@ class AssimilationEnv(gym.Env):
         """RMSE of the stored EnKF analysis against the truth per cycle, (n_cycles,)."""
         return rmse(self.data["analysis_mean"][path], self.data["truth"][path])
 
-    def action_for(self, xa: np.ndarray) -> np.ndarray:
-        """The normalised action (float32, as a policy emits it) that asks for analysis xa."""
+    def action_for(self, xa: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """The normalised action that asks for analysis xa (float32, as a policy emits it)."""
         if self.env_cfg.action_mode == "absolute":
             a = self.norm.norm(xa)
         else:
             a = self.norm.diff_norm(xa - self._xb)
-        return a.astype(np.float32)
+        return a.astype(dtype)
 
     # ---- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed=None, options=None):

@@ -1,6 +1,6 @@
 """Print the readme's result tables from the JSON under results/ (nothing is typed by hand).
 
-    python scripts/tables.py [fit|data|ablations|bench ...]   (default: all)
+    python scripts/tables.py [fit|data|ablations|bench|<study> ...]   (default: data fit ablations)
 """
 from __future__ import annotations
 
@@ -43,12 +43,34 @@ def data() -> str:
     return "\n".join(rows)
 
 
+# the columns the readme shows per study (all of them are in the JSON)
+COLUMNS = {
+    "enkf_inflation": ["forecast_rmse", "analysis_rmse", "obs_rmse", "diverged_paths"],
+    "enkf_variants": ["forecast_rmse", "analysis_rmse", "obs_rmse", "diverged_paths"],
+    "published_l96": ["analysis_rmse", "analysis_rmse_median", "diverged_paths", "paths"],
+    "published_l63": ["analysis_rmse", "analysis_rmse_median", "diverged_paths", "paths"],
+    "bounds": ["forecast_mean_outside_1", "forecast_mean_outside_2", "forecast_mean_outside_3",
+               "obs_outside_1", "obs_outside_3", "analysis_mean_outside_1", "innovation_outside_1",
+               "spread_outside_1", "copy_obs_cycles_completed", "no_da_cycles_completed"],
+    "features": ["supervised_rmse_norm_vs_enkf", "supervised_rmse_vs_truth", "clone_heldout_rmse",
+                 "clone_wall_s"],
+    "architecture": ["supervised_rmse_norm_vs_enkf", "supervised_rmse_vs_truth", "clone_heldout_rmse",
+                     "clone_wall_s"],
+    "agent_kind": ["supervised_rmse_norm_vs_enkf", "rl_rmse_norm_vs_enkf", "rl_rmse_vs_truth",
+                   "clone_wall_s", "ppo_steps_per_s"],
+    "ppo_settings": ["supervised_rmse_norm_vs_enkf", "rl_rmse_norm_vs_enkf", "rl_rmse_vs_truth",
+                     "rl_cycles_completed"],
+}
+
+
+def ablation(name: str) -> str:
+    doc = json.loads((RESULTS / "ablations" / f"{name}.json").read_text())
+    return "\n".join([f"*{doc['question']}* — `{doc['command']}`", "",
+                      markdown_table(doc, COLUMNS.get(name))])
+
+
 def ablations() -> str:
-    out = []
-    for f in sorted((RESULTS / "ablations").glob("*.json")):
-        doc = json.loads(f.read_text())
-        out += [f"#### {f.stem}: {doc['question']}", f"`{doc['command']}`", "", markdown_table(doc), ""]
-    return "\n".join(out)
+    return "\n\n".join(ablation(f.stem) for f in sorted((RESULTS / "ablations").glob("*.json")))
 
 
 def bench() -> str:
@@ -58,5 +80,6 @@ def bench() -> str:
 if __name__ == "__main__":
     parts = sys.argv[1:] or ["data", "fit", "ablations"]
     for p in parts:
-        print({"fit": fit, "data": data, "ablations": ablations, "bench": bench}[p]())
+        table = {"fit": fit, "data": data, "ablations": ablations, "bench": bench}.get(p)
+        print(table() if table else ablation(p))
         print()

@@ -79,7 +79,10 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    return load_smoke(smoke_workdir(tmp_path_factory))
+    """smoke with absolute actions: these tests spell actions as normalised states (increment
+    mode has its own oracle test below)."""
+    cfg, data, norm = load_smoke(smoke_workdir(tmp_path_factory))
+    return with_env(cfg, action_mode="absolute"), data, norm
 
 
 # ---- oracle: the stored analysis reproduces the stored run ---------------------------------------
@@ -97,7 +100,7 @@ def test_stored_analysis_reproduces_stored_run(smoke, path, dtype):
         err = max_rel(env.forecast_mean, ref)
         assert err < 1e-6, f"cycle {k}: forecast mean off by {err:.2e} (relative)"
         worst = max(worst, err)
-        action = norm.norm(data["analysis_mean"][path, k]).astype(dtype)
+        action = env.action_for(data["analysis_mean"][path, k], dtype)
         obs, reward, terminated, truncated, info = env.step(action)
         rewards.append(reward)
         assert not terminated and not info["halted"], f"halted at cycle {k}"
