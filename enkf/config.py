@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,8 +132,9 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    target: Literal["stored", "online"]
-    """stored: the precomputed EnKF xa. online: the EnKF analysis of the env's own forecast."""
+    target: Literal["stored", "online", "truth"]
+    """stored: the precomputed EnKF xa. online: the EnKF analysis of the env's own forecast.
+    truth: the true state (a study: can an RL analysis beat the EnKF it imitated?)."""
     clip: float
     """reward = 1 - clip(RMSE_norm(xa_rl, target), 0, clip): in [1 - clip, 1]."""
 
@@ -145,9 +147,14 @@ class CurriculumConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    kind: Literal["window", "local", "recurrent"]
+    kind: Literal["window", "local", "pointwise", "recurrent"]
     """window: PPO with an LSTM over the last env.window observations. local: the same per grid
-    point, one network shared by all points over a stencil (rl/policy.py). recurrent: RecurrentPPO."""
+    point, one network shared by all points over a stencil, one reward per cycle (rl/policy.py).
+    pointwise: every grid point of every path is an agent with its own reward, one shared network
+    (rl/pointwise.py). recurrent: RecurrentPPO."""
+    point_net: Literal["lstm", "mlp"]
+    """pointwise agent: an LSTM over the point's window (the researcher's design) or an MLP of
+    the flattened window."""
     stencil: int
     """local agent: point i sees variables i-stencil .. i+stencil (cyclic)."""
     lstm_hidden: int
@@ -162,8 +169,11 @@ class AgentConfig:
     """Activation of the heads."""
     ortho_init: bool
     """Orthogonal initialisation (SB3's ortho_init)."""
-    log_std_init: float
-    """Initial log std of the Gaussian policy (normalised action units)."""
+    log_std_init: float | Literal['auto']
+    """Initial log std of the Gaussian policy (normalised action units). auto: the log of the
+    error the policy has left at the start of PPO, measured on held-out training paths (the
+    cloned policy's RMSE; without cloning, copy-obs' RMSE vs the target); recorded in the run
+    folder (exploration.json)."""
 
 
 @dataclass(frozen=True)
@@ -193,10 +203,17 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    seed: int
+    """Training seed (network initialisation, PPO sampling, path choice); the data come from the
+    master seed. `enkfrl train --seed S` picks one of train.seeds."""
+    seeds: list[int]
+    """The training seeds of the final multi-seed runs (scripts/train_concurrent.sh)."""
     total_steps: int
-    """Environment steps (summed over envs)."""
+    """Environment steps summed over envs (pointwise agent: path-steps, each n agent-steps)."""
     n_envs: int
     """Parallel environments."""
+    paths_per_env: int
+    """pointwise agent: paths one vectorised env steps at once (M)."""
     subproc: bool
     """Environments in subprocesses (SubprocVecEnv) rather than in the training process."""
     checkpoint_freq: int
@@ -268,6 +285,19 @@ def _type_name(value) -> str:
 
 def _convert(value, tp, key: str):
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # float | Literal['auto']: the literal first
+        options = typing.get_args(tp)
+        literals = [o for o in options if typing.get_origin(o) is Literal]
+        for o in literals:
+            if value in typing.get_args(o):
+                return value
+        others = [o for o in options if typing.get_origin(o) is not Literal]
+        try:
+            return _convert(value, others[0], key)
+        except ConfigError:
+            allowed = [v for o in literals for v in typing.get_args(o)]
+            raise ConfigError(f"{key}: expected a number or one of {allowed}, got "
+                              f"{_type_name(value)} {value!r}") from None
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {_type_name(value)}")
@@ -389,6 +419,12 @@ def _check(cfg: Config) -> None:
         need(o.stride == 1, "agent.kind: local needs every variable observed (obs.stride = 1)")
         need(0 <= a.stencil and 2 * a.stencil + 1 <= m.n,
              f"agent.stencil: must be in [0, (model.n - 1) / 2], got {a.stencil}")
+    if a.kind == "pointwise":
+        need(m.name == "lorenz96" and o.stride == 1,
+             "agent.kind: pointwise needs a ring of observed variables (Lorenz-96, obs.stride = 1)")
+        need(0 <= a.stencil and 2 * a.stencil + 1 <= m.n,
+             f"agent.stencil: must be in [0, (model.n - 1) / 2], got {a.stencil}")
+        need("ensemble" not in e.features, "env.features: the pointwise agent takes per-variable features only")
     need(a.lstm_hidden >= 1, f"agent.lstm_hidden: must be >= 1, got {a.lstm_hidden}")
     need(a.lstm_layers >= 1, f"agent.lstm_layers: must be >= 1, got {a.lstm_layers}")
     need(all(h >= 1 for h in a.pi_arch + a.vf_arch), "agent.pi_arch/vf_arch: layer sizes must be >= 1")
@@ -407,6 +443,10 @@ def _check(cfg: Config) -> None:
     need(pre.epochs >= 0, f"pretrain.epochs: must be >= 0, got {pre.epochs}")
     need(pre.batch_size >= 1, f"pretrain.batch_size: must be >= 1, got {pre.batch_size}")
     need(pre.learning_rate > 0, f"pretrain.learning_rate: must be > 0, got {pre.learning_rate}")
+    need(t.seed >= 0, f"train.seed: must be >= 0, got {t.seed}")
+    need(len(t.seeds) >= 1 and all(sd >= 0 for sd in t.seeds) and len(set(t.seeds)) == len(t.seeds),
+         f"train.seeds: a non-empty list of distinct seeds >= 0, got {t.seeds}")
+    need(t.paths_per_env >= 1, f"train.paths_per_env: must be >= 1, got {t.paths_per_env}")
     need(t.total_steps >= 1, f"train.total_steps: must be >= 1, got {t.total_steps}")
     need(t.n_envs >= 1, f"train.n_envs: must be >= 1, got {t.n_envs}")
     for k in ("checkpoint_freq", "eval_freq", "log_interval", "torch_threads"):
@@ -519,6 +559,7 @@ def load_ablation(path: str | Path, name: str) -> tuple[dict, list[AblationRun]]
             merged = deep_merge(deep_merge(base, study["overrides"]), own)
             for seed in study["seeds"]:
                 merged["seed"] = seed
+                merged["train"] = dict(merged["train"], seed=seed)
                 try:
                     cfg = from_dict(merged)
                 except ConfigError as e:

@@ -6,8 +6,10 @@ run never leaves a file that looks finished.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -33,6 +35,52 @@ def code_version() -> str:
         return version("enkfrl")
     except PackageNotFoundError:
         return "unknown"
+
+
+def git_state() -> tuple[str, bool]:
+    """(full git commit, dirty) of the source tree; ("unknown", True) outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return "unknown", True
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, timeout=5)
+        return head.stdout.strip(), bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", True
+
+
+def provenance(config: dict, config_hash: str, command: str, wall_s: float) -> dict:
+    """The block every JSON under results/ carries (../shared/RESULTS_FORMAT.md): the resolved
+    config (or a study's full overrides), its hash, the code version, the command, the wall time
+    and the machine."""
+    commit, dirty = git_state()
+    return {"config": config, "config_hash": config_hash, "git_commit": commit, "dirty": dirty,
+            "command": command, "wall_s": float(wall_s), "cores": os.cpu_count(),
+            "python": sys.version.split()[0]}
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write text to ``path.tmp-<pid>`` and rename it to ``path``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
 
 
 @contextlib.contextmanager

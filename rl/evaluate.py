@@ -148,7 +148,7 @@ def fit_record(cfg, run_dir: Path, metrics: dict, path: int, command: str) -> di
     pre = run_dir / "pretrain.json"
     record = {
         "experiment": cfg.experiment, "command": command, "config_hash": cfg.hash(),
-        "seed": cfg.seed, "run_dir": str(run_dir),
+        "seed": cfg.train.seed, "run_dir": str(run_dir),
         "train_steps": timing.get("train_steps"), "train_wall_s": timing.get("train_wall_s"),
         "pretrain_epochs": cfg.pretrain.epochs,
         "pretrain_wall_s": json.loads(pre.read_text())["wall_s"] if pre.exists() else 0.0,

@@ -64,7 +64,7 @@ def behaviour_clone(model, cfg: Config, norm: Normaliser, data: dict, log=print)
             vo, va = vo.reshape(-1, *vo.shape[2:]), va.reshape(-1, va.shape[-1])
         val = th.as_tensor(vo, device=device), th.as_tensor(va, device=device)
     optimiser = th.optim.Adam(policy.parameters(), lr=pre.learning_rate)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.train.seed)
     history = {"train_rmse": [], "val_rmse": []}
     batch = pre.batch_size if not recurrent else max(1, pre.batch_size // obs.shape[1])
     policy.set_training_mode(True)

@@ -183,7 +183,7 @@ def make_env_fn(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int
 
 
 def make_vec_env(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int]):
-    fns = [make_env_fn(cfg, data, normaliser, paths, cfg.seed + i) for i in range(cfg.train.n_envs)]
+    fns = [make_env_fn(cfg, data, normaliser, paths, cfg.train.seed + i) for i in range(cfg.train.n_envs)]
     if cfg.train.subproc and cfg.train.n_envs > 1:
         return SubprocVecEnv(fns, start_method="fork")
     return DummyVecEnv(fns)
@@ -252,7 +252,7 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
         model = algo_class(cfg).load(model_path, env=venv, device=device)
         log.info("resumed from %s (%d steps, %d paths active)", model_path.name, step, curriculum.n_active)
     else:
-        model = build_model(cfg, venv, tensorboard_log=None, device=device, seed=cfg.seed)
+        model = build_model(cfg, venv, tensorboard_log=None, device=device, seed=cfg.train.seed)
     model.set_logger(logger)
 
     # 4b. optional warm start: behaviour cloning of the stored analyses (the "supervised" policy)
