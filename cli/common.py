@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from pathlib import Path
 
 import click
@@ -30,6 +31,8 @@ def exp_options(func):
     @functools.wraps(func)
     def wrapper(experiment, config_path, **kwargs):
         cfg = load_config(config_path, experiment)
+        if "config_path" in inspect.signature(func).parameters:  # commands that read more of it
+            kwargs["config_path"] = config_path
         return func(cfg=cfg, **kwargs)
     return wrapper
 

@@ -88,12 +88,37 @@ def newest_run(cfg) -> Path:
     return runs[-1]
 
 
+def training_config(cfg, config_path, study: str | None, variant: str | None, seed: int | None):
+    """The config a training run uses: the experiment's with train.seed = seed (one of
+    train.seeds), or a variant of a `measure: train` study. Returns (config, run label)."""
+    from enkf.config import ConfigError, load_ablation
+    if (study is None) != (variant is None):
+        raise ConfigError("--study and --variant go together")
+    if study is None:
+        seed = cfg.train.seed if seed is None else seed
+        if seed not in cfg.train.seeds and seed != cfg.train.seed:
+            raise ConfigError(f"--seed {seed}: not one of train.seeds {cfg.train.seeds}")
+        return from_dict(dict(cfg.to_dict(), train=dict(cfg.to_dict()["train"], seed=seed))), f"s{seed}"
+    meta, runs = load_ablation(config_path, study)
+    if meta["measure"] != "train":
+        raise ConfigError(f"--study {study}: measure {meta['measure']} is not a training study (measure: train)")
+    chosen = [r for r in runs if r.experiment == cfg.experiment and r.variant == variant
+              and (seed is None or r.seed == seed)]
+    if not chosen:
+        raise ConfigError(f"--study {study} --variant {variant} --seed {seed}: no such run for {cfg.experiment}")
+    return chosen[0].cfg, f"{study}-{variant}-s{chosen[0].seed}"
+
+
 @main.command()
 @exp_options
 @click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="Continue this run folder (its own config.yaml) from its newest checkpoint.")
-@click.option("--run-id", default=None, help="Run folder name (default: date-time).")
-def train(cfg, resume_dir, run_id):
+@click.option("--run-id", default=None, help="Run folder name (default: [study-variant-]s<seed>-date-time).")
+@click.option("--seed", type=int, default=None,
+              help="Training seed: one of train.seeds (default: train.seed), or of the study's seeds.")
+@click.option("--study", default=None, help="A `measure: train` study under ablations: in the config ...")
+@click.option("--variant", default=None, help="... and its variant: the run's config is that variant's.")
+def train(cfg, config_path, resume_dir, run_id, seed, study, variant):
     """Train the agent -> logs/<E>/<run_id>/ (config, tb/, checkpoints/, models, train.log)."""
     import shlex
     import sys
@@ -102,7 +127,8 @@ def train(cfg, resume_dir, run_id):
         run_dir = Path(resume_dir)
         cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     else:
-        run_dir = LOG_ROOT / cfg.experiment / (run_id or time.strftime("%Y%m%d-%H%M%S"))
+        cfg, label = training_config(cfg, config_path, study, variant, seed)
+        run_dir = LOG_ROOT / cfg.experiment / (run_id or f"{label}-{time.strftime('%Y%m%d-%H%M%S')}")
         if (run_dir / "config.yaml").exists():
             raise DataError(f"{run_dir} exists: choose another --run-id or --resume it")
     data, normaliser = load_run_inputs(cfg)
@@ -123,16 +149,18 @@ def train(cfg, resume_dir, run_id):
               help="Also write <dir>/<E>.json (results/fit format) for the eval path.")
 def evaluate(cfg, run_dir, which, path_list, results_dir):
     """Closed-loop evaluation of the policy and the baselines -> metrics.json, eval.h5."""
-    from rl.evaluate import BASELINES, evaluate as run_eval, load_policy, policy_actor, write_eval
+    from rl.evaluate import BASELINES, evaluate as run_eval, load_policy, write_eval
+    from rl.train import actor_factory
     from rl.env import AssimilationEnv
     run_dir = Path(run_dir) if run_dir else newest_run(cfg)
     cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     data, normaliser = load_run_inputs(cfg)
     paths = [int(p) for p in path_list.split(",")] if path_list else [cfg.paths.eval_path]
     env = AssimilationEnv(cfg, data, normaliser, paths)
-    actors = {"rl": policy_actor(load_policy(cfg, run_dir, which))}
+    make_actor = actor_factory(cfg)
+    actors = {"rl": make_actor(load_policy(cfg, run_dir, which))}
     if (run_dir / "pretrained_model.zip").exists():
-        actors["supervised"] = policy_actor(load_policy(cfg, run_dir, "pretrained"))
+        actors["supervised"] = make_actor(load_policy(cfg, run_dir, "pretrained"))
     metrics, episodes = run_eval(env, {**actors, **BASELINES}, paths)
     for f in write_eval(run_dir, metrics, episodes, env):
         click.echo(f"wrote {f}")

@@ -430,8 +430,12 @@ def _check(cfg: Config) -> None:
     need(all(h >= 1 for h in a.pi_arch + a.vf_arch), "agent.pi_arch/vf_arch: layer sizes must be >= 1")
     need(ppo.learning_rate > 0, f"ppo.learning_rate: must be > 0, got {ppo.learning_rate}")
     need(ppo.n_steps >= 2, f"ppo.n_steps: must be >= 2, got {ppo.n_steps}")
-    need(1 <= ppo.batch_size <= ppo.n_steps * t.n_envs,
-         f"ppo.batch_size: must be in [1, n_steps * n_envs = {ppo.n_steps * t.n_envs}], got {ppo.batch_size}")
+    if a.kind == "pointwise":  # one vectorised env of paths_per_env paths x n points
+        rollout, what = ppo.n_steps * t.paths_per_env * m.n, "n_steps * paths_per_env * model.n"
+    else:
+        rollout, what = ppo.n_steps * t.n_envs, "n_steps * n_envs"
+    need(1 <= ppo.batch_size <= rollout,
+         f"ppo.batch_size: must be in [1, {what} = {rollout}], got {ppo.batch_size}")
     need(ppo.n_epochs >= 1, f"ppo.n_epochs: must be >= 1, got {ppo.n_epochs}")
     need(0 <= ppo.gamma <= 1, f"ppo.gamma: must be in [0, 1], got {ppo.gamma}")
     need(0 <= ppo.gae_lambda <= 1, f"ppo.gae_lambda: must be in [0, 1], got {ppo.gae_lambda}")
@@ -505,7 +509,10 @@ def dump_config(cfg: Config, path: str | Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Ablations: named studies, each a measure applied to variants of experiments.
 # --------------------------------------------------------------------------------------------
-ABLATION_MEASURES = ("enkf_skill", "sensitivity", "bounds", "clone", "finetune")
+ABLATION_MEASURES = ("enkf_skill", "sensitivity", "bounds", "clone", "finetune", "train")
+# `train` studies are full training runs (`enkfrl train --study Q --variant V --seed S`): their seed
+# is the training seed only, every variant learns from the experiment's own data
+TRAINING_SEED_ONLY = ("train",)
 _ABLATION_KEYS = {"question": str, "measure": str, "experiments": list, "seeds": list,
                   "overrides": dict, "variants": dict}
 
@@ -558,7 +565,8 @@ def load_ablation(path: str | Path, name: str) -> tuple[dict, list[AblationRun]]
                 raise ConfigError(f"{key}.variants.{variant}: expected a mapping")
             merged = deep_merge(deep_merge(base, study["overrides"]), own)
             for seed in study["seeds"]:
-                merged["seed"] = seed
+                if study["measure"] not in TRAINING_SEED_ONLY:
+                    merged["seed"] = seed
                 merged["train"] = dict(merged["train"], seed=seed)
                 try:
                     cfg = from_dict(merged)

@@ -73,7 +73,7 @@ class CurriculumCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         for done, info in zip(self.locals["dones"], self.locals["infos"]):
-            if not done:
+            if not done or not info.get("episode_owner", True):  # pointwise: one count per path
                 continue
             halted = bool(info.get("halted", False))
             self._window_halts.append(halted)

@@ -7,8 +7,9 @@ One episode is one reference path (a start state of the spin-up), one step is on
     action           normalised analysis: xa_rl = unnorm(a)  (absolute)
                                           xa_rl = xb + a * half_range  (increment)
     reward           1 - clip(RMSE(norm(xa_rl), norm(xa_target)), 0, clip), xa_target the stored
-                     EnKF analysis (reward.target: stored) or the EnKF analysis of the env's own
-                     forecast ensemble (online)
+                     EnKF analysis (reward.target: stored), the EnKF analysis of the env's own
+                     forecast ensemble (online) or the truth (truth: a study); info["point_error"]
+                     holds |norm(xa_rl) - norm(xa_target)| per grid point (the pointwise credit)
     next ensemble    E = xa_rl + A_a, A_a the EnKF analysis anomalies of the env's own forecast
                      ensemble with the reference run's perturbation draws for (path, k); then
                      E_f(k+1) = forecast(E). Whatever the reference derived from xa is derived
@@ -176,21 +177,24 @@ class AssimilationEnv(gym.Env):
         k = self.cycle
         stored_xa = self.data["analysis_mean"][self.path, k]
         truth = self.data["truth"][self.path, k]
+        clip = self.reward_cfg.clip
         if not np.all(np.isfinite(a)):
             # a broken policy output ends the episode with the lowest reward, the env survives
             info = self._info(k, True, stored_xa, truth, np.nan, np.nan, np.nan)
+            info["point_error"] = np.full(self.n, clip)
             self.step_seconds += time.perf_counter() - t0
-            return self._observation(), 1.0 - self.reward_cfg.clip, True, False, info
+            return self._observation(), 1.0 - clip, True, False, info
         a = np.clip(a, -b, b)
         if self.env_cfg.action_mode == "absolute":
             xa = self.norm.unnorm(a)
         else:
             xa = self._xb + self.norm.diff_unnorm(a)
         z = self.norm.norm(xa)
+        target = {"stored": stored_xa, "online": self._xa_online, "truth": truth}[self.reward_cfg.target]
+        point_error = np.abs(z - self.norm.norm(target))  # per grid point: the pointwise agent's credit
         rmse_stored = float(rmse(z, self.norm.norm(stored_xa)))
         rmse_online = float(rmse(z, self.norm.norm(self._xa_online)))
-        err = rmse_stored if self.reward_cfg.target == "stored" else rmse_online
-        reward = 1.0 - min(err, self.reward_cfg.clip)
+        reward = 1.0 - min(float(np.sqrt(np.mean(point_error ** 2))), clip)
 
         self._prev_analysis = xa
         self.cycle = k + 1
@@ -203,6 +207,7 @@ class AssimilationEnv(gym.Env):
             terminated = not (np.all(np.isfinite(z)) and np.all(np.abs(z) <= self.env_cfg.halt_bound))
             self._history.append(self._features())
         info = self._info(k, terminated, stored_xa, truth, rmse_stored, rmse_online, float(rmse(xa, truth)))
+        info["point_error"] = point_error
         self.step_seconds += time.perf_counter() - t0
         return self._observation(), reward, terminated, truncated, info
 

@@ -8,6 +8,10 @@ kind: local      SB3 PPO with LocalActorCriticPolicy: one small network shared b
                  stencil (variables i-S..i+S of every feature) through a shared LSTM, a shared
                  MLP head gives its own analysis x_i and its share of the value (the value is the
                  mean over points). One episode is n times more samples for the same weights.
+kind: pointwise  SB3 PPO on rl.pointwise.PointwiseVecEnv: every grid point is an agent with its
+                 own reward; its observation is the window of its stencil, and one policy (an
+                 LSTM over the window as the window agent's, or with point_net: mlp SB3's MLP of
+                 the flattened window) gives its scalar analysis.
 kind: recurrent  sb3-contrib RecurrentPPO with FastRecurrentPolicy: the LSTM state is carried
                  across the whole episode. Upstream's _process_sequence falls into a per-time-step
                  Python loop whenever a minibatch holds an episode start; after the buffer's split
@@ -158,14 +162,21 @@ class FastRecurrentPolicy(RecurrentActorCriticPolicy):
 def build_model(cfg: Config, env, tensorboard_log: str | None, device: str, seed: int):
     """A fresh PPO / RecurrentPPO model for the vectorised env, from the config's agent/ppo."""
     a, p = cfg.agent, cfg.ppo
+    # log_std_init auto: set by rl.train once the error left at the start of PPO is measured
+    log_std = 0.0 if a.log_std_init == "auto" else a.log_std_init
     common_policy = dict(net_arch=dict(pi=list(a.pi_arch), vf=list(a.vf_arch)),
                          activation_fn=ACTIVATIONS[a.activation], ortho_init=a.ortho_init,
-                         log_std_init=a.log_std_init)
+                         log_std_init=log_std)
     common_algo = dict(learning_rate=p.learning_rate, n_steps=p.n_steps, batch_size=p.batch_size,
                        n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda,
                        clip_range=p.clip_range, ent_coef=p.ent_coef, vf_coef=p.vf_coef,
                        max_grad_norm=p.max_grad_norm, tensorboard_log=tensorboard_log,
                        device=device, seed=seed, verbose=0)
+    if a.kind == "pointwise":  # one agent per grid point (rl/pointwise.py): plain PPO per point
+        if a.point_net == "lstm":
+            common_policy = dict(common_policy, features_extractor_class=WindowLstmExtractor,
+                                 features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers))
+        return PPO("MlpPolicy", env, policy_kwargs=common_policy, **common_algo)
     if a.kind == "window":
         policy_kwargs = dict(common_policy, features_extractor_class=WindowLstmExtractor,
                              features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers))

@@ -6,7 +6,8 @@ xa (rl.env.reference_actions); the loss is the MSE of the Gaussian policy's mean
 units. The result, before any PPO, is the "supervised" policy the evaluation reports: the same
 network and features as the RL agent, run in the same closed loop.
 
-window agent: samples are single windows, shuffled. recurrent agent: samples are whole paths,
+window/local agent: samples are single windows, shuffled. pointwise agent: the same cycles, each
+cycle's n points' windows (rl.pointwise) through the shared network, batch_size in cycles. recurrent agent: samples are whole paths,
 the LSTM state starting at zero as in an episode.
 """
 from __future__ import annotations
@@ -26,8 +27,15 @@ def cloning_data(cfg: Config, norm: Normaliser, data: dict, paths: list[int]):
     return obs, act
 
 
-def _policy_mean(policy, obs: th.Tensor, recurrent: bool) -> th.Tensor:
-    """Mean action for obs (B, K, W, F) (recurrent: B whole sequences) or (B, W, F)."""
+def _policy_mean(policy, obs: th.Tensor, recurrent: bool, neighbours: th.Tensor | None = None) -> th.Tensor:
+    """Mean action for obs (B, K, W, F) (recurrent: B whole sequences) or (B, W, F); with
+    neighbours (pointwise agent) each cycle's n points' windows go through the policy: (B, n)."""
+    if neighbours is not None:
+        B, W, F = obs.shape
+        n = neighbours.shape[0]
+        x = obs.reshape(B, W, F // n, n)[..., neighbours]            # (B, W, k, n, 2S+1)
+        x = x.permute(0, 3, 1, 2, 4).reshape(B * n, W, -1)           # as rl.pointwise.gather_points
+        return policy.get_distribution(x).distribution.mean.reshape(B, n)
     if not recurrent:
         return policy.get_distribution(obs).distribution.mean
     B, K = obs.shape[:2]
@@ -40,6 +48,27 @@ def _policy_mean(policy, obs: th.Tensor, recurrent: bool) -> th.Tensor:
     return dist.distribution.mean.reshape(B, K, -1)
 
 
+def split_training_paths(cfg: Config) -> tuple[list[int], list[int]]:
+    """(fit paths, held-out paths): the last 10% of the training paths (at least one) are held out."""
+    first, last = cfg.paths.train_paths
+    paths = list(range(first, last + 1))
+    n_val = max(1, len(paths) // 10) if len(paths) > 1 else 0
+    return paths[:len(paths) - n_val], paths[len(paths) - n_val:] or paths
+
+
+def copy_obs_rmse(cfg: Config, norm: Normaliser, data: dict, paths: list[int]) -> float:
+    """RMSE_norm of xa = y (xb where unobserved) against the reward's target along the stored
+    runs of `paths`: the error a policy that has learnt nothing yet has left."""
+    target = data["truth"] if cfg.reward.target == "truth" else data["analysis_mean"]
+    obs_index = np.array(cfg.obs_index)
+    sq = []
+    for p in paths:
+        xa = data["forecast_mean"][p].copy()
+        xa[:, obs_index] = data["obs"][p]
+        sq.append(np.mean((norm.norm(xa) - norm.norm(target[p])) ** 2))
+    return float(np.sqrt(np.mean(sq)))
+
+
 def behaviour_clone(model, cfg: Config, norm: Normaliser, data: dict, log=print) -> dict:
     """Train model.policy's mean on the stored pairs of the training paths, in place.
 
@@ -47,12 +76,15 @@ def behaviour_clone(model, cfg: Config, norm: Normaliser, data: dict, log=print)
     Returns {"train_rmse": [...], "val_rmse": [...]} per epoch (normalised units).
     """
     pre = cfg.pretrain
-    first, last = cfg.paths.train_paths
-    paths = list(range(first, last + 1))
-    n_val = max(1, len(paths) // 10) if len(paths) > 1 else 0
-    train_paths, val_paths = paths[:len(paths) - n_val], paths[len(paths) - n_val:]
+    train_paths, val_paths = split_training_paths(cfg)
+    if val_paths == train_paths:  # a single training path: nothing to hold out
+        val_paths = []
     recurrent = cfg.agent.kind == "recurrent"
     policy, device = model.policy, model.device
+    neighbours = None
+    if cfg.agent.kind == "pointwise":
+        from rl.pointwise import stencil_neighbours
+        neighbours = th.as_tensor(stencil_neighbours(cfg.model.n, cfg.agent.stencil), device=device)
     obs, act = cloning_data(cfg, norm, data, train_paths)
     if not recurrent:  # single windows
         obs, act = obs.reshape(-1, *obs.shape[2:]), act.reshape(-1, act.shape[-1])
@@ -73,7 +105,7 @@ def behaviour_clone(model, cfg: Config, norm: Normaliser, data: dict, log=print)
         sq, count = 0.0, 0
         for i in range(0, len(order), batch):
             idx = th.as_tensor(order[i:i + batch], device=device)
-            loss = th.mean((_policy_mean(policy, obs_t[idx], recurrent) - act_t[idx]) ** 2)
+            loss = th.mean((_policy_mean(policy, obs_t[idx], recurrent, neighbours) - act_t[idx]) ** 2)
             optimiser.zero_grad()
             loss.backward()
             th.nn.utils.clip_grad_norm_(policy.parameters(), cfg.ppo.max_grad_norm)
@@ -83,7 +115,7 @@ def behaviour_clone(model, cfg: Config, norm: Normaliser, data: dict, log=print)
         history["train_rmse"].append((sq / count) ** 0.5)
         if val is not None:
             with th.no_grad():
-                vmse = float(th.mean((_policy_mean(policy, val[0], recurrent) - val[1]) ** 2))
+                vmse = float(th.mean((_policy_mean(policy, val[0], recurrent, neighbours) - val[1]) ** 2))
             history["val_rmse"].append(vmse ** 0.5)
         log(f"pretrain epoch {epoch + 1}/{pre.epochs}: rmse train {history['train_rmse'][-1]:.5f}"
             + (f", held-out paths {history['val_rmse'][-1]:.5f}" if val is not None else ""))

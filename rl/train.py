@@ -34,35 +34,38 @@ from rl.curriculum import Curriculum, CurriculumCallback
 from rl.env import AssimilationEnv
 from rl.evaluate import policy_actor, run_episode, summarise
 from rl.normalisation import Normaliser
+from rl.pointwise import PointwiseVecEnv, pointwise_actor, stencil_neighbours
 from rl.policy import algo_class, build_model, lstm_modules
-from rl.pretrain import behaviour_clone
+from rl.pretrain import behaviour_clone, copy_obs_rmse, split_training_paths
 
 log = logging.getLogger("enkfrl.train")
 
 
 # ---- callbacks ----------------------------------------------------------------------------------
 class CheckpointCallback(BaseCallback):
-    """Every `freq` env steps: model, curriculum state (the normaliser and config sit in the run
-    folder already) under checkpoints/, so --resume can continue from the newest."""
+    """Every `freq` path-steps: model, curriculum state (the normaliser and config sit in the run
+    folder already) under checkpoints/, so --resume can continue from the newest. SB3 counts
+    agent-steps: `agents_per_path` of them make one path-step (n for the pointwise agent)."""
 
-    def __init__(self, run_dir: Path, freq: int, curriculum: Curriculum):
+    def __init__(self, run_dir: Path, freq: int, curriculum: Curriculum, agents_per_path: int = 1):
         super().__init__()
         self.dir, self.freq, self.curriculum = run_dir / "checkpoints", freq, curriculum
+        self.unit = agents_per_path
         self._next = None
         self.last_saved = -1
 
     def _on_training_start(self) -> None:
         self.dir.mkdir(exist_ok=True)
-        self._next = (self.num_timesteps // self.freq + 1) * self.freq
+        self._next = (self.num_timesteps // self.unit // self.freq + 1) * self.freq
 
     def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
+        if self.num_timesteps // self.unit >= self._next:
             self.save()
             self._next += self.freq
         return True
 
     def save(self) -> None:
-        step = self.num_timesteps
+        step = self.num_timesteps // self.unit
         if step == self.last_saved:
             return
         self.last_saved = step
@@ -72,41 +75,44 @@ class CheckpointCallback(BaseCallback):
 
 
 class EvalCallback(BaseCallback):
-    """Every `freq` env steps: the deterministic policy over the whole eval path in closed loop;
+    """Every `freq` path-steps: the deterministic policy over the whole eval path in closed loop;
     best_model.zip is the one with the highest total reward (completing the path counts)."""
 
-    def __init__(self, env: AssimilationEnv, path: int, freq: int, run_dir: Path):
+    def __init__(self, env: AssimilationEnv, path: int, freq: int, run_dir: Path, make_actor,
+                 agents_per_path: int = 1):
         super().__init__()
         self.env, self.path, self.freq, self.run_dir = env, path, freq, run_dir
+        self.make_actor, self.unit = make_actor, agents_per_path
         self.best = -np.inf
         self._next = None
 
     def _on_training_start(self) -> None:
-        self._next = (self.num_timesteps // self.freq + 1) * self.freq
+        self._next = (self.num_timesteps // self.unit // self.freq + 1) * self.freq
         best_file = self.run_dir / "best.json"
         if best_file.exists():
             self.best = json.loads(best_file.read_text())["total_reward"]
 
     def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
+        if self.num_timesteps // self.unit >= self._next:
             self.evaluate()
             self._next += self.freq
         return True
 
     def evaluate(self) -> dict:
-        ep = run_episode(self.env, policy_actor(self.model), self.path)
+        ep = run_episode(self.env, self.make_actor(self.model), self.path)
         s = summarise(ep)
+        self.logger.record("eval/path_steps", self.num_timesteps // self.unit)
         for key in ("mean_reward", "total_reward", "cycles_completed", "rmse_norm_vs_enkf", "rmse_vs_truth"):
             self.logger.record(f"eval/{key.replace('rmse_norm_vs_enkf', 'rmse_vs_enkf')}", s[key])
         c = max(s["cycles_completed"], 1)
         self.logger.record("eval/enkf_rmse_vs_truth", float(np.mean(ep["enkf_rmse_vs_truth"][:c])))
-        log.info("eval at %d steps: %d/%d cycles, reward %.4f, rmse vs EnKF %.4f, vs truth %.4f",
-                 self.num_timesteps, s["cycles_completed"], self.env.n_cycles, s["mean_reward"],
+        log.info("eval at %d path-steps: %d/%d cycles, reward %.4f, rmse vs EnKF %.4f, vs truth %.4f",
+                 self.num_timesteps // self.unit, s["cycles_completed"], self.env.n_cycles, s["mean_reward"],
                  s["rmse_norm_vs_enkf"], s["rmse_vs_truth"])
         if s["total_reward"] > self.best:
             self.best = s["total_reward"]
             self.model.save(self.run_dir / "best_model.zip")
-            (self.run_dir / "best.json").write_text(json.dumps(dict(s, steps=self.num_timesteps)))
+            (self.run_dir / "best.json").write_text(json.dumps(dict(s, steps=self.num_timesteps // self.unit)))
         return s
 
 
@@ -154,23 +160,52 @@ class DiagnosticsCallback(BaseCallback):
 
 
 class ProgressCallback(BaseCallback):
-    def __init__(self, total: int):
+    def __init__(self, total: int, agents_per_path: int = 1):
         super().__init__()
-        self.total = total
+        self.total, self.unit = total, agents_per_path
         self.bar = None
 
     def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", desc="train",
+        self._last = self.num_timesteps // self.unit
+        self.bar = tqdm(total=self.total, initial=self._last, unit="path-step", desc="train",
                         disable=not sys.stderr.isatty())
-        self._last = self.num_timesteps
 
     def _on_step(self) -> bool:
-        self.bar.update(self.num_timesteps - self._last)
-        self._last = self.num_timesteps
+        now = self.num_timesteps // self.unit
+        self.bar.update(now - self._last)
+        self._last = now
         return True
 
     def _on_training_end(self) -> None:
         self.bar.close()
+
+
+def agents_per_path(cfg: Config) -> int:
+    """SB3 env steps that make one path-step: n for the pointwise agent, 1 otherwise."""
+    return cfg.model.n if cfg.agent.kind == "pointwise" else 1
+
+
+def actor_factory(cfg: Config):
+    """model -> closed-loop actor on the AssimilationEnv (rl.evaluate)."""
+    if cfg.agent.kind == "pointwise":
+        neighbours = stencil_neighbours(cfg.model.n, cfg.agent.stencil)
+        return lambda model: pointwise_actor(model, neighbours)
+    return policy_actor
+
+
+def set_exploration(model, cfg: Config, normaliser: Normaliser, data: dict, history: dict | None) -> dict:
+    """agent.log_std_init auto: the policy's std := the error left at the start of PPO (the clone's
+    held-out RMSE; without cloning, copy-obs' RMSE vs the reward's target on the same paths), so
+    exploration has the scale of what is left to learn in every experiment."""
+    if cfg.agent.log_std_init != "auto":
+        return {"log_std_init": cfg.agent.log_std_init, "source": "config"}
+    if history and history["val_rmse"]:
+        scale, source = history["val_rmse"][-1], "cloned policy's held-out RMSE"
+    else:
+        scale, source = copy_obs_rmse(cfg, normaliser, data, split_training_paths(cfg)[1]), "copy-obs RMSE"
+    with th.no_grad():
+        model.policy.log_std.fill_(float(np.log(scale)))
+    return {"log_std_init": float(np.log(scale)), "std": scale, "source": source, "auto": True}
 
 
 # ---- set-up helpers ---------------------------------------------------------------------------
@@ -183,6 +218,8 @@ def make_env_fn(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int
 
 
 def make_vec_env(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int]):
+    if cfg.agent.kind == "pointwise":  # M paths x n points in one vectorised env
+        return PointwiseVecEnv(cfg, data, normaliser, paths, cfg.train.paths_per_env, cfg.train.seed)
     fns = [make_env_fn(cfg, data, normaliser, paths, cfg.train.seed + i) for i in range(cfg.train.n_envs)]
     if cfg.train.subproc and cfg.train.n_envs > 1:
         return SubprocVecEnv(fns, start_method="fork")
@@ -265,22 +302,29 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
             logger.dump(step=epoch)
         model.save(run_dir / "pretrained_model.zip")
         (run_dir / "pretrain.json").write_text(json.dumps(dict(history, wall_s=time.perf_counter() - t0)))
+    # 4c. exploration at the scale of the error left (agent.log_std_init: auto), recorded
+    if not resume:
+        exploration = set_exploration(model, cfg, normaliser, data,
+                                      history if cfg.pretrain.epochs > 0 else None)
+        (run_dir / "exploration.json").write_text(json.dumps(exploration))
+        log.info("exploration: log std %.3f (%s)", exploration["log_std_init"], exploration["source"])
 
-    # 5. callbacks
-    checkpoints = CheckpointCallback(run_dir, cfg.train.checkpoint_freq, curriculum)
+    # 5. callbacks (steps in path-steps; SB3 counts agent-steps)
+    unit = agents_per_path(cfg)
+    checkpoints = CheckpointCallback(run_dir, cfg.train.checkpoint_freq, curriculum, unit)
     callbacks = CallbackList([
         CurriculumCallback(curriculum),
         checkpoints,
-        EvalCallback(eval_env, cfg.paths.eval_path, cfg.train.eval_freq, run_dir),
+        EvalCallback(eval_env, cfg.paths.eval_path, cfg.train.eval_freq, run_dir, actor_factory(cfg), unit),
         DiagnosticsCallback(),
-        ProgressCallback(cfg.train.total_steps),
+        ProgressCallback(cfg.train.total_steps, unit),
     ])
 
     # 6. learn
     t0 = time.perf_counter()
-    remaining = cfg.train.total_steps - model.num_timesteps
+    remaining = cfg.train.total_steps - model.num_timesteps // unit
     if remaining > 0:
-        model.learn(remaining, callback=callbacks, log_interval=cfg.train.log_interval,
+        model.learn(remaining * unit, callback=callbacks, log_interval=cfg.train.log_interval,
                     reset_num_timesteps=not resume)
     wall = time.perf_counter() - t0
     checkpoints.save()
@@ -288,9 +332,11 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
     timing_file = run_dir / "timing.json"
     timing = json.loads(timing_file.read_text()) if timing_file.exists() else {"train_wall_s": 0.0}
     timing["train_wall_s"] += wall
-    timing["train_steps"] = int(model.num_timesteps)
+    timing["train_steps"] = int(model.num_timesteps // unit)
+    timing["path_steps_per_s"] = max(remaining, 0) / max(wall, 1e-9)
     timing_file.write_text(json.dumps(timing))
-    log.info("done: %d steps in %.0f s (%.0f steps/s); %d paths active", model.num_timesteps, wall,
-             max(remaining, 0) / max(wall, 1e-9), curriculum.n_active)
+    log.info("done: %d path-steps in %.0f s (%.0f path-steps/s); %d paths active",
+             model.num_timesteps // unit, wall, max(remaining, 0) / max(wall, 1e-9), curriculum.n_active)
+    (run_dir / "curriculum_final.json").write_text(json.dumps(curriculum.state_dict()))
     venv.close()
     return run_dir
