@@ -109,6 +109,7 @@ class AssimilationEnv(gym.Env):
         self.norm = normaliser
         self.n_cycles = self.data["obs"].shape[1]
         self.n = cfg.model.n
+        self.burn_in = cfg.paths.burn_in  # cycles the evaluation summaries leave out
         self.active_paths = list(paths)
         n_features = sum(feature_sizes(cfg)[f] for f in cfg.env.features)
         b = cfg.env.obs_bound

@@ -18,6 +18,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
+from enkf.io import atomic_h5, atomic_write_json
 from rl.env import AssimilationEnv
 
 Actor = Callable[[np.ndarray, AssimilationEnv], np.ndarray]
@@ -96,78 +97,85 @@ def run_episode(env: AssimilationEnv, act: Actor, path: int) -> dict:
     return out
 
 
-def summarise(ep: dict) -> dict:
-    """Cycle means over the completed part of an episode."""
+def summarise(ep: dict, burn_in: int = 0) -> dict:
+    """Cycle means over the completed part of an episode after `burn_in` cycles (over all
+    completed cycles when it halted before the end of the burn-in); the total reward counts all."""
     c = max(ep["cycles_completed"], 1)
+    b = burn_in if c > burn_in else 0
     return {"cycles_completed": int(ep["cycles_completed"]),
-            "mean_reward": float(np.nanmean(ep["reward"][:c])),
+            "mean_reward": float(np.nanmean(ep["reward"][b:c])),
             "total_reward": float(np.nansum(ep["reward"])),
-            "rmse_norm_vs_enkf": float(np.nanmean(ep["rmse_vs_enkf"][:c])),
-            "rmse_norm_vs_online": float(np.nanmean(ep["rmse_vs_online"][:c])),
-            "rmse_vs_truth": float(np.nanmean(ep["rmse_vs_truth"][:c]))}
+            "rmse_norm_vs_enkf": float(np.nanmean(ep["rmse_vs_enkf"][b:c])),
+            "rmse_norm_vs_online": float(np.nanmean(ep["rmse_vs_online"][b:c])),
+            "rmse_vs_truth": float(np.nanmean(ep["rmse_vs_truth"][b:c]))}
 
 
-def evaluate(env: AssimilationEnv, actors: dict[str, Actor], paths: list[int]) -> tuple[dict, dict]:
-    """Run every actor on every path. Returns (metrics, episodes) keyed [path][actor]."""
+def evaluate(env: AssimilationEnv, actors: dict[str, Actor], paths: list[int],
+             burn_in: int = 0) -> tuple[dict, dict]:
+    """Run every actor on every path. Returns (metrics, episodes) keyed [path][actor]; metrics
+    are cycle means after burn_in (the stored EnKF's too)."""
     metrics, episodes = {}, {}
     for p in paths:
         metrics[p], episodes[p] = {}, {}
         for name, act in actors.items():
             ep = run_episode(env, act, p)
             episodes[p][name] = ep
-            metrics[p][name] = summarise(ep)
-        metrics[p]["enkf"] = {"rmse_vs_truth": float(np.mean(env.enkf_rmse_vs_truth(p)))}
+            metrics[p][name] = summarise(ep, burn_in)
+        metrics[p]["enkf"] = {"rmse_vs_truth": float(np.mean(env.enkf_rmse_vs_truth(p)[burn_in:]))}
     return metrics, episodes
 
 
-def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: AssimilationEnv) -> tuple[Path, Path]:
-    """metrics.json and eval.h5 in the run folder."""
+METRICS = ("rmse_norm_vs_enkf", "rmse_vs_truth", "cycles_completed")
+
+
+def over_paths(per_path: dict) -> dict:
+    """{path: {actor: summary}} -> {actor: {metric: {mean, std, min, max}}} over the paths
+    (cycles_completed: the worst path)."""
+    out = {}
+    actors = list(next(iter(per_path.values())))
+    for name in actors:
+        out[name] = {}
+        for key in METRICS:
+            values = np.array([m[name][key] for m in per_path.values() if key in m[name]], float)
+            if not len(values):
+                continue
+            if key == "cycles_completed":
+                out[name][key] = int(values.min())
+            else:
+                out[name][key] = {"mean": float(values.mean()), "std": float(values.std()),
+                                  "min": float(values.min()), "max": float(values.max())}
+    return out
+
+
+def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: AssimilationEnv,
+               test: dict | None = None) -> tuple[Path, Path]:
+    """metrics.json and eval.h5 in the run folder, each written whole or not at all.
+
+    metrics.json: {"<eval path>": {actor: summary}, "burn_in": b, and with a test set
+    "test": {"n_paths", "spinup_seed", "paths": {"<p>": {actor: summary}}, "over_paths": ...}}.
+    eval.h5: per path a group path_<p> (test paths: test_path_<p>) with the truth, the stored
+    EnKF and every actor's per-cycle arrays. test = {"metrics", "episodes", "env", "seed"}."""
     metrics_path, h5_path = Path(run_dir) / "metrics.json", Path(run_dir) / "eval.h5"
-    metrics_path.write_text(json.dumps({str(p): m for p, m in metrics.items()}, indent=2))
-    with h5py.File(h5_path, "w") as f:
-        for p, per_actor in episodes.items():
-            g = f.create_group(f"path_{p}")
-            g.create_dataset("truth", data=env.data["truth"][p])
-            g.create_dataset("enkf_analysis", data=env.data["analysis_mean"][p])
-            g.create_dataset("enkf_rmse_vs_truth", data=env.enkf_rmse_vs_truth(p))
-            for name, ep in per_actor.items():
-                a = g.create_group(name)
-                a.attrs["cycles_completed"] = ep["cycles_completed"]
-                for k, v in ep.items():
-                    if isinstance(v, np.ndarray):
-                        a.create_dataset(k, data=v)
+    doc = {str(p): m for p, m in metrics.items()}
+    doc["burn_in"] = env.burn_in
+    groups = [("path", episodes, env)]
+    if test is not None:
+        doc["test"] = {"n_paths": len(test["metrics"]), "spinup_seed": test["seed"],
+                       "paths": {str(p): m for p, m in test["metrics"].items()},
+                       "over_paths": over_paths(test["metrics"])}
+        groups.append(("test_path", test["episodes"], test["env"]))
+    with atomic_h5(h5_path) as f:
+        for prefix, eps, e in groups:
+            for p, per_actor in eps.items():
+                g = f.create_group(f"{prefix}_{p}")
+                g.create_dataset("truth", data=e.data["truth"][p])
+                g.create_dataset("enkf_analysis", data=e.data["analysis_mean"][p])
+                g.create_dataset("enkf_rmse_vs_truth", data=e.enkf_rmse_vs_truth(p))
+                for name, ep in per_actor.items():
+                    a = g.create_group(name)
+                    a.attrs["cycles_completed"] = ep["cycles_completed"]
+                    for k, v in ep.items():
+                        if isinstance(v, np.ndarray):
+                            a.create_dataset(k, data=v)
+    atomic_write_json(metrics_path, doc)
     return metrics_path, h5_path
-
-
-def fit_record(cfg, run_dir: Path, metrics: dict, path: int, command: str) -> dict:
-    """The results/fit/<EXP>.json record (../shared/RESULTS_FORMAT.md) for one evaluated path,
-    with the issue's acceptance checks evaluated on the measured numbers."""
-    run_dir = Path(run_dir)
-    m = metrics[path]
-    timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").exists() else {}
-    pre = run_dir / "pretrain.json"
-    record = {
-        "experiment": cfg.experiment, "command": command, "config_hash": cfg.hash(),
-        "seed": cfg.train.seed, "run_dir": str(run_dir),
-        "train_steps": timing.get("train_steps"), "train_wall_s": timing.get("train_wall_s"),
-        "pretrain_epochs": cfg.pretrain.epochs,
-        "pretrain_wall_s": json.loads(pre.read_text())["wall_s"] if pre.exists() else 0.0,
-        "eval_path": path, "cycles": cfg.paths.n_cycles,
-        "cycles_completed": m["rl"]["cycles_completed"],
-    }
-    keep = ("rmse_norm_vs_enkf", "rmse_vs_truth", "cycles_completed")
-    for name in ("rl", "copy_obs", "no_da", "supervised", "enkf_replica"):
-        if name in m:
-            record[name] = {k: m[name][k] for k in keep}
-    record["enkf"] = {"rmse_vs_truth": m["enkf"]["rmse_vs_truth"]}
-    rl = m["rl"]
-    checks = {
-        "completes_path": rl["cycles_completed"] == cfg.paths.n_cycles,
-        "below_copy_obs": rl["rmse_norm_vs_enkf"] < m["copy_obs"]["rmse_norm_vs_enkf"],
-        "vs_truth_within_1.2x_enkf": rl["rmse_vs_truth"] <= 1.2 * m["enkf"]["rmse_vs_truth"],
-        "train_steps_within_2M": (timing.get("train_steps") or 0) <= 2_000_000,
-    }
-    if "supervised" in m:
-        checks["within_1.25x_supervised"] = rl["rmse_norm_vs_enkf"] <= 1.25 * m["supervised"]["rmse_norm_vs_enkf"]
-    record["checks"] = checks
-    return record

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from cli.main import main
 from conftest import read_config_yaml
-from enkf.config import ConfigError, ablation_names, load_ablation
+from enkf.config import load_config, ConfigError, ablation_names, load_ablation
 
 
 @pytest.fixture(autouse=True)
@@ -25,9 +25,13 @@ def test_every_study_in_config_yaml_loads():
     from conftest import CONFIG
     for name in ablation_names(CONFIG):
         meta, runs = load_ablation(CONFIG, name)
-        assert runs and meta["measure"] in ("enkf_skill", "sensitivity", "bounds", "clone", "finetune")
+        assert runs and meta["measure"] in ("enkf_skill", "sensitivity", "bounds", "clone", "finetune", "train")
         seeds = {r.seed for r in runs}
-        assert all(r.cfg.seed == r.seed for r in runs) and len(seeds) >= 1
+        assert all(r.cfg.train.seed == r.seed for r in runs) and len(seeds) >= 1
+        if meta["measure"] == "train":  # training studies vary the training seed only: same data
+            assert all(r.cfg.seed == load_config(CONFIG, r.experiment).seed for r in runs)
+        else:
+            assert all(r.cfg.seed == r.seed for r in runs)
 
 
 def _write_study(path, study: dict):

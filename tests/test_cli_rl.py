@@ -29,6 +29,7 @@ TAGS = [
     "policy/std_mean", "policy/std_min", "policy/std_max", "train/lstm_grad_norm", "time/fps",
     "time/env_step_share",
 ]
+KINDS = ["window", "local", "pointwise", "recurrent"]
 RUN_FILES = ["config.yaml", "best_model.zip", "final_model.zip", "train.log", "normaliser.npz"]
 
 
@@ -55,8 +56,8 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(workdir):
-    """Finished smoke runs, one per agent kind: logs/smoke/{w,l,r} (window, local, recurrent)."""
-    for kind, run_id in [("window", "w"), ("local", "l"), ("recurrent", "r")]:
+    """Finished smoke runs, one per agent kind: logs/smoke/{w,l,p,r} (window, local, pointwise, recurrent)."""
+    for kind, run_id in [("window", "w"), ("local", "l"), ("pointwise", "p"), ("recurrent", "r")]:
         raw = yaml.safe_load((workdir / "config.yaml").read_text())
         smoke = raw["experiments"]["smoke"]
         smoke.setdefault("agent", {})["kind"] = kind
@@ -64,7 +65,7 @@ def runs(workdir):
         (workdir / f"config_{kind}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         invoke(["train", "--exp", "smoke", "--config", f"config_{kind}.yaml", "--run-id", run_id])
     return {"window": workdir / "logs/smoke/w", "local": workdir / "logs/smoke/l",
-            "recurrent": workdir / "logs/smoke/r"}
+            "pointwise": workdir / "logs/smoke/p", "recurrent": workdir / "logs/smoke/r"}
 
 
 def scalars(run_dir: Path) -> dict[str, list]:
@@ -74,7 +75,7 @@ def scalars(run_dir: Path) -> dict[str, list]:
     return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
 
 
-@pytest.mark.parametrize("kind", ["window", "local", "recurrent"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_train_writes_the_run_folder(runs, workdir, kind):
     run = runs[kind]
     for f in RUN_FILES:
@@ -92,10 +93,10 @@ def test_train_writes_the_run_folder(runs, workdir, kind):
     np.testing.assert_array_equal(saved.half_range, norm.half_range)
     curriculum = json.loads((run / "checkpoints/curriculum_1024.json").read_text())
     assert curriculum["episodes"] >= 10 and 1 <= curriculum["n_active"] <= 5
-    assert "done: 1024 steps" in (run / "train.log").read_text()
+    assert "done: 1024 path-steps" in (run / "train.log").read_text()
 
 
-@pytest.mark.parametrize("kind", ["window", "local", "recurrent"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_tensorboard_has_every_tag(runs, kind):
     s = scalars(runs[kind])
     missing = [t for t in TAGS if t not in s]
@@ -111,8 +112,8 @@ def test_tensorboard_has_every_tag(runs, kind):
     assert all(0 <= v <= 60 for _, v in s["eval/cycles_completed"])
     assert all(0 <= v <= 1 for _, v in s["episode/halt_rate"])
     assert all(-1 <= v <= 1 for _, v in s["eval/mean_reward"])
-    cfg = from_dict(yaml.safe_load((runs[kind] / "config.yaml").read_text()))
-    assert s["policy/std_mean"][0][1] == pytest.approx(np.exp(cfg.agent.log_std_init), rel=0.05)
+    exploration = json.loads((runs[kind] / "exploration.json").read_text())
+    assert s["policy/std_mean"][0][1] == pytest.approx(np.exp(exploration["log_std_init"]), rel=0.05)
     assert all(lo * (1 - 1e-6) <= m <= hi * (1 + 1e-6) for (_, lo), (_, m), (_, hi) in
                zip(s["policy/std_min"], s["policy/std_mean"], s["policy/std_max"]))
     assert all(v > 0 for _, v in s["train/lstm_grad_norm"])
@@ -161,7 +162,7 @@ def test_resume_keeps_csv_history(resumed):
     assert min(steps) <= 1024 and max(steps) == 2048
 
 
-@pytest.mark.parametrize("kind", ["window", "local", "recurrent"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_evaluate_writes_metrics(runs, kind):
     run = runs[kind]
     invoke(["evaluate", "--exp", "smoke", "--run", str(run)])

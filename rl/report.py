@@ -1,0 +1,165 @@
+"""Fit records: the evaluated runs of one experiment and setting (one run folder per training
+seed) -> one results JSON in the shape of ../shared/RESULTS_FORMAT.md.
+
+Per seed: the eval path (path 0 of the training data) and the mean over the independent test
+paths (a spin-up of its own), cycle means after paths.burn_in, from the run's metrics.json
+(`enkfrl evaluate`). The headline figures (top-level actor entries) are the test-set means,
+averaged over the seeds; every acceptance check is evaluated on that mean and counted per seed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from enkf.config import Config, from_dict
+from enkf.io import DataError
+
+ACTORS = ("rl", "supervised", "copy_obs", "no_da", "enkf_replica")
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path} not found")
+    return json.loads(path.read_text())
+
+
+def run_summary(run_dir: Path) -> dict:
+    """One evaluated run folder: its config, training figures and metrics (eval path + test)."""
+    run_dir = Path(run_dir)
+    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    metrics = _read_json(run_dir / "metrics.json")
+    if "test" not in metrics:
+        raise DataError(f"{run_dir}/metrics.json has no test set: run `enkfrl evaluate --run {run_dir}` "
+                        f"after `enkfrl generate/precompute --split test`")
+    timing = _read_json(run_dir / "timing.json")
+    curriculum = _read_json(run_dir / "curriculum_final.json")
+    eval_path = str(cfg.paths.eval_path)
+    test_means = {a: {k: v["mean"] for k, v in m.items() if k != "cycles_completed"}
+                  | {"cycles_completed": m["cycles_completed"]}
+                  for a, m in metrics["test"]["over_paths"].items()}
+    return {"cfg": cfg, "seed": cfg.train.seed, "run_dir": str(run_dir),
+            "command": (run_dir / "command.txt").read_text().strip(),
+            "train_steps": timing["train_steps"], "train_wall_s": timing["train_wall_s"],
+            "path_steps_per_s": timing.get("path_steps_per_s"),
+            "active_paths_at_end": curriculum["n_active"],
+            "eval_path": metrics[eval_path], "test": test_means,
+            "test_paths": metrics["test"]["paths"], "test_n_paths": metrics["test"]["n_paths"],
+            "test_seed": metrics["test"]["spinup_seed"]}
+
+
+def _actor_entry(m: dict) -> dict:
+    out = {k: m[k] for k in ("rmse_norm_vs_enkf", "rmse_vs_truth", "cycles_completed") if k in m}
+    return out
+
+
+def _mean_over(values: list[float]) -> dict:
+    a = np.array(values, float)
+    return {"mean": float(a.mean()), "std": float(a.std())}
+
+
+def fit_record(run_dirs: list[Path], init: str, command: str, wall_s: float,
+               study: str | None = None, variant: str | None = None,
+               supervised_runs: list[Path] | None = None) -> dict:
+    """The record of one setting over its seeds. `supervised_runs`: clone runs whose cloned
+    policy is the supervised reference when these runs have none (PPO from scratch)."""
+    from enkf.io import provenance
+    runs = sorted((run_summary(d) for d in run_dirs), key=lambda r: r["seed"])
+    cfg: Config = runs[0]["cfg"]
+    seeds = [r["seed"] for r in runs]
+    sup_source = None
+    if "supervised" not in runs[0]["test"]:
+        if supervised_runs:
+            sup = [run_summary(d) for d in supervised_runs]
+            sup_source = [s["run_dir"] for s in sup]
+            sup_test = float(np.mean([s["test"]["supervised"]["rmse_norm_vs_enkf"] for s in sup]))
+            sup_truth = float(np.mean([s["test"]["supervised"]["rmse_vs_truth"] for s in sup]))
+            for r in runs:
+                r["test"]["supervised"] = {"rmse_norm_vs_enkf": sup_test, "rmse_vs_truth": sup_truth}
+    actors = [a for a in ACTORS if all(a in r["test"] for r in runs)]
+
+    def mean_test(actor, key):
+        return float(np.mean([r["test"][actor][key] for r in runs]))
+
+    record = {
+        "experiment": cfg.experiment, "agent": cfg.agent.kind, "point_net": cfg.agent.point_net,
+        "init": init, "study": study, "variant": variant, "reward_target": cfg.reward.target,
+        "headline_on": "test", "seeds": seeds, "cycles": cfg.paths.n_cycles, "burn_in": cfg.paths.burn_in,
+        "train_steps": int(max(r["train_steps"] for r in runs)),
+        "path_steps_per_s": float(np.mean([r["path_steps_per_s"] or np.nan for r in runs])),
+        "active_paths_at_end": [r["active_paths_at_end"] for r in runs],
+        "of_training_paths": cfg.paths.train_paths[1] - cfg.paths.train_paths[0] + 1,
+        "cycles_completed": int(min(min(r["test"]["rl"]["cycles_completed"], r["eval_path"]["rl"]["cycles_completed"])
+                                    for r in runs)),
+    }
+    for a in actors:
+        record[a] = {"rmse_norm_vs_enkf": mean_test(a, "rmse_norm_vs_enkf"),
+                     "rmse_vs_truth": mean_test(a, "rmse_vs_truth")}
+        if "cycles_completed" in runs[0]["test"][a]:
+            record[a]["cycles_completed"] = int(min(r["test"][a]["cycles_completed"] for r in runs))
+    record["enkf"] = {"rmse_vs_truth": mean_test("enkf", "rmse_vs_truth")}
+    if sup_source:
+        record["supervised"]["from_runs"] = sup_source
+    record["eval_path"] = {"path": cfg.paths.eval_path}
+    for a in actors + ["enkf"]:
+        if all(a in r["eval_path"] for r in runs):
+            keys = [k for k in ("rmse_norm_vs_enkf", "rmse_vs_truth") if k in runs[0]["eval_path"][a]]
+            record["eval_path"][a] = {k: float(np.mean([r["eval_path"][a][k] for r in runs])) for k in keys}
+    record["test"] = {"n_paths": runs[0]["test_n_paths"], "spinup_seed": runs[0]["test_seed"]}
+    for a in actors + ["enkf"]:
+        record["test"][a] = {k: _mean_over([r["test"][a][k] for r in runs])
+                             for k in ("rmse_norm_vs_enkf", "rmse_vs_truth") if k in runs[0]["test"][a]}
+    record["test"]["per_path_rl"] = {
+        k: [float(np.mean([r["test_paths"][p]["rl"][k] for r in runs])) for p in sorted(runs[0]["test_paths"], key=int)]
+        for k in ("rmse_norm_vs_enkf", "rmse_vs_truth")}
+    record["per_seed"] = [{"seed": r["seed"], "run_dir": r["run_dir"], "train_steps": r["train_steps"],
+                           "train_wall_s": r["train_wall_s"], "path_steps_per_s": r["path_steps_per_s"],
+                           "active_paths_at_end": r["active_paths_at_end"],
+                           "test": {a: _actor_entry(r["test"][a]) for a in actors + ["enkf"]},
+                           "eval_path": {a: _actor_entry(r["eval_path"][a]) for a in actors + ["enkf"]
+                                         if a in r["eval_path"]}}
+                          for r in runs]
+    record["checks"] = checks(record, runs, cfg, init)
+    if init == "clone" and "supervised" in actors:
+        gains = [1 - r["test"]["rl"]["rmse_norm_vs_enkf"] / r["test"]["supervised"]["rmse_norm_vs_enkf"]
+                 for r in runs]
+        record["improvement_over_clone"] = {"per_seed": gains, **_mean_over(gains)}
+    record["provenance"] = provenance(cfg.to_dict(), cfg.hash(), command, wall_s)
+    return record
+
+
+def checks(record: dict, runs: list[dict], cfg: Config, init: str) -> dict:
+    """Every acceptance check on the mean over seeds, and how many seeds pass it alone."""
+    n_cycles = cfg.paths.n_cycles
+
+    def rule(name, ok_fn):
+        per_seed = [bool(ok_fn(r["test"], r)) for r in runs]
+        mean_view = {a: record[a] for a in ACTORS + ("enkf",) if a in record}
+        return name, {"mean": bool(ok_fn(mean_view, None)), "seeds_passing": sum(per_seed),
+                      "of_seeds": len(per_seed)}
+
+    def completes(t, r):
+        if r is None:
+            return record["cycles_completed"] == n_cycles
+        return t["rl"]["cycles_completed"] == n_cycles and r["eval_path"]["rl"]["cycles_completed"] == n_cycles
+
+    rules = [
+        rule("completes_every_path", completes),
+        rule("below_copy_obs", lambda t, r: t["rl"]["rmse_norm_vs_enkf"] < t["copy_obs"]["rmse_norm_vs_enkf"]),
+        rule("vs_truth_within_1.2x_enkf", lambda t, r: t["rl"]["rmse_vs_truth"] <= 1.2 * t["enkf"]["rmse_vs_truth"]),
+        rule("vs_truth_within_1.1x_enkf", lambda t, r: t["rl"]["rmse_vs_truth"] <= 1.1 * t["enkf"]["rmse_vs_truth"]),
+        rule("train_steps_within_2M", lambda t, r: (r or record)["train_steps"] <= 2_000_000),
+    ]
+    if all("supervised" in r["test"] for r in runs):
+        rules += [
+            rule("within_1.25x_supervised",
+                 lambda t, r: t["rl"]["rmse_norm_vs_enkf"] <= 1.25 * t["supervised"]["rmse_norm_vs_enkf"]),
+            rule("within_1.1x_supervised",
+                 lambda t, r: t["rl"]["rmse_norm_vs_enkf"] <= 1.1 * t["supervised"]["rmse_norm_vs_enkf"]),
+        ]
+        if init == "clone":
+            rules.append(rule("below_clone",
+                              lambda t, r: t["rl"]["rmse_norm_vs_enkf"] < t["supervised"]["rmse_norm_vs_enkf"]))
+    return dict(rules)
