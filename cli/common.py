@@ -58,6 +58,15 @@ def read_split(cfg: Config, split: str) -> tuple[Config, dict, dict]:
         raise DataError(split_hint(split, str(e))) from None
 
 
+BENCH_EXPERIMENTS = ("L96_1", "L96_sakov2008", "smoke")
+"""The experiments `enkfrl bench` reads (enkf/bench.py, rl/bench.py)."""
+
+
+def bench_config(config_path) -> dict:
+    """The resolved configs `enkfrl bench` measures with, by experiment (its provenance config)."""
+    return {e: load_config(config_path, e).to_dict() for e in BENCH_EXPERIMENTS}
+
+
 def split_option(func):
     """--split train|test (default train)."""
     return click.option("--split", type=click.Choice(list(SPLITS)), default="train", show_default=True,

@@ -225,16 +225,19 @@ def ablate(question, config_path, out_dir):
 @click.option("--quick", is_flag=True, help="Fewer repetitions (for a smoke test of the bench).")
 def bench(config_path, quick):
     """Speed ratios measured in one run (kernels vs numpy, precompute, env, PPO, RecurrentPPO)."""
-    import json
     from enkf.bench import run_bench
     from rl.bench import run_rl_bench
+    from cli.common import bench_config
+    from enkf.io import atomic_write_json, hash_of, provenance
+    t0 = time.perf_counter()
     results = {"kernels": run_bench(config_path, quick=quick, echo=click.echo)}
     click.echo("")
     results["rl"] = run_rl_bench(config_path, quick=quick, echo=click.echo, data_root=DATA_ROOT)
     if not quick:  # a quick run is a smoke test of the bench, not a measurement to keep
-        out = Path("results/bench.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+        configs = bench_config(config_path)
+        results["provenance"] = provenance(configs, hash_of(configs), "enkfrl bench",
+                                           time.perf_counter() - t0)
+        out = atomic_write_json(Path("results/bench.json"), results)
         click.echo(f"wrote {out}")
 
 

@@ -277,7 +277,7 @@ class Config:
         if sections is not None:
             d = {k: d[k] for k in sections}
         blob = json.dumps(d, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return hashlib.sha256(blob).hexdigest()[:16]  # = enkf.io.hash_of(d)
 
     def data_hash(self) -> str:
         """Hash of what determines the reference data (paths.h5): not the RL settings."""
