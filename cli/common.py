@@ -3,23 +3,76 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from pathlib import Path
 
 import click
 
-from enkf.config import Config, ConfigError, load_config
+from enkf.config import SPLITS, Config, ConfigError, load_config, split_config
 from enkf.io import DataError
 
 DATA_ROOT = Path("data")
 LOG_ROOT = Path("logs")
+RESULTS_ROOT = Path("results")
 
 
-def spinup_file(cfg: Config) -> Path:
-    return DATA_ROOT / cfg.experiment / "spinup.h5"
+def _prefix(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return "" if split == "train" else f"{split}_"
 
 
-def paths_file(cfg: Config) -> Path:
-    return DATA_ROOT / cfg.experiment / "paths.h5"
+def spinup_file(cfg: Config, split: str = "train") -> Path:
+    """data/<E>/spinup.h5 (training split) or data/<E>/test_spinup.h5."""
+    return DATA_ROOT / cfg.experiment / f"{_prefix(split)}spinup.h5"
+
+
+def paths_file(cfg: Config, split: str = "train") -> Path:
+    """data/<E>/paths.h5 (training split) or data/<E>/test_paths.h5."""
+    return DATA_ROOT / cfg.experiment / f"{_prefix(split)}paths.h5"
+
+
+def data_record_file(cfg: Config, split: str = "train") -> Path:
+    """results/data/<E>.json (training split) or results/data/<E>_test.json: the precompute summary."""
+    return RESULTS_ROOT / "data" / (f"{cfg.experiment}.json" if split == "train" else
+                                    f"{cfg.experiment}_{split}.json")
+
+
+def split_hint(split: str, message: str) -> str:
+    """A DataError message of enkf/ (which names the training-split commands) for ``split``."""
+    if split == "train":
+        return message
+    return re.sub(r"`enkfrl (generate|precompute) --exp (\S+)`",
+                  lambda m: f"`enkfrl {m[1]} --exp {m[2]} --split {split}`", message)
+
+
+def read_split(cfg: Config, split: str) -> tuple[Config, dict, dict]:
+    """(config of the split, its spinup.h5 arrays, its paths.h5 arrays), checked for staleness
+    against split_config(cfg, split). The normaliser always comes from the training spin-up."""
+    from enkf.precompute import read_paths
+    from enkf.spinup import read_spinup
+    scfg = split_config(cfg, split)
+    try:
+        return (scfg, read_spinup(scfg, spinup_file(cfg, split)),
+                read_paths(scfg, paths_file(cfg, split)))
+    except DataError as e:
+        raise DataError(split_hint(split, str(e))) from None
+
+
+BENCH_EXPERIMENTS = ("L96_1", "L96_sakov2008", "smoke")
+"""The experiments `enkfrl bench` reads (enkf/bench.py, rl/bench.py)."""
+
+
+def bench_config(config_path) -> dict:
+    """The resolved configs `enkfrl bench` measures with, by experiment (its provenance config)."""
+    return {e: load_config(config_path, e).to_dict() for e in BENCH_EXPERIMENTS}
+
+
+def split_option(func):
+    """--split train|test (default train)."""
+    return click.option("--split", type=click.Choice(list(SPLITS)), default="train", show_default=True,
+                        help="train: the training data (paths of one spin-up); test: the test "
+                             "split (a separate spin-up with test.seed, test.n_paths paths).")(func)
 
 
 def exp_options(func):

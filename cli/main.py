@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 import yaml
 
-from cli.common import DATA_ROOT, Group, LOG_ROOT, exp_options, paths_file, spinup_file
-from enkf.config import from_dict
+from cli.common import (DATA_ROOT, Group, LOG_ROOT, data_record_file, exp_options, paths_file,
+                        spinup_file, split_hint, split_option)
+from enkf.config import from_dict, split_config
 from enkf.io import DataError
 
 
@@ -28,16 +29,20 @@ def show_config(cfg):
 
 @main.command()
 @exp_options
-def generate(cfg):
-    """Spin-up trajectory, start states and climatology -> data/<E>/spinup.h5."""
+@split_option
+def generate(cfg, split):
+    """Spin-up trajectory, start states and climatology -> data/<E>/spinup.h5 (--split test:
+    data/<E>/test_spinup.h5, a separate spin-up with test.seed)."""
     from enkf.spinup import run_spinup, write_spinup
+    scfg = split_config(cfg, split)
     t0 = time.perf_counter()
-    click.echo(f"spin-up {cfg.experiment}: {cfg.spinup.steps} steps of {cfg.model.name} "
-               f"(n={cfg.model.n}, {cfg.model.integrator}, dt={cfg.model.dt})")
-    result = run_spinup(cfg)
-    out = spinup_file(cfg)
-    write_spinup(cfg, result, out)
-    click.echo(f"{cfg.paths.n_paths} starts from steps "
+    which = "" if split == "train" else f" ({split} split, seed {scfg.seed})"
+    click.echo(f"spin-up {cfg.experiment}{which}: {scfg.spinup.steps} steps "
+               f"of {scfg.model.name} (n={scfg.model.n}, {scfg.model.integrator}, dt={scfg.model.dt})")
+    result = run_spinup(scfg)
+    out = spinup_file(cfg, split)
+    write_spinup(scfg, result, out)
+    click.echo(f"{scfg.paths.n_paths} starts from steps "
                f"[{result['start_steps'].min()}, {result['start_steps'].max()}]; climatology "
                f"min {result['clim_min'].min():.2f} max {result['clim_max'].max():.2f} "
                f"-> {out} ({time.perf_counter() - t0:.1f} s)")
@@ -45,30 +50,38 @@ def generate(cfg):
 
 @main.command()
 @exp_options
-def precompute(cfg):
-    """Reference EnKF run from every start -> data/<E>/paths.h5."""
+@split_option
+def precompute(cfg, split):
+    """Reference EnKF run from every start -> data/<E>/paths.h5 and results/data/<E>.json
+    (--split test: data/<E>/test_paths.h5 and results/data/<E>_test.json)."""
+    from enkf.config import DATA_SECTIONS
+    from enkf.io import atomic_write_json, provenance
     from enkf.precompute import precompute as run, summary, write_paths
     from enkf.spinup import read_spinup
-    starts = read_spinup(cfg, spinup_file(cfg))["starts"]
+    scfg = split_config(cfg, split)
+    try:
+        starts = read_spinup(scfg, spinup_file(cfg, split))["starts"]
+    except DataError as e:
+        raise DataError(split_hint(split, str(e))) from None
     t0 = time.perf_counter()
-    data = run(cfg, starts)
+    data = run(scfg, starts)
     wall = time.perf_counter() - t0
-    out = paths_file(cfg)
-    write_paths(cfg, data, starts, out)
-    s = summary(data, cfg.paths.burn_in)
-    click.echo(f"{cfg.paths.n_paths} paths x {cfg.paths.n_cycles} cycles in {wall:.1f} s -> {out}")
-    click.echo(f"time-mean RMSE vs truth after {cfg.paths.burn_in} cycles, mean ± std over paths:")
+    out = paths_file(cfg, split)
+    write_paths(scfg, data, starts, out)
+    s = summary(data, scfg.paths.burn_in)
+    click.echo(f"{scfg.paths.n_paths} paths x {scfg.paths.n_cycles} cycles in {wall:.1f} s -> {out}")
+    click.echo(f"time-mean RMSE vs truth after {scfg.paths.burn_in} cycles, mean ± std over paths:")
     for k, label in [("forecast_rmse", "forecast"), ("analysis_rmse", "analysis"),
                      ("obs_rmse", "observation")]:
         click.echo(f"  {label:12s} {s[k][0]:.4f} ± {s[k][1]:.4f}")
-    import json
-    record = {"experiment": cfg.experiment, "command": f"enkfrl precompute --exp {cfg.experiment}",
-              "data_hash": cfg.data_hash(), "n_paths": cfg.paths.n_paths, "n_cycles": cfg.paths.n_cycles,
-              "burn_in": cfg.paths.burn_in, "wall_s": wall,
-              **{k: {"mean": v[0], "std_over_paths": v[1]} for k, v in s.items()}}
-    out_json = Path("results/data") / f"{cfg.experiment}.json"
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(record, indent=2) + "\n")
+    command = f"enkfrl precompute --exp {cfg.experiment}" + ("" if split == "train" else f" --split {split}")
+    data_cfg = {k: scfg.to_dict()[k] for k in DATA_SECTIONS}
+    record = {"experiment": cfg.experiment, "split": split, "command": command,
+              "data_hash": scfg.data_hash(), "n_paths": scfg.paths.n_paths,
+              "n_cycles": scfg.paths.n_cycles, "burn_in": scfg.paths.burn_in, "wall_s": wall,
+              **{k: {"mean": v[0], "std_over_paths": v[1]} for k, v in s.items()},
+              "provenance": provenance(data_cfg, scfg.data_hash(), command, wall)}
+    atomic_write_json(data_record_file(cfg, split), record)
 
 
 def load_run_inputs(cfg):
@@ -240,16 +253,19 @@ def ablate(question, config_path, out_dir):
 @click.option("--quick", is_flag=True, help="Fewer repetitions (for a smoke test of the bench).")
 def bench(config_path, quick):
     """Speed ratios measured in one run (kernels vs numpy, precompute, env, PPO, RecurrentPPO)."""
-    import json
     from enkf.bench import run_bench
     from rl.bench import run_rl_bench
+    from cli.common import bench_config
+    from enkf.io import atomic_write_json, hash_of, provenance
+    t0 = time.perf_counter()
     results = {"kernels": run_bench(config_path, quick=quick, echo=click.echo)}
     click.echo("")
     results["rl"] = run_rl_bench(config_path, quick=quick, echo=click.echo, data_root=DATA_ROOT)
     if not quick:  # a quick run is a smoke test of the bench, not a measurement to keep
-        out = Path("results/bench.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+        configs = bench_config(config_path)
+        results["provenance"] = provenance(configs, hash_of(configs), "enkfrl bench",
+                                           time.perf_counter() - t0)
+        out = atomic_write_json(Path("results/bench.json"), results)
         click.echo(f"wrote {out}")
 
 

@@ -109,6 +109,16 @@ class PathsConfig:
     """Processes for precompute (0: one per core)."""
 
 
+@dataclass(frozen=True)
+class TestConfig:
+    seed: int
+    """Master seed of the test split: its own spin-up and reference runs (test_split), apart from
+    the training data, whose paths are overlapping windows of one spin-up trajectory."""
+    n_paths: int
+    """Paths of the test split (>= 2: path 0 is its eval path, paths 1.. fill train_paths)."""
+    __test__ = False  # not a pytest test class
+
+
 # ---- RL sections (validated here too: one schema for the whole run) --------------------------
 FEATURES = ("forecast_mean", "obs", "innovation", "spread", "prev_analysis", "ensemble")
 
@@ -238,6 +248,7 @@ class Config:
     filter: FilterConfig
     spinup: SpinupConfig
     paths: PathsConfig
+    test: TestConfig
     env: EnvConfig
     reward: RewardConfig
     curriculum: CurriculumConfig
@@ -266,7 +277,7 @@ class Config:
         if sections is not None:
             d = {k: d[k] for k in sections}
         blob = json.dumps(d, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return hashlib.sha256(blob).hexdigest()[:16]  # = enkf.io.hash_of(d)
 
     def data_hash(self) -> str:
         """Hash of what determines the reference data (paths.h5): not the RL settings."""
@@ -363,7 +374,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 # Cross-field rules.
 # --------------------------------------------------------------------------------------------
-def _check(cfg: Config) -> None:
+def _check(cfg: Config, split: str = "train") -> None:
     m, o, f, s, p = cfg.model, cfg.obs, cfg.filter, cfg.spinup, cfg.paths
 
     def need(ok: bool, msg: str):
@@ -402,6 +413,12 @@ def _check(cfg: Config) -> None:
     need(not first <= p.eval_path <= last,
          f"paths.eval_path: {p.eval_path} lies inside paths.train_paths {p.train_paths}")
     need(p.workers >= 0, f"paths.workers: must be >= 0, got {p.workers}")
+    if split == "train":  # the test split's own config has seed == test.seed by construction
+        ts = cfg.test
+        need(ts.seed >= 0, f"test.seed: must be >= 0, got {ts.seed}")
+        need(ts.seed != cfg.seed, f"test.seed: must differ from the master seed {cfg.seed}, got {ts.seed}")
+        need(2 <= ts.n_paths <= pool,
+             f"test.n_paths: must be in [2, {pool}] (the sampled spin-up tail), got {ts.n_paths}")
 
     e, r, c, a, ppo, t = cfg.env, cfg.reward, cfg.curriculum, cfg.agent, cfg.ppo, cfg.train
     need(len(e.features) >= 1, "env.features: at least one feature")
@@ -483,6 +500,33 @@ def from_dict(data: dict) -> Config:
     cfg = _build(Config, data, "")
     _check(cfg)
     return cfg
+
+
+SPLITS = ("train", "test")
+
+
+def test_split(cfg: Config) -> Config:
+    """The validated config of the test data: a separate spin-up and reference runs with master
+    seed test.seed and test.n_paths paths, everything else as cfg. Its paths.eval_path is 0 and
+    its paths.train_paths [1, n_paths - 1] only satisfy validation: the test split is never
+    trained on."""
+    d = cfg.to_dict()
+    d["seed"] = cfg.test.seed
+    d["paths"] = dict(d["paths"], n_paths=cfg.test.n_paths, eval_path=0,
+                      train_paths=[1, cfg.test.n_paths - 1])
+    split_cfg = _build(Config, d, "")
+    _check(split_cfg, split="test")
+    return split_cfg
+
+
+test_split.__test__ = False  # not a pytest test function
+
+
+def split_config(cfg: Config, split: str) -> Config:
+    """cfg itself for the training split, test_split(cfg) for the test split."""
+    if split not in SPLITS:
+        raise ConfigError(f"--split: must be one of {list(SPLITS)}, got {split!r}")
+    return cfg if split == "train" else test_split(cfg)
 
 
 def load_config(path: str | Path, experiment: str) -> Config:

@@ -8,6 +8,8 @@ Perturbed-observation EnKF (Burgers et al. 1998, Evensen 2009):
     C   = Y^T Y + (N - 1) R                      (p, p)  -- (N-1) (H P^f H^T + R)
     K   = A^T Y C^{-1}                           (n, p)  -- the Kalman gain with P^f = A^T A / (N-1)
     E_a = E + (y + D - H E) K^T,   D ~ N(0, R)   (N, p) one perturbed observation per member
+optionally centred, D <- (D - mean(D)) sqrt(N / (N - 1)) (DAPPER's mean0: centring alone would
+leave the perturbations a variance of (N - 1) / N r).
 
 Deterministic square-root filter (ETKF, Hunt et al. 2007; DAPPER's 'Sqrt' without rotation):
     P_w = (Y R^{-1} Y^T + (N - 1) I)^{-1}        (N, N)  ensemble-space analysis covariance
@@ -57,8 +59,8 @@ def enkf_analysis(E, y, obs_index, r, perturbations, centre):
 
     E : (N, n) forecast ensemble; y : (p,) observation; obs_index : (p,) observed variables;
     r : observation error variance (R = r I); perturbations : (N, p) standard normal draws,
-    scaled here by sqrt(r); centre : subtract their member mean first (so the perturbations do
-    not shift the analysis mean).
+    scaled here by sqrt(r); centre : subtract their member mean and rescale by sqrt(N / (N - 1))
+    (DAPPER's ``mean0``), so they do not shift the analysis mean and still have variance r.
     Returns (x_a (n,), A_a (N, n)).
     """
     N, n = E.shape
@@ -68,7 +70,7 @@ def enkf_analysis(E, y, obs_index, r, perturbations, centre):
     Y = np.empty((N, p))
     D = np.sqrt(r) * perturbations
     if centre:
-        D = D - ensemble_mean(D)
+        D = (D - ensemble_mean(D)) * np.sqrt(N / (N - 1))
     innov = np.empty((N, p))  # y + d_j - H e_j, one row per member
     for j in range(N):
         for k in range(p):

@@ -38,18 +38,27 @@ def code_version() -> str:
 
 
 def git_state() -> tuple[str, bool]:
-    """(full git commit, dirty) of the source tree; ("unknown", True) outside a git checkout."""
+    """(full git commit, dirty) of the source tree; dirty: a tracked file outside results/ differs
+    from the commit. ("unknown", True) outside a git checkout."""
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                               text=True, timeout=5)
         if head.returncode != 0:
             return "unknown", True
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        # results/ is what commands write: a result written before another does not dirty it
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                 ":(top)", ":(top,exclude)results"], cwd=here,
                                 capture_output=True, text=True, timeout=5)
         return head.stdout.strip(), bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return "unknown", True
+
+
+def hash_of(obj) -> str:
+    """Short stable hash of a JSON-able object (Config.hash() is hash_of(config.to_dict()))."""
+    import hashlib
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def provenance(config: dict, config_hash: str, command: str, wall_s: float) -> dict:

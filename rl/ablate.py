@@ -30,7 +30,7 @@ import torch as th
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from enkf.config import AblationRun, Config
-from enkf.io import DataError
+from enkf.io import DataError, atomic_write_json, provenance
 from enkf.precompute import precompute, read_paths, summary
 from enkf.spinup import read_spinup, run_spinup
 from rl.curriculum import Curriculum, CurriculumCallback
@@ -205,21 +205,31 @@ def run_ablation(name: str, meta: dict, runs: list[AblationRun], data_root: Path
                  command: str, echo=print) -> Path:
     measure = MEASURES[meta["measure"]]
     records = []
+    start = time.perf_counter()
     for i, run in enumerate(runs):
         t0 = time.perf_counter()
         result = measure(run.cfg, data_root)
+        wall = time.perf_counter() - t0
         records.append({"experiment": run.experiment, "variant": run.variant, "seed": run.seed,
                         "overrides": run.overrides, "config_hash": run.cfg.hash(),
-                        "wall_s": time.perf_counter() - t0, "result": result})
+                        "wall_s": wall, "result": result,
+                        "provenance": provenance(run.cfg.to_dict(), run.cfg.hash(), command, wall)})
         echo(f"[{i + 1}/{len(runs)}] {run.experiment} {run.variant} seed {run.seed}: "
              + ", ".join(f"{k} {v:.4g}" for k, v in result.items()))
     out = Path(out_dir) / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    run_hashes = [r["config_hash"] for r in records]  # each record carries its resolved config
+    study = {"question": name, "run_config_hashes": run_hashes}
     doc = {"question": meta["question"], "measure": meta["measure"], "command": command,
-           "summary": summarise_records(records), "records": records}
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+           "summary": summarise_records(records), "records": records,
+           "provenance": provenance(study, _hash(run_hashes), command, time.perf_counter() - start)}
+    atomic_write_json(out, doc)
     echo(markdown_table(doc))
     return out
+
+
+def _hash(obj) -> str:
+    import hashlib
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def markdown_table(doc: dict, columns: list[str] | None = None) -> str:

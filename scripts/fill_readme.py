@@ -1,22 +1,50 @@
 """Rebuild the measured parts of readme.md from results/ (docs/readme_template.md + the tables of
-scripts/tables.py), so no figure in the readme is typed by hand:   python scripts/fill_readme.py
+scripts/tables.py), so no figure in the readme is typed by hand:
+
+    python scripts/fill_readme.py            rewrite readme.md
+    python scripts/fill_readme.py --check    exit 1, one line per problem, when a results file
+                                             comes from another config than config.yaml would run
+                                             for it, or readme.md differs from what the template
+                                             and results/ produce
+
+Placeholders of the template: ``{{name}}`` (a table of scripts/tables.py, see TABLES),
+``{{value FILE | KEY | FORMAT}}`` (one number of results/FILE: KEY is a /-separated path,
+``summary[variant=V]`` picks the list entry whose fields match, FORMAT a format spec such as
+``.3f``; ``pct`` writes a fraction as a signed percentage), ``{{ratio FILE | KEY | FILE | KEY | FORMAT}}``
+(the first value over the second), ``{{config EXP | KEY}}`` (a value of EXP's resolved config).
 """
 from __future__ import annotations
 
+import argparse
+import difflib
 import json
+import re
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from enkf.config import (DATA_SECTIONS, ConfigError, deep_merge, from_dict,  # noqa: E402
+                         load_ablation, load_config, split_config)
+from enkf.io import hash_of  # noqa: E402
+
+TABLES = ("published_l96", "published_l63", "enkf_inflation", "enkf_variants", "sensitivity",
+          "bounds", "features", "architecture", "agent_kind", "ppo_settings", "data", "fit",
+          "fit_absolute", "bench")
 
 
+class TemplateError(ValueError):
+    """A placeholder that results/ cannot fill."""
+
+
+# ---- filling ---------------------------------------------------------------------------------------
 def fit_absolute() -> str:
     rows = ["| experiment | RL (absolute) vs EnKF xa | supervised | copy obs | RL vs truth | EnKF vs truth |",
             "|---|---|---|---|---|---|"]
-    for f in sorted((ROOT / "results/fit_absolute").glob("*.json")):
+    for f in sorted((tables.RESULTS / "fit_absolute").glob("*.json")):
         r = json.loads(f.read_text())
         rows.append(f"| {r['experiment']} | {r['rl']['rmse_norm_vs_enkf']:.4f} | "
                     f"{r['supervised']['rmse_norm_vs_enkf']:.4f} | {r['copy_obs']['rmse_norm_vs_enkf']:.4f} | "
@@ -24,17 +52,211 @@ def fit_absolute() -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    text = (ROOT / "docs/readme_template.md").read_text()
-    for key in ("published_l96", "published_l63", "enkf_inflation", "enkf_variants", "sensitivity",
-                "bounds", "features", "architecture", "agent_kind", "ppo_settings"):
-        text = text.replace("{{" + key + "}}", tables.ablation(key))
-    text = text.replace("{{data}}", tables.data())
-    text = text.replace("{{fit}}", tables.fit())
-    text = text.replace("{{fit_absolute}}", fit_absolute())
-    text = text.replace("{{bench}}", tables.bench())
-    (ROOT / "readme.md").write_text(text)
+def table(name: str) -> str:
+    if name == "fit_absolute":
+        return fit_absolute()
+    if name in ("data", "fit", "bench"):
+        return getattr(tables, name)()
+    return tables.ablation(name)
+
+
+def lookup(obj, key: str, where: str):
+    """obj at a /-separated key; ``name[field=value,...]`` picks the matching entry of a list."""
+    for part in key.split("/"):
+        m = re.fullmatch(r"([^\[\]]+)(?:\[(.+)\])?", part.strip())
+        if m is None:
+            raise TemplateError(f"{where}: bad key part {part!r}")
+        name, sel = m.groups()
+        if isinstance(obj, list) and name.isdigit():
+            obj = obj[int(name)] if int(name) < len(obj) else None
+        else:
+            obj = obj.get(name) if isinstance(obj, dict) else None
+        if obj is not None and sel:
+            want = dict(kv.split("=", 1) for kv in sel.split(","))
+            hits = [e for e in obj if all(str(e.get(k)) == v for k, v in want.items())]
+            obj = hits[0] if len(hits) == 1 else None
+        if obj is None:
+            raise TemplateError(f"{where}: {key!r} not found")
+    return obj
+
+
+def fmt(value, spec: str) -> str:
+    if spec == "pct":
+        return f"{100 * value:+.1f}%".replace("-", "−")
+    return format(value, spec)
+
+
+def result_value(file: str, key: str, where: str):
+    path = tables.RESULTS / file.strip()
+    if not path.is_file():
+        raise TemplateError(f"{where}: results/{file.strip()} not found")
+    return lookup(json.loads(path.read_text()), key.strip(), where)
+
+
+def placeholder(body: str, config_path: Path) -> str:
+    """The text for ``{{body}}``."""
+    where = "{{" + body + "}}"
+    kind, _, rest = body.strip().partition(" ")
+    args = [a.strip() for a in rest.split("|")] if rest else []
+    if kind == "value" and len(args) == 3:
+        return fmt(result_value(args[0], args[1], where), args[2])
+    if kind == "ratio" and len(args) == 5:
+        num, den = result_value(args[0], args[1], where), result_value(args[2], args[3], where)
+        return fmt(num / den, args[4])
+    if kind == "config" and len(args) == 2:
+        try:
+            return str(lookup(load_config(config_path, args[0]).to_dict(), args[1].replace(".", "/"), where))
+        except ConfigError as e:
+            raise TemplateError(f"{where}: {e}") from None
+    if kind in TABLES and not args:
+        try:
+            return table(kind)
+        except (OSError, KeyError, ValueError) as e:
+            raise TemplateError(f"{where}: {type(e).__name__} {e}") from None
+    raise TemplateError(f"{where}: unknown placeholder")
+
+
+def render(root: Path) -> tuple[str, list[str]]:
+    """readme.md as the template and results/ make it, and the placeholders that failed."""
+    tables.RESULTS = root / "results"
+    errors = []
+
+    def sub(m):
+        try:
+            return placeholder(m[1], root / "config.yaml")
+        except TemplateError as e:
+            errors.append(str(e))
+            return m[0]
+    text = re.sub(r"\{\{(.+?)\}\}", sub, (root / "docs/readme_template.md").read_text())
+    return text, errors
+
+
+# ---- checking ---------------------------------------------------------------------------------------
+def _seeded(cfg_dict: dict, seed: int) -> dict:
+    return dict(cfg_dict, train=dict(cfg_dict["train"], seed=seed))
+
+
+def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], str]:
+    """The config hashes config.yaml would give the run behind results file ``rel`` (relative to
+    results/), and the command that rebuilds it. Raises ConfigError/KeyError when it cannot say."""
+    parts = rel.parts
+    if parts[0] == "data":
+        exp, split = doc["experiment"], doc.get("split", "train")
+        cfg = split_config(load_config(config_path, exp), split)
+        return {cfg.data_hash()}, f"enkfrl precompute --exp {exp}" + ("" if split == "train" else f" --split {split}")
+    if parts[0] == "bench.json":
+        from cli.common import bench_config
+        return {hash_of(bench_config(config_path))}, "enkfrl bench"
+    if parts[0].startswith("fit"):
+        base = load_config(config_path, doc["experiment"]).to_dict()
+        if doc.get("overrides"):
+            base = deep_merge(base, doc["overrides"])
+        seeds = doc.get("seeds") or [base["train"]["seed"]]
+        return ({from_dict(_seeded(base, s)).hash() for s in seeds},
+                f"enkfrl train/evaluate --exp {doc['experiment']} (results/{parts[0]})")
+    raise KeyError(f"no rule says which config of config.yaml results/{rel} comes from")
+
+
+def ablation_problems(rel: Path, doc: dict, config_path: Path) -> list[str]:
+    """An ablation study (results/ablations/Q.json with records, or one trial file
+    results/ablations/Q/*.json): every record's config is the one config.yaml runs for its
+    (experiment, variant, seed) today, and a study file holds every run."""
+    question = rel.parts[1] if len(rel.parts) > 2 else rel.stem
+    rerun = f"rerun `enkfrl ablate --question {question}`"
+    try:
+        _, runs = load_ablation(config_path, question)
+    except ConfigError as e:
+        return [f"results/{rel}: stale, config.yaml has no such study ({e})"]
+    want = {(r.experiment, r.variant, r.seed): r.cfg.hash() for r in runs}
+    records = doc["records"] if "records" in doc else [doc]
+    if not any(isinstance(rec.get("provenance"), dict) for rec in records):
+        return [f"results/{rel}: stale (old format, no provenance): {rerun}"]
+    out, seen = [], set()
+    for rec in records:
+        key = (rec.get("experiment"), rec.get("variant"), rec.get("seed"))
+        seen.add(key)
+        prov = rec.get("provenance")
+        if not isinstance(prov, dict):
+            out.append(f"results/{rel}: stale (old format, no provenance in record {key}): {rerun}")
+        elif key not in want:
+            out.append(f"results/{rel}: stale, config.yaml no longer runs {key}: {rerun}")
+        elif prov.get("config_hash") != want[key]:
+            out.append(f"results/{rel}: stale, {key} ran config {prov.get('config_hash')} but config.yaml "
+                       f"gives {want[key]}: {rerun}")
+        elif hash_of(prov.get("config")) != prov["config_hash"]:
+            out.append(f"results/{rel}: the config recorded for {key} does not hash to its config_hash "
+                       f"(edited by hand?): {rerun}")
+    if "records" in doc:
+        missing = sorted(set(want) - seen, key=str)
+        if missing:
+            out.append(f"results/{rel}: incomplete, lacks {len(missing)} run(s) of config.yaml, e.g. "
+                       f"{missing[0]}: {rerun}")
+    return out
+
+
+def result_problems(root: Path) -> list[str]:
+    """One line per results file that lacks provenance or comes from another config."""
+    results, config_path = root / "results", root / "config.yaml"
+    out = []
+    for path in sorted(results.rglob("*.json")):
+        rel = path.relative_to(results)
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            out.append(f"results/{rel}: not readable JSON ({e})")
+            continue
+        if rel.parts[0] == "ablations":
+            out.extend(ablation_problems(rel, doc, config_path))
+            continue
+        prov = doc.get("provenance") if isinstance(doc, dict) else None
+        try:
+            want, command = expected_hashes(rel, doc, config_path)
+        except (ConfigError, KeyError, TypeError) as e:
+            out.append(f"results/{rel}: cannot recompute its config ({type(e).__name__}: {e})")
+            continue
+        if not isinstance(prov, dict) or "config_hash" not in prov:
+            out.append(f"results/{rel}: stale (old format, no provenance): rerun `{command}`")
+        elif prov["config_hash"] not in want:
+            out.append(f"results/{rel}: stale, ran config {prov['config_hash']} but config.yaml gives "
+                       f"{', '.join(sorted(want))}: rerun `{command}`")
+        elif hash_of(prov.get("config")) != prov["config_hash"]:
+            out.append(f"results/{rel}: its recorded config does not hash to its config_hash "
+                       f"(edited by hand?): rerun `{command}`")
+    return out
+
+
+def readme_problems(root: Path) -> list[str]:
+    text, errors = render(root)
+    out = [f"docs/readme_template.md: {e}" for e in errors]
+    readme = root / "readme.md"
+    current = readme.read_text() if readme.is_file() else ""
+    if current != text:
+        diff = [line for line in difflib.unified_diff(current.splitlines(), text.splitlines(), lineterm="", n=0)
+                if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        first = diff[0][:100] if diff else "(whitespace)"
+        out.append(f"readme.md: differs from docs/readme_template.md + results/ in {len(diff)} line(s), "
+                   f"first {first!r}: run `python scripts/fill_readme.py`")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="check, do not write (exit 1 on a problem)")
+    ap.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this one)")
+    args = ap.parse_args(argv)
+    if args.check:
+        problems = result_problems(args.root) + readme_problems(args.root)
+        for p in problems:
+            print(p)
+        return 1 if problems else 0
+    text, errors = render(args.root)
+    if errors:
+        for e in errors:
+            print(f"docs/readme_template.md: {e}", file=sys.stderr)
+        return 1
+    (args.root / "readme.md").write_text(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

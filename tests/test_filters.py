@@ -132,6 +132,34 @@ def test_enkf_mean_shift_is_gain_times_mean_perturbation(centre):
     np.testing.assert_allclose(Aa.mean(axis=0), 0.0, atol=1e-10)
 
 
+@pytest.mark.parametrize("centre", [False, True])
+def test_enkf_step_equals_the_formula_written_out(centre):
+    """One analysis step against numpy: P^f = A^T A / (N-1), K = P^f H^T (H P^f H^T + R)^{-1},
+    D = sqrt(r) Z, centred as DAPPER's mean0 does (D - mean(D)) sqrt(N / (N-1)),
+    E_a = E + (y + D - H E) K^T."""
+    g = np.random.default_rng(11)
+    N, n = 6, N_STATE
+    obs_index = np.array([0, 2, 3], dtype=np.int64)
+    E = 2.0 + g.standard_normal((N, n))
+    y = g.standard_normal(3)
+    Z = 0.7 + g.standard_normal((N, 3))
+    H = np.eye(n)[obs_index]
+    A = E - E.mean(axis=0)
+    Pf = A.T @ A / (N - 1)
+    K = Pf @ H.T @ np.linalg.inv(H @ Pf @ H.T + R_VAR * np.eye(3))
+    D = np.sqrt(R_VAR) * Z
+    if centre:
+        raw = D
+        D = (raw - raw.mean(axis=0)) * np.sqrt(N / (N - 1))
+        # mean0's point: each centred perturbation has the unbiased variance of the raw ones
+        # (E[d_j^2] = r), where centring alone would give (N - 1) / N r
+        np.testing.assert_allclose((D ** 2).mean(axis=0), raw.var(axis=0, ddof=1))
+    Ea = E + (y + D - E @ H.T) @ K.T
+    xa, Aa = enkf_analysis(E, y, obs_index, R_VAR, Z, centre)
+    np.testing.assert_allclose(xa, Ea.mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(Aa, Ea - Ea.mean(axis=0), atol=1e-12)
+
+
 def test_enkf_approaches_kalman_filter_as_ensemble_grows():
     """One perturbed-obs analysis from an exact prior: the mean and covariance errors against
     the KF, averaged over 3 seeds, shrink as N goes 10 -> 100 -> 1000 -> 10000 (like 1/sqrt(N));
