@@ -8,7 +8,7 @@ import click
 import yaml
 
 from cli.common import (DATA_ROOT, Group, LOG_ROOT, data_record_file, exp_options, paths_file,
-                        spinup_file, split_hint, split_option)
+                        read_split, spinup_file, split_hint, split_option)
 from enkf.config import from_dict, split_config
 from enkf.io import DataError
 
@@ -157,45 +157,82 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant):
 @click.option("--model", "which", type=click.Choice(["best", "final"]), default="final", show_default=True,
               help="final_model.zip, or best_model.zip (chosen on the eval path itself: not for reporting).")
 @click.option("--paths", "path_list", default=None,
-              help="Comma-separated paths to evaluate (default: the eval path).")
-@click.option("--results-dir", default=None, type=click.Path(file_okay=False),
-              help="Also write <dir>/<E>.json (results/fit format) for the eval path.")
-def evaluate(cfg, run_dir, which, path_list, results_dir):
-    """Closed-loop evaluation of the policy and the baselines -> metrics.json, eval.h5."""
-    from rl.evaluate import BASELINES, evaluate as run_eval, load_policy, write_eval
-    from rl.train import actor_factory
+              help="Comma-separated paths of the training data to evaluate (default: the eval path).")
+@click.option("--test/--no-test", default=True, show_default=True,
+              help="Also every path of the independent test split (data/<E>/test_paths.h5).")
+def evaluate(cfg, run_dir, which, path_list, test):
+    """Closed-loop evaluation of the policy and the baselines on the eval path and the test set
+    (cycle means after paths.burn_in) -> metrics.json, eval.h5 in the run folder."""
     from rl.env import AssimilationEnv
+    from rl.evaluate import BASELINES, evaluate as run_eval, load_policy, over_paths, write_eval
+    from rl.train import actor_factory
     run_dir = Path(run_dir) if run_dir else newest_run(cfg)
     cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     data, normaliser = load_run_inputs(cfg)
+    test_inputs = read_split(cfg, "test") if test else None  # fails early, before any work
     paths = [int(p) for p in path_list.split(",")] if path_list else [cfg.paths.eval_path]
-    env = AssimilationEnv(cfg, data, normaliser, paths)
     make_actor = actor_factory(cfg)
     actors = {"rl": make_actor(load_policy(cfg, run_dir, which))}
     if (run_dir / "pretrained_model.zip").exists():
         actors["supervised"] = make_actor(load_policy(cfg, run_dir, "pretrained"))
-    metrics, episodes = run_eval(env, {**actors, **BASELINES}, paths)
-    for f in write_eval(run_dir, metrics, episodes, env):
+    actors.update(BASELINES)
+    env = AssimilationEnv(cfg, data, normaliser, paths)
+    metrics, episodes = run_eval(env, actors, paths, cfg.paths.burn_in)
+    test_result = None
+    if test_inputs is not None:
+        test_cfg, _, test_data = test_inputs
+        # the test split's own draws (its seed), the training normaliser: the agent's units
+        test_env = AssimilationEnv(test_cfg, test_data, normaliser, [0])
+        test_paths = list(range(test_cfg.paths.n_paths))
+        test_metrics, test_episodes = run_eval(test_env, actors, test_paths, cfg.paths.burn_in)
+        test_result = {"metrics": test_metrics, "episodes": test_episodes, "env": test_env,
+                       "seed": test_cfg.seed}
+    for f in write_eval(run_dir, metrics, episodes, env, test_result):
         click.echo(f"wrote {f}")
-    if results_dir:
-        import json
-        import shlex
-        import sys
-        from rl.evaluate import fit_record
-        command = " && ".join([(run_dir / "command.txt").read_text().strip(),
-                               shlex.join(["enkfrl"] + sys.argv[1:])])
-        record = fit_record(cfg, run_dir, metrics, paths[0], command)
-        out = Path(results_dir) / f"{cfg.experiment}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=2) + "\n")
-        click.echo(f"wrote {out}: checks {record['checks']}")
-    for p, per_actor in metrics.items():
-        click.echo(f"path {p} ({env.n_cycles} cycles): cycles completed / RMSE_norm vs stored EnKF xa / RMSE vs truth")
+    header = "cycles completed (worst) / RMSE_norm vs stored EnKF xa / RMSE vs truth, after {} cycles"
+    tables = [(f"path {p}", per_actor) for p, per_actor in metrics.items()]
+    if test_result:
+        tables.append((f"test set ({len(test_paths)} paths, mean ± std)", over_paths(test_result["metrics"])))
+    for title, per_actor in tables:
+        click.echo(f"{title}: " + header.format(cfg.paths.burn_in))
         for name, m in per_actor.items():
-            if name == "enkf":
-                click.echo(f"  {name:13s} {'':>6s}  {'0':>8s}  {m['rmse_vs_truth']:.4f}")
-            else:
-                click.echo(f"  {name:13s} {m['cycles_completed']:6d}  {m['rmse_norm_vs_enkf']:.5f}  {m['rmse_vs_truth']:.4f}")
+            def fmt(key, digits):
+                v = m.get(key)
+                if isinstance(v, dict):
+                    return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}"
+                return "0" if v is None else f"{v:.{digits}f}"
+            cycles = m.get("cycles_completed", "")
+            click.echo(f"  {name:13s} {cycles!s:>6s}  {fmt('rmse_norm_vs_enkf', 5):>19s}  {fmt('rmse_vs_truth', 4)}")
+
+
+@main.command()
+@click.option("--runs", "run_list", required=True,
+              help="Comma-separated evaluated run folders of one setting, one per training seed.")
+@click.option("--init", type=click.Choice(["clone", "scratch"]), required=True,
+              help="How PPO started in these runs (recorded; picks the checks).")
+@click.option("--supervised-from", default=None,
+              help="Comma-separated clone runs whose cloned policy is the supervised reference (scratch runs).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The results JSON to write (results/fit/<E>.json, results/fit_pointwise/<E>_<init>.json).")
+def report(run_list, init, supervised_from, out_path):
+    """Fit record over training seeds (../shared/RESULTS_FORMAT.md) from evaluated run folders."""
+    import shlex
+    import sys
+    from enkf.io import atomic_write_json
+    from rl.report import fit_record
+    t0 = time.perf_counter()
+    runs = [Path(r) for r in run_list.split(",")]
+    sup = [Path(r) for r in supervised_from.split(",")] if supervised_from else None
+    commands = [(r / "command.txt").read_text().strip() + f" && enkfrl evaluate --run {r}" for r in runs]
+    command = " ; ".join(commands + [shlex.join(["enkfrl"] + sys.argv[1:])])
+    words = shlex.split((runs[0] / "command.txt").read_text())  # the training command: its study/variant
+    study = words[words.index("--study") + 1] if "--study" in words else None
+    variant = words[words.index("--variant") + 1] if "--variant" in words else None
+    record = fit_record(runs, init, command, time.perf_counter() - t0, study, variant, sup)
+    atomic_write_json(out_path, record)
+    click.echo(f"wrote {out_path}")
+    for name, c in record["checks"].items():
+        click.echo(f"  {name:28s} mean {'pass' if c['mean'] else 'FAIL'}, {c['seeds_passing']}/{c['of_seeds']} seeds")
 
 
 @main.command()

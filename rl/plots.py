@@ -72,7 +72,8 @@ def _read_eval(run_dir: Path) -> dict:
     out = {}
     try:
         with h5py.File(f, "r") as h:
-            for key in sorted(h, key=lambda k: int(k.split("_")[1])):
+            # the eval path(s) of the training data; test-set paths (test_path_<p>) are summarised in metrics.json
+            for key in sorted((k for k in h if k.startswith("path_")), key=lambda k: int(k.split("_")[1])):
                 g = h[key]
                 actors = {}
                 for name in g:
