@@ -37,8 +37,7 @@ def run_summary(run_dir: Path) -> dict:
     timing = _read_json(run_dir / "timing.json")
     curriculum = _read_json(run_dir / "curriculum_final.json")
     eval_path = str(cfg.paths.eval_path)
-    test_means = {a: {k: v["mean"] for k, v in m.items() if k != "cycles_completed"}
-                  | {"cycles_completed": m["cycles_completed"]}
+    test_means = {a: {k: (v if k == "cycles_completed" else v["mean"]) for k, v in m.items()}
                   for a, m in metrics["test"]["over_paths"].items()}
     return {"cfg": cfg, "seed": cfg.train.seed, "run_dir": str(run_dir),
             "command": (run_dir / "command.txt").read_text().strip(),
