@@ -236,6 +236,24 @@ def report(run_list, init, supervised_from, out_path):
 
 
 @main.command()
+@click.option("--record", "records", multiple=True, required=True,
+              help="LABEL=results/....json (a fit record with per-seed eval curves); repeat per line.")
+@click.option("--title", default="", help="Figure title.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+def curves(records, title, out_path):
+    """Learning curves on the eval path (RMSE_norm vs stored xa against PPO path-steps) of fit records."""
+    import json
+    from rl.plots import plot_learning_curves
+    loaded = {}
+    for item in records:
+        label, _, path = item.partition("=")
+        if not path or not Path(path).is_file():
+            raise DataError(f"--record {item}: expected LABEL=path/to/record.json of an existing file")
+        loaded[label] = json.loads(Path(path).read_text())
+    click.echo(f"wrote {plot_learning_curves(loaded, Path(out_path), title)}")
+
+
+@main.command()
 @exp_options
 @click.option("--stage", type=click.Choice(["data", "train", "eval", "all"]), default="data",
               show_default=True)

@@ -409,3 +409,38 @@ def _pretrain_curve(cfg, run_dir: Path, s: dict, out: Path) -> Path:
                  f"(lr {cfg.pretrain.learning_rate:g}, batch {cfg.pretrain.batch_size})", fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, out / "pretrain_curve.png")
+
+
+def plot_learning_curves(records: dict[str, dict], out: Path, title: str = "") -> Path:
+    """RMSE_norm vs the stored EnKF xa on the eval path during training against path-steps, one
+    line per labelled fit record (results/fit*/...json: mean over its seeds, band = min..max),
+    with the record's copy-obs and supervised (cloned) levels on the eval path as references."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    refs = {}
+    for i, (label, rec) in enumerate(records.items()):
+        curves = [np.array(s["eval_curve"]) for s in rec["per_seed"] if s.get("eval_curve")]
+        if not curves:
+            continue
+        steps = sorted(set.intersection(*[set(c[:, 0]) for c in curves]))
+        ys = np.array([[c[c[:, 0] == x][0, 1] for x in steps] for c in curves])
+        line, = ax.plot(steps, ys.mean(0), marker="o", ms=3, label=f"{label} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+        if len(curves) > 1:
+            ax.fill_between(steps, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
+        for name in ("copy_obs", "supervised"):
+            if name in rec["eval_path"]:
+                refs.setdefault(name, rec["eval_path"][name]["rmse_norm_vs_enkf"])
+    styles = {"copy_obs": ("copy obs", "k", ":"), "supervised": ("supervised (cloned)", "grey", "--")}
+    for name, value in refs.items():
+        text, colour, ls = styles[name]
+        ax.axhline(value, color=colour, ls=ls, lw=1, label=text)
+    ax.set_xlabel("PPO path-steps (cycles of one path)")
+    ax.set_ylabel("RMSE_norm vs stored EnKF xa, eval path")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

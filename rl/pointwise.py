@@ -88,6 +88,7 @@ class PointwiseVecEnv(VecEnv):
         self.envs = [AssimilationEnv(cfg, data, normaliser, paths) for _ in range(n_paths)]
         for m, env in enumerate(self.envs):
             env.reset(seed=seed + m)  # seeds each slot's path choice
+        self.render_mode = None
         super().__init__(n_paths * self.n, point_observation_space(cfg), point_action_space(cfg))
         self._obs = np.zeros((n_paths, self.n) + self.observation_space.shape, np.float32)
         self._returns = np.zeros(n_paths)

@@ -26,6 +26,19 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def eval_curve(run_dir: Path) -> list[list[float]]:
+    """[[path-steps, RMSE_norm vs stored xa, RMSE vs truth], ...] of the evaluations during
+    training on the eval path (TensorBoard's CSV twin, every segment of a resumed run)."""
+    import csv
+    points = {}
+    for f in sorted(Path(run_dir).glob("tb/progress*.csv")):
+        for row in csv.DictReader(f.open()):
+            if row.get("eval/rmse_vs_enkf"):
+                x = row.get("eval/path_steps") or row["time/total_timesteps"]
+                points[int(float(x))] = [float(row["eval/rmse_vs_enkf"]), float(row["eval/rmse_vs_truth"])]
+    return [[x, *points[x]] for x in sorted(points)]
+
+
 def run_summary(run_dir: Path) -> dict:
     """One evaluated run folder: its config, training figures and metrics (eval path + test)."""
     run_dir = Path(run_dir)
@@ -46,7 +59,7 @@ def run_summary(run_dir: Path) -> dict:
             "active_paths_at_end": curriculum["n_active"],
             "eval_path": metrics[eval_path], "test": test_means,
             "test_paths": metrics["test"]["paths"], "test_n_paths": metrics["test"]["n_paths"],
-            "test_seed": metrics["test"]["spinup_seed"]}
+            "test_seed": metrics["test"]["spinup_seed"], "eval_curve": eval_curve(run_dir)}
 
 
 def _actor_entry(m: dict) -> dict:
@@ -118,7 +131,8 @@ def fit_record(run_dirs: list[Path], init: str, command: str, wall_s: float,
                            "active_paths_at_end": r["active_paths_at_end"],
                            "test": {a: _actor_entry(r["test"][a]) for a in actors + ["enkf"]},
                            "eval_path": {a: _actor_entry(r["eval_path"][a]) for a in actors + ["enkf"]
-                                         if a in r["eval_path"]}}
+                                         if a in r["eval_path"]},
+                           "eval_curve": r["eval_curve"]}
                           for r in runs]
     record["checks"] = checks(record, runs, cfg, init)
     if init == "clone" and "supervised" in actors:

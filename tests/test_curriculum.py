@@ -1,6 +1,8 @@
 """The curriculum over training paths (rl/curriculum.py) and its callback driving real envs."""
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import numpy as np
@@ -122,6 +124,7 @@ class PathRecorder(BaseCallback):
 
 def test_callback_drives_subprocess_envs(tmp_path_factory):
     cfg, data, norm = load_smoke(smoke_workdir(tmp_path_factory))
+    cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, kind="window"))  # one agent per env
     assert cfg.curriculum.episodes_k == 4
     first, last = cfg.paths.train_paths
     cur = Curriculum(first, last, cfg.curriculum.episodes_k)
