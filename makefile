@@ -10,23 +10,26 @@ ENKFRL   = $(PYTHON) -m cli.main
 # the venv is built only when PYTHON is the venv's own interpreter
 SETUP    = $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed,)
 
-.PHONY: help setup test run generate precompute train train_one evaluate plot visualize bench \
+.PHONY: help setup test check run generate precompute train train_one evaluate plot visualize bench \
         tensorboard restart_training end_training status clear reset
 
 help:           ## list the targets
 	@grep -E '^[a-z_]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.13.0     # first, exactly: the CPU wheel
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -r requirements.lock   # every dependency at its locked version
+	$(VENV)/bin/pip install -q --no-deps -e '.[test]'
 	touch $@
 
-setup: $(SETUP) ## create the venv and install the project (automatic for other targets)
+setup: $(SETUP) ## create the venv from requirements.lock and install the project (automatic for other targets)
 
 test: $(SETUP)  ## run the test suite
 	$(PYTHON) -m pytest tests $(ARGS)
+
+check: $(SETUP) ## results/ from the current config.yaml, readme.md from template + results/
+	$(PYTHON) scripts/fill_readme.py --check
 
 run: $(SETUP)   ## the whole pipeline for EXP: generate, precompute, train, evaluate, plot
 	$(ENKFRL) generate --exp $(EXP) --config $(CONFIG)

@@ -55,6 +55,23 @@ def git_state() -> tuple[str, bool]:
         return "unknown", True
 
 
+KEY_PACKAGES = ("enkfrl", "numpy", "numba", "llvmlite", "scipy", "h5py", "PyYAML", "click",
+                "torch", "gymnasium", "stable_baselines3", "sb3_contrib", "tensorboard", "ray")
+
+
+def installed_versions(packages=KEY_PACKAGES) -> dict:
+    """{package: installed version} of the packages a run depends on, and python's own version;
+    None for a package that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": sys.version.split()[0]}
+    for name in packages:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def hash_of(obj) -> str:
     """Short stable hash of a JSON-able object (Config.hash() is hash_of(config.to_dict()))."""
     import hashlib

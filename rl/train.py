@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from tqdm import tqdm
 
 from enkf.config import Config, dump_config, from_dict
-from enkf.io import DataError, code_version
+from enkf.io import DataError, atomic_write_json, code_version, installed_versions
 from rl.curriculum import Curriculum, CurriculumCallback
 from rl.env import AssimilationEnv
 from rl.evaluate import policy_actor, run_episode, summarise
@@ -265,6 +265,7 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
         normaliser.save(run_dir / "normaliser.npz")
         (run_dir / "command.txt").write_text(command + "\n")
         (run_dir / "code_version.txt").write_text(code_version() + "\n")
+        atomic_write_json(run_dir / "versions.json", installed_versions())
     setup_logging(run_dir)
     th.set_num_threads(cfg.train.torch_threads)
     device = resolve_device(cfg.train.device)

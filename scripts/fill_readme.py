@@ -7,11 +7,14 @@ scripts/tables.py), so no figure in the readme is typed by hand:
                                              for it, or readme.md differs from what the template
                                              and results/ produce
 
-Placeholders of the template: ``{{name}}`` (a table of scripts/tables.py, see TABLES),
+Placeholders of the template: ``{{name}}`` (a table of scripts/tables.py: see TABLES, or the
+study results/ablations/<name>.json),
 ``{{value FILE | KEY | FORMAT}}`` (one number of results/FILE: KEY is a /-separated path,
 ``summary[variant=V]`` picks the list entry whose fields match, FORMAT a format spec such as
 ``.3f``; ``pct`` writes a fraction as a signed percentage), ``{{ratio FILE | KEY | FILE | KEY | FORMAT}}``
-(the first value over the second), ``{{config EXP | KEY}}`` (a value of EXP's resolved config).
+(the first value over the second), ``{{change FILE | KEY | FILE | KEY}}`` (the first relative to
+the second, a signed percentage), ``{{config EXP | KEY}}`` (a value of EXP's resolved config, KEY
+dotted).
 """
 from __future__ import annotations
 
@@ -103,12 +106,20 @@ def placeholder(body: str, config_path: Path) -> str:
     if kind == "ratio" and len(args) == 5:
         num, den = result_value(args[0], args[1], where), result_value(args[2], args[3], where)
         return fmt(num / den, args[4])
+    if kind == "change" and len(args) == 4:
+        num, den = result_value(args[0], args[1], where), result_value(args[2], args[3], where)
+        return fmt(num / den - 1, "pct")
     if kind == "config" and len(args) == 2:
         try:
-            return str(lookup(load_config(config_path, args[0]).to_dict(), args[1].replace(".", "/"), where))
+            obj = load_config(config_path, args[0])
         except ConfigError as e:
             raise TemplateError(f"{where}: {e}") from None
-    if kind in TABLES and not args:
+        for name in args[1].split("."):  # a field or a derived property (steps_per_cycle)
+            if not hasattr(obj, name):
+                raise TemplateError(f"{where}: the config has no {args[1]!r}")
+            obj = getattr(obj, name)
+        return str(obj)
+    if not args:  # a table: one of TABLES or results/ablations/<kind>.json
         try:
             return table(kind)
         except (OSError, KeyError, ValueError) as e:

@@ -33,13 +33,13 @@ def fit() -> str:
 
 
 def data() -> str:
-    rows = ["| experiment | paths x cycles | forecast RMSE | analysis RMSE | observation RMSE | precompute wall |",
-            "|---|---|---|---|---|---|"]
-    for f in sorted((RESULTS / "data").glob("*.json")):
-        r = json.loads(f.read_text())
+    rows = ["| experiment | data | paths x cycles | forecast RMSE | analysis RMSE | observation RMSE | precompute wall |",
+            "|---|---|---|---|---|---|---|"]
+    records = [json.loads(f.read_text()) for f in (RESULTS / "data").glob("*.json")]
+    for r in sorted(records, key=lambda r: (r["experiment"], r.get("split", "train") != "train")):
         cell = lambda k: f"{r[k]['mean']:.3f} ± {r[k]['std_over_paths']:.3f}"
-        rows.append(f"| {r['experiment']} | {r['n_paths']} x {r['n_cycles']} | {cell('forecast_rmse')} | "
-                    f"{cell('analysis_rmse')} | {cell('obs_rmse')} | {r['wall_s']:.0f} s |")
+        rows.append(f"| {r['experiment']} | {r.get('split', 'train')} | {r['n_paths']} x {r['n_cycles']} | "
+                    f"{cell('forecast_rmse')} | {cell('analysis_rmse')} | {cell('obs_rmse')} | {r['wall_s']:.0f} s |")
     return "\n".join(rows)
 
 
