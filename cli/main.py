@@ -5,11 +5,11 @@ import time
 from pathlib import Path
 
 import click
-import yaml
 
-from cli.common import DATA_ROOT, Group, LOG_ROOT, exp_options, paths_file, spinup_file
-from enkf.config import from_dict
-from enkf.io import DataError
+from cli.common import (DATA_ROOT, Group, LOG_ROOT, config_file, exp_options, parse_paths, paths_file,
+                        spinup_file)
+from enkf.config import load_run_config
+from enkf.io import DataError, atomic_write_json, ensure_writable
 
 
 @click.group(cls=Group)
@@ -34,8 +34,9 @@ def generate(cfg):
     t0 = time.perf_counter()
     click.echo(f"spin-up {cfg.experiment}: {cfg.spinup.steps} steps of {cfg.model.name} "
                f"(n={cfg.model.n}, {cfg.model.integrator}, dt={cfg.model.dt})")
-    result = run_spinup(cfg)
     out = spinup_file(cfg)
+    ensure_writable(out.parent)
+    result = run_spinup(cfg)
     write_spinup(cfg, result, out)
     click.echo(f"{cfg.paths.n_paths} starts from steps "
                f"[{result['start_steps'].min()}, {result['start_steps'].max()}]; climatology "
@@ -49,11 +50,13 @@ def precompute(cfg):
     """Reference EnKF run from every start -> data/<E>/paths.h5."""
     from enkf.precompute import precompute as run, summary, write_paths
     from enkf.spinup import read_spinup
-    starts = read_spinup(cfg, spinup_file(cfg))["starts"]
+    starts = read_spinup(cfg, spinup_file(cfg), config_file())["starts"]
+    out, out_json = paths_file(cfg), Path("results/data") / f"{cfg.experiment}.json"
+    ensure_writable(out.parent)
+    ensure_writable(out_json.parent)
     t0 = time.perf_counter()
     data = run(cfg, starts)
     wall = time.perf_counter() - t0
-    out = paths_file(cfg)
     write_paths(cfg, data, starts, out)
     s = summary(data, cfg.paths.burn_in)
     click.echo(f"{cfg.paths.n_paths} paths x {cfg.paths.n_cycles} cycles in {wall:.1f} s -> {out}")
@@ -61,30 +64,31 @@ def precompute(cfg):
     for k, label in [("forecast_rmse", "forecast"), ("analysis_rmse", "analysis"),
                      ("obs_rmse", "observation")]:
         click.echo(f"  {label:12s} {s[k][0]:.4f} ± {s[k][1]:.4f}")
-    import json
     record = {"experiment": cfg.experiment, "command": f"enkfrl precompute --exp {cfg.experiment}",
               "data_hash": cfg.data_hash(), "n_paths": cfg.paths.n_paths, "n_cycles": cfg.paths.n_cycles,
               "burn_in": cfg.paths.burn_in, "wall_s": wall,
               **{k: {"mean": v[0], "std_over_paths": v[1]} for k, v in s.items()}}
-    out_json = Path("results/data") / f"{cfg.experiment}.json"
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_json(out_json, record)
 
 
-def load_run_inputs(cfg):
-    """paths.h5 arrays and the normaliser (spin-up climatology) for a run of cfg."""
+def load_run_inputs(cfg, config_file: str):
+    """paths.h5 arrays and the normaliser (spin-up climatology) for a run of cfg (read from
+    config_file: staleness messages name it)."""
     from enkf.precompute import read_paths
     from enkf.spinup import read_spinup
     from rl.normalisation import Normaliser
-    spin = read_spinup(cfg, spinup_file(cfg))
-    return read_paths(cfg, paths_file(cfg)), Normaliser.from_climatology(spin["clim_min"], spin["clim_max"])
+    spin = read_spinup(cfg, spinup_file(cfg), config_file)
+    return (read_paths(cfg, paths_file(cfg), config_file),
+            Normaliser.from_climatology(spin["clim_min"], spin["clim_max"]))
 
 
-def newest_run(cfg) -> Path:
-    runs = sorted((p.parent for p in (LOG_ROOT / cfg.experiment).glob("*/config.yaml")),
-                  key=lambda d: (d / "config.yaml").stat().st_mtime)
+def newest_run(cfg, needs: str = "config.yaml") -> Path:
+    """The newest run folder under logs/<E>/ holding the file `needs` (newest by that file)."""
+    runs = sorted((p.parent for p in (LOG_ROOT / cfg.experiment).glob(f"*/{needs}")),
+                  key=lambda d: (d / needs).stat().st_mtime)
     if not runs:
-        raise DataError(f"no run under {LOG_ROOT / cfg.experiment}: run `enkfrl train --exp {cfg.experiment}` first")
+        raise DataError(f"no run with {needs} under {LOG_ROOT / cfg.experiment}: run "
+                        f"`enkfrl train --exp {cfg.experiment}` first")
     return runs[-1]
 
 
@@ -92,21 +96,29 @@ def newest_run(cfg) -> Path:
 @exp_options
 @click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="Continue this run folder (its own config.yaml) from its newest checkpoint.")
-@click.option("--run-id", default=None, help="Run folder name (default: date-time).")
-def train(cfg, resume_dir, run_id):
+@click.option("--run-id", default=None, help="Run folder name (default: date-time, -2, -3... on a clash).")
+@click.option("--trust", is_flag=True,
+              help="With --resume: load checkpoints whose sha256 is not the run's record (model zips are pickles).")
+def train(cfg, resume_dir, run_id, trust):
     """Train the agent -> logs/<E>/<run_id>/ (config, tb/, checkpoints/, models, train.log)."""
     import shlex
     import sys
+    from rl.runs import create_run_dir, is_finished, model_steps
     from rl.train import train as run_train
     if resume_dir:
         run_dir = Path(resume_dir)
-        cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        cfg = load_run_config(run_dir / "config.yaml")
+        if is_finished(run_dir, cfg.train.total_steps, trust):
+            steps = model_steps(run_dir / "final_model.zip")
+            click.echo(f"{run_dir} is finished (final_model.zip at {steps} of "
+                       f"{cfg.train.total_steps} steps): nothing to resume")
+            return
+        ensure_writable(run_dir)
+        data, normaliser = load_run_inputs(cfg, str(run_dir / "config.yaml"))
     else:
-        run_dir = LOG_ROOT / cfg.experiment / (run_id or time.strftime("%Y%m%d-%H%M%S"))
-        if (run_dir / "config.yaml").exists():
-            raise DataError(f"{run_dir} exists: choose another --run-id or --resume it")
-    data, normaliser = load_run_inputs(cfg)
-    run_train(cfg, data, normaliser, run_dir, resume=bool(resume_dir),
+        data, normaliser = load_run_inputs(cfg, config_file())
+        run_dir = create_run_dir(LOG_ROOT / cfg.experiment, run_id)
+    run_train(cfg, data, normaliser, run_dir, resume=bool(resume_dir), trust=trust,
               command=shlex.join(["enkfrl"] + sys.argv[1:]))
     click.echo(f"run folder: {run_dir}")
 
@@ -114,39 +126,41 @@ def train(cfg, resume_dir, run_id):
 @main.command()
 @exp_options
 @click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False, exists=True),
-              help="Run folder (default: the newest under logs/<E>/).")
+              help="Run folder (default: the newest under logs/<E>/ that has the model).")
 @click.option("--model", "which", type=click.Choice(["best", "final"]), default="final", show_default=True,
               help="final_model.zip, or best_model.zip (chosen on the eval path itself: not for reporting).")
 @click.option("--paths", "path_list", default=None,
               help="Comma-separated paths to evaluate (default: the eval path).")
 @click.option("--results-dir", default=None, type=click.Path(file_okay=False),
               help="Also write <dir>/<E>.json (results/fit format) for the eval path.")
-def evaluate(cfg, run_dir, which, path_list, results_dir):
+@click.option("--trust", is_flag=True,
+              help="Load model zips whose sha256 is not the run's record (model zips are pickles).")
+def evaluate(cfg, run_dir, which, path_list, results_dir, trust):
     """Closed-loop evaluation of the policy and the baselines -> metrics.json, eval.h5."""
     from rl.evaluate import BASELINES, evaluate as run_eval, load_policy, policy_actor, write_eval
     from rl.env import AssimilationEnv
-    run_dir = Path(run_dir) if run_dir else newest_run(cfg)
-    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    data, normaliser = load_run_inputs(cfg)
-    paths = [int(p) for p in path_list.split(",")] if path_list else [cfg.paths.eval_path]
+    run_dir = Path(run_dir) if run_dir else newest_run(cfg, needs=f"{which}_model.zip")
+    cfg = load_run_config(run_dir / "config.yaml")
+    paths = parse_paths(path_list, cfg.paths.n_paths) if path_list else [cfg.paths.eval_path]
+    ensure_writable(run_dir)
+    if results_dir:
+        ensure_writable(results_dir)
+    data, normaliser = load_run_inputs(cfg, str(run_dir / "config.yaml"))
     env = AssimilationEnv(cfg, data, normaliser, paths)
-    actors = {"rl": policy_actor(load_policy(cfg, run_dir, which))}
+    actors = {"rl": policy_actor(load_policy(cfg, run_dir, which, trust))}
     if (run_dir / "pretrained_model.zip").exists():
-        actors["supervised"] = policy_actor(load_policy(cfg, run_dir, "pretrained"))
+        actors["supervised"] = policy_actor(load_policy(cfg, run_dir, "pretrained", trust))
     metrics, episodes = run_eval(env, {**actors, **BASELINES}, paths)
     for f in write_eval(run_dir, metrics, episodes, env):
         click.echo(f"wrote {f}")
     if results_dir:
-        import json
         import shlex
         import sys
         from rl.evaluate import fit_record
         command = " && ".join([(run_dir / "command.txt").read_text().strip(),
                                shlex.join(["enkfrl"] + sys.argv[1:])])
         record = fit_record(cfg, run_dir, metrics, paths[0], command)
-        out = Path(results_dir) / f"{cfg.experiment}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=2) + "\n")
+        out = atomic_write_json(Path(results_dir) / f"{cfg.experiment}.json", record)
         click.echo(f"wrote {out}: checks {record['checks']}")
     for p, per_actor in metrics.items():
         click.echo(f"path {p} ({env.n_cycles} cycles): cycles completed / RMSE_norm vs stored EnKF xa / RMSE vs truth")
@@ -173,7 +187,8 @@ def plot(cfg, stage, run_dir):
         from enkf.plots import plot_data
         from enkf.precompute import read_paths
         from enkf.spinup import read_spinup
-        wrote(plot_data(cfg, read_spinup(cfg, spinup_file(cfg)), read_paths(cfg, paths_file(cfg)),
+        wrote(plot_data(cfg, read_spinup(cfg, spinup_file(cfg), config_file()),
+                        read_paths(cfg, paths_file(cfg), config_file()),
                         LOG_ROOT / cfg.experiment / "plots"))
     if stage == "data":
         return

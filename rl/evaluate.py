@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Callable
 
-import h5py
 import numpy as np
 
 from rl.env import AssimilationEnv
@@ -40,16 +39,15 @@ def policy_actor(model) -> Actor:
     return act
 
 
-def load_policy(cfg, run_dir: Path, which: str = "best"):
-    """best_model.zip (falls back to final_model.zip) or final_model.zip of a run folder."""
-    from enkf.io import DataError
+def load_policy(cfg, run_dir: Path, which: str = "best", trust: bool = False):
+    """best_model.zip (falls back to final_model.zip) or final_model.zip of a run folder; a zip
+    whose sha256 is not the one the run recorded is refused unless trust (rl/runs.py)."""
     from rl.policy import algo_class
+    from rl.runs import load_model
     path = Path(run_dir) / f"{which}_model.zip"
     if which == "best" and not path.exists():
         path = Path(run_dir) / "final_model.zip"
-    if not path.exists():
-        raise DataError(f"{path} not found: train the run first")
-    return algo_class(cfg).load(path, device="cpu")
+    return load_model(algo_class(cfg), path, run_dir, trust, device="cpu")
 
 
 def no_da_actor(obs, env):
@@ -120,11 +118,29 @@ def evaluate(env: AssimilationEnv, actors: dict[str, Actor], paths: list[int]) -
     return metrics, episodes
 
 
+def non_finite(metrics: dict, where: str = "") -> list[str]:
+    """Dotted names of the metrics that are NaN or infinite."""
+    bad = []
+    for k, v in metrics.items():
+        name = f"{where}{k}"
+        if isinstance(v, dict):
+            bad += non_finite(v, name + ".")
+        elif isinstance(v, (int, float, np.number)) and not np.isfinite(v):
+            bad.append(name)
+    return bad
+
+
 def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: AssimilationEnv) -> tuple[Path, Path]:
-    """metrics.json and eval.h5 in the run folder."""
+    """eval.h5 and metrics.json in the run folder, each written whole (temporary file, rename);
+    non-finite metrics are refused (DataError) and leave the earlier files as they were."""
+    from enkf.io import DataError, atomic_h5, atomic_write_text
+    bad = non_finite({str(p): m for p, m in metrics.items()})
+    if bad:
+        raise DataError(f"evaluation gave non-finite metrics ({', '.join(bad[:4])}"
+                        f"{', ...' if len(bad) > 4 else ''}): {run_dir}/metrics.json and eval.h5 "
+                        f"left as they were")
     metrics_path, h5_path = Path(run_dir) / "metrics.json", Path(run_dir) / "eval.h5"
-    metrics_path.write_text(json.dumps({str(p): m for p, m in metrics.items()}, indent=2))
-    with h5py.File(h5_path, "w") as f:
+    with atomic_h5(h5_path) as f:
         for p, per_actor in episodes.items():
             g = f.create_group(f"path_{p}")
             g.create_dataset("truth", data=env.data["truth"][p])
@@ -136,6 +152,7 @@ def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: AssimilationEn
                 for k, v in ep.items():
                     if isinstance(v, np.ndarray):
                         a.create_dataset(k, data=v)
+    atomic_write_text(metrics_path, json.dumps({str(p): m for p, m in metrics.items()}, indent=2))
     return metrics_path, h5_path
 
 
