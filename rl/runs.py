@@ -110,14 +110,20 @@ def is_recorded(path: Path, run_dir: Path) -> bool:
 
 
 def load_model(algo, path: Path, run_dir: Path, trust: bool = False, **kwargs):
-    """algo.load(path) after check_model; a zip SB3 cannot read is a one-line DataError."""
+    """algo.load(path) after check_model; a zip SB3 cannot read, or weights that are not all
+    finite, give a one-line DataError."""
     check_model(path, run_dir, trust)
     try:
-        return algo.load(path, **kwargs)
+        model = algo.load(path, **kwargs)
     except Exception as e:  # SB3 raises anything from KeyError to pickle errors on a bad zip
         first = (str(e).splitlines() or [""])[0][:200]
         raise DataError(f"{path} could not be loaded as a {algo.__name__} model "
                         f"({type(e).__name__}: {first})") from None
+    bad = [name for name, p in model.policy.named_parameters() if not bool(p.isfinite().all())]
+    if bad:
+        raise DataError(f"{path} has non-finite weights (NaN/inf) in {', '.join(bad[:3])}"
+                        f"{', ...' if len(bad) > 3 else ''}: resume from an earlier checkpoint")
+    return model
 
 
 def model_steps(path: Path) -> int | None:

@@ -46,7 +46,8 @@ log = logging.getLogger("enkfrl.train")
 class CheckpointCallback(BaseCallback):
     """Every `freq` env steps: curriculum state and model (the normaliser and config sit in the
     run folder already) under checkpoints/ (rl/runs.py), so --resume can continue from the newest
-    complete one; timing.json is brought up to date with each."""
+    complete one. timing.json is brought up to date with each checkpoint and rollout (a killed
+    segment's time counts too)."""
 
     def __init__(self, run_dir: Path, freq: int, curriculum: Curriculum, timing: Timing,
                  last_saved: int = -1):
@@ -63,6 +64,9 @@ class CheckpointCallback(BaseCallback):
             self.save(self.model)
             self._next += self.freq
         return True
+
+    def _on_rollout_end(self) -> None:
+        self.timing.update(self.num_timesteps)
 
     def save(self, model) -> None:
         step = model.num_timesteps

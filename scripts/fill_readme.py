@@ -4,6 +4,7 @@ scripts/tables.py), so no figure in the readme is typed by hand:   python script
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -24,6 +25,24 @@ def fit_absolute() -> str:
     return "\n".join(rows)
 
 
+def faults() -> str:
+    """The faults table from results/faults.json (written by tests/test_faults.py)."""
+    f = ROOT / "results/faults.json"
+    if not f.is_file():
+        return "(no results/faults.json yet)"
+    r = json.loads(f.read_text())
+    cell = lambda text: str(text).replace("|", "\\|")
+    rows = ["| what was tried | command | exit | what the user sees |", "|---|---|---|---|"]
+    for c in r["cases"]:
+        code = c["exit_code"]
+        exit_code = f"{signal.Signals(-code).name}" if code < 0 else code
+        rows.append(f"| {cell(c['fault'])} | `{cell(c['command'])}` | {exit_code} | {cell(c['message'])} |")
+    p = r["provenance"]
+    rows.append(f"\n{len(r['cases'])} cases, commit {p['git_commit'][:12]}{' (dirty)' if p['dirty'] else ''}, "
+                f"{p['wall_s']:.0f} s.")
+    return "\n".join(rows)
+
+
 def main() -> None:
     text = (ROOT / "docs/readme_template.md").read_text()
     for key in ("published_l96", "published_l63", "enkf_inflation", "enkf_variants", "sensitivity",
@@ -33,6 +52,7 @@ def main() -> None:
     text = text.replace("{{fit}}", tables.fit())
     text = text.replace("{{fit_absolute}}", fit_absolute())
     text = text.replace("{{bench}}", tables.bench())
+    text = text.replace("{{faults}}", faults())
     (ROOT / "readme.md").write_text(text)
 
 
