@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -142,11 +143,10 @@ def ensure_writable(folder: str | Path) -> Path:
     """Create folder if needed and check that a file can be written in it: called before a long
     computation, so a read-only data/ or logs/ fails at once, in one line."""
     folder = Path(folder)
-    probe = folder / f".write-test-{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe.touch()
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
     except OSError as e:
         raise DataError(f"cannot write into {folder} ({e.strerror or e}): make it writable or run "
                         f"from another folder") from None
