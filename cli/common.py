@@ -84,14 +84,35 @@ def exp_options(func):
     @functools.wraps(func)
     def wrapper(experiment, config_path, **kwargs):
         cfg = load_config(config_path, experiment)
+        click.get_current_context().meta[CONFIG_FILE] = str(config_path)
         if "config_path" in inspect.signature(func).parameters:  # commands that read more of it
             kwargs["config_path"] = config_path
         return func(cfg=cfg, **kwargs)
     return wrapper
 
 
+CONFIG_FILE = "enkfrl.config_file"
+"""ctx.meta key: the config file the command read (staleness messages name it)."""
+
+
+def config_file() -> str:
+    return click.get_current_context().meta.get(CONFIG_FILE, "config.yaml")
+
+
+def parse_paths(text: str, n_paths: int) -> list[int]:
+    """--paths "0,3": distinct path numbers in [0, n_paths); anything else a one-line DataError."""
+    paths = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) >= n_paths:
+            raise DataError(f"--paths {text}: {item!r} is not a path number in [0, {n_paths})")
+        if int(item) not in paths:
+            paths.append(int(item))
+    return paths
+
+
 class Group(click.Group):
-    """Turns ConfigError (exit 2) and DataError (exit 1) into one line on stderr."""
+    """Turns ConfigError (exit 2), DataError and PermissionError (exit 1) into one line on stderr."""
 
     def invoke(self, ctx):
         debug = ctx.params.get("debug", False)
@@ -106,4 +127,9 @@ class Group(click.Group):
             if debug:
                 raise
             click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+        except PermissionError as e:  # anything ensure_writable did not catch beforehand
+            if debug:
+                raise
+            click.echo(f"error: permission denied: {e.filename}", err=True)
             ctx.exit(1)

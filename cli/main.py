@@ -5,12 +5,11 @@ import time
 from pathlib import Path
 
 import click
-import yaml
 
-from cli.common import (DATA_ROOT, Group, LOG_ROOT, data_record_file, exp_options, paths_file,
-                        read_split, spinup_file, split_hint, split_option)
-from enkf.config import from_dict, split_config
-from enkf.io import DataError
+from cli.common import (DATA_ROOT, Group, LOG_ROOT, config_file, data_record_file, exp_options,
+                        parse_paths, paths_file, read_split, spinup_file, split_hint, split_option)
+from enkf.config import load_run_config, split_config
+from enkf.io import DataError, atomic_write_json, ensure_writable
 
 
 @click.group(cls=Group)
@@ -39,8 +38,9 @@ def generate(cfg, split):
     which = "" if split == "train" else f" ({split} split, seed {scfg.seed})"
     click.echo(f"spin-up {cfg.experiment}{which}: {scfg.spinup.steps} steps "
                f"of {scfg.model.name} (n={scfg.model.n}, {scfg.model.integrator}, dt={scfg.model.dt})")
-    result = run_spinup(scfg)
     out = spinup_file(cfg, split)
+    ensure_writable(out.parent)
+    result = run_spinup(scfg)
     write_spinup(scfg, result, out)
     click.echo(f"{scfg.paths.n_paths} starts from steps "
                f"[{result['start_steps'].min()}, {result['start_steps'].max()}]; climatology "
@@ -60,13 +60,15 @@ def precompute(cfg, split):
     from enkf.spinup import read_spinup
     scfg = split_config(cfg, split)
     try:
-        starts = read_spinup(scfg, spinup_file(cfg, split))["starts"]
+        starts = read_spinup(scfg, spinup_file(cfg, split), config_file())["starts"]
     except DataError as e:
         raise DataError(split_hint(split, str(e))) from None
+    out, out_json = paths_file(cfg, split), data_record_file(cfg, split)
+    ensure_writable(out.parent)
+    ensure_writable(out_json.parent)
     t0 = time.perf_counter()
     data = run(scfg, starts)
     wall = time.perf_counter() - t0
-    out = paths_file(cfg, split)
     write_paths(scfg, data, starts, out)
     s = summary(data, scfg.paths.burn_in)
     click.echo(f"{scfg.paths.n_paths} paths x {scfg.paths.n_cycles} cycles in {wall:.1f} s -> {out}")
@@ -81,30 +83,34 @@ def precompute(cfg, split):
               "n_cycles": scfg.paths.n_cycles, "burn_in": scfg.paths.burn_in, "wall_s": wall,
               **{k: {"mean": v[0], "std_over_paths": v[1]} for k, v in s.items()},
               "provenance": provenance(data_cfg, scfg.data_hash(), command, wall)}
-    atomic_write_json(data_record_file(cfg, split), record)
+    atomic_write_json(out_json, record)
 
 
-def load_run_inputs(cfg):
-    """paths.h5 arrays and the normaliser (spin-up climatology) for a run of cfg."""
+def load_run_inputs(cfg, config_file: str):
+    """paths.h5 arrays and the normaliser (spin-up climatology) for a run of cfg (read from
+    config_file: staleness messages name it)."""
     from enkf.precompute import read_paths
     from enkf.spinup import read_spinup
     from rl.normalisation import Normaliser
-    spin = read_spinup(cfg, spinup_file(cfg))
-    return read_paths(cfg, paths_file(cfg)), Normaliser.from_climatology(spin["clim_min"], spin["clim_max"])
+    spin = read_spinup(cfg, spinup_file(cfg), config_file)
+    return (read_paths(cfg, paths_file(cfg), config_file),
+            Normaliser.from_climatology(spin["clim_min"], spin["clim_max"]))
 
 
-def newest_run(cfg) -> Path:
-    runs = sorted((p.parent for p in (LOG_ROOT / cfg.experiment).glob("*/config.yaml")),
-                  key=lambda d: (d / "config.yaml").stat().st_mtime)
+def newest_run(cfg, needs: str = "config.yaml") -> Path:
+    """The newest run folder under logs/<E>/ holding the file `needs` (newest by that file)."""
+    runs = sorted((p.parent for p in (LOG_ROOT / cfg.experiment).glob(f"*/{needs}")),
+                  key=lambda d: (d / needs).stat().st_mtime)
     if not runs:
-        raise DataError(f"no run under {LOG_ROOT / cfg.experiment}: run `enkfrl train --exp {cfg.experiment}` first")
+        raise DataError(f"no run with {needs} under {LOG_ROOT / cfg.experiment}: run "
+                        f"`enkfrl train --exp {cfg.experiment}` first")
     return runs[-1]
 
 
 def training_config(cfg, config_path, study: str | None, variant: str | None, seed: int | None):
     """The config a training run uses: the experiment's with train.seed = seed (one of
     train.seeds), or a variant of a `measure: train` study. Returns (config, run label)."""
-    from enkf.config import ConfigError, load_ablation
+    from enkf.config import ConfigError, from_dict, load_ablation
     if (study is None) != (variant is None):
         raise ConfigError("--study and --variant go together")
     if study is None:
@@ -126,26 +132,36 @@ def training_config(cfg, config_path, study: str | None, variant: str | None, se
 @exp_options
 @click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="Continue this run folder (its own config.yaml) from its newest checkpoint.")
-@click.option("--run-id", default=None, help="Run folder name (default: [study-variant-]s<seed>-date-time).")
+@click.option("--run-id", default=None,
+              help="Run folder name (default: [study-variant-]s<seed>-date-time, -2, -3... on a clash).")
 @click.option("--seed", type=int, default=None,
               help="Training seed: one of train.seeds (default: train.seed), or of the study's seeds.")
 @click.option("--study", default=None, help="A `measure: train` study under ablations: in the config ...")
 @click.option("--variant", default=None, help="... and its variant: the run's config is that variant's.")
-def train(cfg, config_path, resume_dir, run_id, seed, study, variant):
+@click.option("--trust", is_flag=True,
+              help="With --resume: load checkpoints whose sha256 is not the run's record (model zips are pickles).")
+def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
     """Train the agent -> logs/<E>/<run_id>/ (config, tb/, checkpoints/, models, train.log)."""
     import shlex
     import sys
-    from rl.train import train as run_train
+    from rl.runs import create_run_dir, is_finished, model_steps
+    from rl.train import agents_per_path, train as run_train
     if resume_dir:
         run_dir = Path(resume_dir)
-        cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        cfg = load_run_config(run_dir / "config.yaml")
+        unit = agents_per_path(cfg)  # SB3 counts agent-steps; total_steps is in path-steps
+        if is_finished(run_dir, cfg.train.total_steps * unit, trust):
+            steps = model_steps(run_dir / "final_model.zip") // unit
+            click.echo(f"{run_dir} is finished (final_model.zip at {steps} of "
+                       f"{cfg.train.total_steps} path-steps): nothing to resume")
+            return
+        ensure_writable(run_dir)
+        data, normaliser = load_run_inputs(cfg, str(run_dir / "config.yaml"))
     else:
         cfg, label = training_config(cfg, config_path, study, variant, seed)
-        run_dir = LOG_ROOT / cfg.experiment / (run_id or f"{label}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if (run_dir / "config.yaml").exists():
-            raise DataError(f"{run_dir} exists: choose another --run-id or --resume it")
-    data, normaliser = load_run_inputs(cfg)
-    run_train(cfg, data, normaliser, run_dir, resume=bool(resume_dir),
+        data, normaliser = load_run_inputs(cfg, config_file())
+        run_dir = create_run_dir(LOG_ROOT / cfg.experiment, run_id, label)
+    run_train(cfg, data, normaliser, run_dir, resume=bool(resume_dir), trust=trust,
               command=shlex.join(["enkfrl"] + sys.argv[1:]))
     click.echo(f"run folder: {run_dir}")
 
@@ -153,28 +169,31 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant):
 @main.command()
 @exp_options
 @click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False, exists=True),
-              help="Run folder (default: the newest under logs/<E>/).")
+              help="Run folder (default: the newest under logs/<E>/ that has the model).")
 @click.option("--model", "which", type=click.Choice(["best", "final"]), default="final", show_default=True,
               help="final_model.zip, or best_model.zip (chosen on the eval path itself: not for reporting).")
 @click.option("--paths", "path_list", default=None,
               help="Comma-separated paths of the training data to evaluate (default: the eval path).")
 @click.option("--test/--no-test", default=True, show_default=True,
               help="Also every path of the independent test split (data/<E>/test_paths.h5).")
-def evaluate(cfg, run_dir, which, path_list, test):
+@click.option("--trust", is_flag=True,
+              help="Load model zips whose sha256 is not the run's record (model zips are pickles).")
+def evaluate(cfg, run_dir, which, path_list, test, trust):
     """Closed-loop evaluation of the policy and the baselines on the eval path and the test set
     (cycle means after paths.burn_in) -> metrics.json, eval.h5 in the run folder."""
     from rl.env import AssimilationEnv
     from rl.evaluate import BASELINES, evaluate as run_eval, load_policy, over_paths, write_eval
     from rl.train import actor_factory
-    run_dir = Path(run_dir) if run_dir else newest_run(cfg)
-    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    data, normaliser = load_run_inputs(cfg)
+    run_dir = Path(run_dir) if run_dir else newest_run(cfg, needs=f"{which}_model.zip")
+    cfg = load_run_config(run_dir / "config.yaml")
+    paths = parse_paths(path_list, cfg.paths.n_paths) if path_list else [cfg.paths.eval_path]
+    ensure_writable(run_dir)
+    data, normaliser = load_run_inputs(cfg, str(run_dir / "config.yaml"))
     test_inputs = read_split(cfg, "test") if test else None  # fails early, before any work
-    paths = [int(p) for p in path_list.split(",")] if path_list else [cfg.paths.eval_path]
     make_actor = actor_factory(cfg)
-    actors = {"rl": make_actor(load_policy(cfg, run_dir, which))}
+    actors = {"rl": make_actor(load_policy(cfg, run_dir, which, trust))}
     if (run_dir / "pretrained_model.zip").exists():
-        actors["supervised"] = make_actor(load_policy(cfg, run_dir, "pretrained"))
+        actors["supervised"] = make_actor(load_policy(cfg, run_dir, "pretrained", trust))
     actors.update(BASELINES)
     env = AssimilationEnv(cfg, data, normaliser, paths)
     metrics, episodes = run_eval(env, actors, paths, cfg.paths.burn_in)
@@ -269,7 +288,8 @@ def plot(cfg, stage, run_dir):
         from enkf.plots import plot_data
         from enkf.precompute import read_paths
         from enkf.spinup import read_spinup
-        wrote(plot_data(cfg, read_spinup(cfg, spinup_file(cfg)), read_paths(cfg, paths_file(cfg)),
+        wrote(plot_data(cfg, read_spinup(cfg, spinup_file(cfg), config_file()),
+                        read_paths(cfg, paths_file(cfg), config_file()),
                         LOG_ROOT / cfg.experiment / "plots"))
     if stage == "data":
         return

@@ -15,6 +15,8 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -279,12 +281,60 @@ class Config:
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]  # = enkf.io.hash_of(d)
 
+    def data_settings(self) -> dict:
+        """The settings that determine the arrays of paths.h5 (DATA_SECTIONS less NO_DATA_EFFECT)."""
+        return _without(self.to_dict(), DATA_SECTIONS)
+
+    def spinup_settings(self) -> dict:
+        """The settings that determine the arrays of spinup.h5 (SPINUP_SECTIONS less NO_DATA_EFFECT)."""
+        return _without(self.to_dict(), SPINUP_SECTIONS)
+
     def data_hash(self) -> str:
         """Hash of what determines the reference data (paths.h5): not the RL settings."""
-        return self.hash(DATA_SECTIONS)
+        blob = json.dumps(self.data_settings(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
 
+# ---- when data files are stale: the one rule (enkf/spinup.py and enkf/precompute.py apply it) ----
 DATA_SECTIONS = ("seed", "model", "obs", "filter", "spinup", "paths")
+"""Sections of the config that paths.h5 depends on."""
+SPINUP_SECTIONS = ("seed", "model", "spinup", "paths.n_paths")
+"""Sections (and single keys) that spinup.h5 depends on."""
+NO_DATA_EFFECT = ("paths.workers", "paths.burn_in", "spinup.thin")
+"""Keys of those sections that change no stored array the readers compare, so changing them never
+makes data stale: processes used by precompute, cycles the printed summaries skip, and the
+thinning of the plot-only spin-up states (spinup.h5 records their steps, thinned_steps)."""
+
+
+def _without(d: dict, sections: tuple) -> dict:
+    out = {}
+    for key in sections:
+        section, _, sub = key.partition(".")
+        if sub:
+            out.setdefault(section, {})[sub] = copy.deepcopy(d[section][sub])
+        else:
+            out[section] = copy.deepcopy(d[section])
+    for key in NO_DATA_EFFECT:
+        section, _, sub = key.partition(".")
+        if isinstance(out.get(section), dict):
+            out[section].pop(sub, None)
+    return out
+
+
+def stale_keys(stored: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose value differs between a file's stored settings and the config's (keys
+    in NO_DATA_EFFECT ignored): empty when the file is up to date."""
+    diff = []
+    for k in sorted(set(stored) | set(current)):
+        key = f"{prefix}{k}"
+        if key in NO_DATA_EFFECT:
+            continue
+        a, b = stored.get(k), current.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diff += stale_keys(a, b, key + ".")
+        elif a != b:
+            diff.append(key)
+    return diff
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,6 +387,8 @@ def _convert(value, tp, key: str):
             if isinstance(value, str) and "e" in value.lower():
                 hint = " (YAML 1.1 reads 1e-5 as a string: write 1.0e-5)"
             raise ConfigError(f"{key}: expected a number, got {_type_name(value)} {value!r}{hint}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -381,6 +433,7 @@ def _check(cfg: Config, split: str = "train") -> None:
         if not ok:
             raise ConfigError(msg)
 
+    need(cfg.seed >= 0, f"seed: must be >= 0, got {cfg.seed}")
     need(m.dt > 0, f"model.dt: must be > 0, got {m.dt}")
     if m.name == "lorenz96":
         need(m.n >= 4, f"model.n: Lorenz-96 needs n >= 4, got {m.n}")
@@ -477,22 +530,51 @@ def _check(cfg: Config, split: str = "train") -> None:
 # --------------------------------------------------------------------------------------------
 # Public entry points.
 # --------------------------------------------------------------------------------------------
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key written twice in one mapping (safe_load keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(path: Path):
+    """The YAML document of a file (duplicate keys and tags refused), errors in one line."""
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
+        return yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+    except yaml.MarkedYAMLError as e:
+        where = f" at line {e.problem_mark.line + 1}" if e.problem_mark else ""
+        raise ConfigError(f"{path}: not valid YAML ({e.problem}{where})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    raw = _load_yaml(path)
     if not isinstance(raw, dict) or set(raw) != {"shared", "experiments", "ablations"}:
         raise ConfigError(f"{path}: top level must have exactly the keys 'shared', 'experiments' "
                           f"and 'ablations'")
+    for k in raw:
+        if raw[k] is not None and not isinstance(raw[k], dict):
+            raise ConfigError(f"{path}: {k}: expected a mapping, got {_type_name(raw[k])} {raw[k]!r}")
     return raw
 
 
 def experiment_names(path: str | Path) -> list[str]:
-    return list(read_yaml(path)["experiments"])
+    return list(read_yaml(path)["experiments"] or {})
 
 
 def from_dict(data: dict) -> Config:
@@ -529,25 +611,61 @@ def split_config(cfg: Config, split: str) -> Config:
     return cfg if split == "train" else test_split(cfg)
 
 
+def _has_key(d, dotted: str) -> bool:
+    for part in re.sub(r"\[\d+\]", "", dotted).split("."):
+        if not isinstance(d, dict) or part not in d:
+            return False
+        d = d[part]
+    return True
+
+
 def load_config(path: str | Path, experiment: str) -> Config:
-    """Read config.yaml, merge ``shared`` with ``experiments[experiment]``, validate."""
+    """Read config.yaml, merge ``shared`` with ``experiments[experiment]``, validate. An error
+    names the file and the block the key was written in (shared.agent.lstm_hidden or
+    experiments.L96_1.filter.n_ens)."""
     raw = read_yaml(path)
     exps = raw["experiments"] or {}
     if experiment not in exps:
         raise ConfigError(f"--exp {experiment}: no such experiment in {path} (have: {', '.join(exps)})")
     own = exps[experiment] or {}
+    shared = raw["shared"] or {}
     if not isinstance(own, dict):
-        raise ConfigError(f"experiments.{experiment}: expected a mapping")
-    if "experiment" in own or "experiment" in (raw["shared"] or {}):
-        raise ConfigError("experiment: is set from the experiments: key, do not write it")
-    merged = deep_merge(raw["shared"] or {}, own)
+        raise ConfigError(f"{path}: experiments.{experiment}: expected a mapping, got {_type_name(own)}")
+    if "experiment" in own or "experiment" in shared:
+        raise ConfigError(f"{path}: experiment: is set from the experiments: key, do not write it")
+    merged = deep_merge(shared, own)
     merged["experiment"] = experiment
-    return from_dict(merged)
+    try:
+        return from_dict(merged)
+    except ConfigError as e:
+        key = str(e).split(": ", 1)[0]
+        if _has_key(own, key):
+            where = f"experiments.{experiment}."
+        elif _has_key(shared, key):
+            where = "shared."
+        else:
+            raise ConfigError(f"{path} (shared merged with experiments.{experiment}): {e}") from None
+        raise ConfigError(f"{path}: {where}{e}") from None
+
+
+def load_run_config(path: str | Path) -> Config:
+    """The resolved config a run folder keeps (<run>/config.yaml); errors name that file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path.parent} is not a run folder (it has no config.yaml)")
+    raw = _load_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {_type_name(raw)}")
+    try:
+        return from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config (loadable with ``from_dict(yaml.safe_load(...))``)."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved config (loadable with ``load_run_config``), atomically."""
+    from enkf.io import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,8 +717,9 @@ def load_ablation(path: str | Path, name: str) -> tuple[dict, list[AblationRun]]
             raise ConfigError(f"{key}.{k}: expected a {tp.__name__}, got {_type_name(study[k])}")
     if study["measure"] not in ABLATION_MEASURES:
         raise ConfigError(f"{key}.measure: must be one of {list(ABLATION_MEASURES)}, got {study['measure']!r}")
-    if not all(isinstance(sd, int) and not isinstance(sd, bool) for sd in study["seeds"]) or not study["seeds"]:
-        raise ConfigError(f"{key}.seeds: expected a non-empty list of integers")
+    if not all(isinstance(sd, int) and not isinstance(sd, bool) and sd >= 0 for sd in study["seeds"]) \
+            or not study["seeds"]:
+        raise ConfigError(f"{key}.seeds: expected a non-empty list of integers >= 0")
     runs = []
     for exp in study["experiments"]:
         base = load_config(path, exp).to_dict()

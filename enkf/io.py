@@ -6,10 +6,13 @@ run never leaves a file that looks finished.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -88,20 +91,65 @@ def provenance(config: dict, config_hash: str, command: str, wall_s: float) -> d
             "python": sys.version.split()[0]}
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write text to ``path.tmp-<pid>`` and rename it to ``path``: readers never see half a file."""
+FAULT_ENV = "ENKFRL_FAULT"
+"""Test hook (tests/test_faults.py): ``ENKFRL_FAULT=model_512.zip,eval.h5`` kills the process with
+SIGKILL once the temporary file of one of these names is complete, before it is renamed."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the ``*.tmp-<pid>`` files in folder left by a writer <pid> that no longer runs."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for f in folder.glob("*.tmp-*"):
+        pid = f.name.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield ``path.tmp-<pid>`` to write; when the block succeeds it is synced to disk and renamed
+    to ``path``, so a reader (or a killed writer) never leaves a half file under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if path.name in os.environ.get(FAULT_ENV, "").split(","):
+            os.kill(os.getpid(), signal.SIGKILL)
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write text to ``path.tmp-<pid>`` and rename it to ``path``: readers never see half a file."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return path
 
 
@@ -112,16 +160,46 @@ def atomic_write_json(path: str | Path, obj) -> Path:
 @contextlib.contextmanager
 def atomic_h5(path: str | Path):
     """Open ``path.tmp-<pid>`` for writing; rename to ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
             yield f
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+
+def ensure_writable(folder: str | Path) -> Path:
+    """Create folder if needed and check that a file can be written in it: called before a long
+    computation, so a read-only data/ or logs/ fails at once, in one line."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise DataError(f"cannot write into {folder} ({e.strerror or e}): make it writable or run "
+                        f"from another folder") from None
+    return folder
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_arrays(path: str | Path, data: dict, shapes: dict, hint: str) -> None:
+    """Each dataset in ``shapes`` has that shape and every floating dataset is finite; else a
+    DataError naming the file and the dataset (the arrays are checked once, when loaded)."""
+    for name, shape in shapes.items():
+        if name in data and tuple(data[name].shape) != tuple(shape):
+            raise DataError(f"{path}: dataset {name} has shape {tuple(data[name].shape)}, the config "
+                            f"needs {tuple(shape)}: {hint}")
+    for name, arr in data.items():
+        if np.asarray(arr).dtype.kind in "fc":
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                raise DataError(f"{path}: dataset {name} holds {bad} non-finite value(s) (NaN/inf), "
+                                f"the file is corrupt: {hint}")
 
 
 def put(group: h5py.Group, name: str, data, meaning: str, units: str = "model units",

@@ -52,6 +52,12 @@ def _shade_sampled(ax, cfg: Config, label: bool) -> None:
 
 
 # ---- spin-up ---------------------------------------------------------------------------------
+def _thin(spinup) -> int:
+    """The thinning spinup.h5 was written with (spinup.thin may have changed since: it does not
+    make the file stale)."""
+    return int(spinup["thinned_steps"][0])
+
+
 def _spinup_timeseries(cfg, spinup, out: Path) -> Path:
     dt, shown = cfg.model.dt, _shown_variables(cfg.model.n)
     t = spinup["thinned_steps"] * dt
@@ -67,13 +73,13 @@ def _spinup_timeseries(cfg, spinup, out: Path) -> Path:
     axes[0].legend(loc="upper left", fontsize=8, ncol=2, framealpha=0.9)
     axes[-1].set_xlabel("model time")
     axes[-1].set_xlim(0, cfg.spinup.steps * dt)
-    fig.suptitle(f"{cfg.experiment}: spin-up, every {cfg.spinup.thin}th of {cfg.spinup.steps} steps "
+    fig.suptitle(f"{cfg.experiment}: spin-up, every {_thin(spinup)}th of {cfg.spinup.steps} steps "
                  f"(dt = {dt:g})")
     return _save(fig, out / "spinup_timeseries.png")
 
 
 def _spinup_hovmoller(cfg, spinup, out: Path) -> Path:
-    per_state = cfg.spinup.thin * cfg.model.dt  # model time between thinned states
+    per_state = _thin(spinup) * cfg.model.dt  # model time between thinned states
     w = int(np.clip(HOVMOLLER_TIME / per_state, *HOVMOLLER_STATES))
     X = spinup["thinned"][-w:]
     t = spinup["thinned_steps"][-w:] * cfg.model.dt
@@ -86,7 +92,7 @@ def _spinup_hovmoller(cfg, spinup, out: Path) -> Path:
     ax.set_ylabel("variable index $i$")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"{cfg.experiment}: Hovmöller diagram of the end of the spin-up "
-                 f"({X.shape[0]} states, every {cfg.spinup.thin}th step)")
+                 f"({X.shape[0]} states, every {_thin(spinup)}th step)")
     return _save(fig, out / "spinup_hovmoller.png")
 
 

@@ -1,15 +1,19 @@
 """The reference EnKF run from every start state: truth, observations, forecast and analysis."""
 from __future__ import annotations
 
+import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
+import sys
+import threading
+import time
 
 import numpy as np
 from tqdm import tqdm
 
-from enkf.config import DATA_SECTIONS, Config
+from enkf.config import Config, stale_keys
 from enkf.filters import ensemble_spread
-from enkf.io import DataError, atomic_h5, code_version, put, read_all
+from enkf.io import DataError, atomic_h5, check_arrays, code_version, put, read_all
 from enkf.spinup import spinup_hash
 from enkf.system import System, rmse
 
@@ -64,6 +68,24 @@ def _run_one(args):
                           cfg.paths.store_ensembles)
 
 
+def die_with_parent(parent: int) -> None:
+    """Worker initialiser: the worker ends when its parent process dies, however it dies (kill -9
+    included): Linux delivers SIGKILL through prctl(PR_SET_PDEATHSIG); elsewhere a thread polls
+    the parent id."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def precompute(cfg: Config, starts: np.ndarray, progress: bool = True) -> dict:
     """run_path from every start, in parallel over paths. Returns stacked arrays (P, ...)."""
     P = cfg.paths.n_paths
@@ -76,9 +98,9 @@ def precompute(cfg: Config, starts: np.ndarray, progress: bool = True) -> dict:
             p, res = _run_one(job)
             results[p] = res
             bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for p, res in pool.map(_run_one, jobs, chunksize=1):
+    else:  # leaving the block (an error, Ctrl-C) terminates the workers; a killed parent takes them along
+        with multiprocessing.Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+            for p, res in pool.imap_unordered(_run_one, jobs, chunksize=1):
                 results[p] = res
                 bar.update()
     bar.close()
@@ -112,8 +134,7 @@ def write_paths(cfg: Config, data: dict, starts: np.ndarray, path) -> None:
     import yaml
     with atomic_h5(path) as f:
         f.attrs["experiment"] = cfg.experiment
-        data_cfg = {k: cfg.to_dict()[k] for k in DATA_SECTIONS}
-        f.attrs["config"] = yaml.safe_dump(data_cfg, sort_keys=False)
+        f.attrs["config"] = yaml.safe_dump(cfg.data_settings(), sort_keys=False)
         f.attrs["data_hash"] = cfg.data_hash()
         f.attrs["spinup_hash"] = spinup_hash(cfg)
         f.attrs["seed"] = cfg.seed
@@ -127,13 +148,29 @@ def write_paths(cfg: Config, data: dict, starts: np.ndarray, path) -> None:
                 put(f, k, data[k], meaning, shape=shape)
 
 
-def read_paths(cfg: Config, path) -> dict:
+def read_paths(cfg: Config, path, config_file="config.yaml") -> dict:
+    """The arrays of paths.h5, refused (DataError, one line) when the file is stale for cfg (read
+    from config_file), or has a wrong shape or a non-finite value."""
+    import yaml
     hint = f"run `enkfrl precompute --exp {cfg.experiment}` first"
     data, attrs = read_all(path, hint, ["truth", "obs", "forecast_mean", "analysis_mean",
                                         "initial_ensemble", "starts"])
-    if attrs.get("data_hash") != cfg.data_hash():
-        raise DataError(f"{path} was made with another config than config.yaml has now: "
-                        f"rerun `enkfrl precompute --exp {cfg.experiment}`")
+    rerun = f"rerun `enkfrl precompute --exp {cfg.experiment}`"
+    if "config" in attrs:
+        changed = stale_keys(yaml.safe_load(attrs["config"]), cfg.data_settings())
+    else:
+        changed = [] if attrs.get("data_hash") == cfg.data_hash() else ["data settings"]
+    if changed:
+        raise DataError(f"{path} was made with other settings than {config_file} has now "
+                        f"({', '.join(changed)}): {rerun}")
+    P, K, n, p, N = (cfg.paths.n_paths, cfg.paths.n_cycles, cfg.model.n, len(cfg.obs_index),
+                     cfg.filter.n_ens)
+    shapes = {"truth": (P, K, n), "obs": (P, K, p), "forecast_mean": (P, K, n),
+              "forecast_spread": (P, K, n), "analysis_mean": (P, K, n), "analysis_spread": (P, K, n),
+              "initial_ensemble": (P, N, n), "starts": (P, n), "forecast_rmse": (P, K),
+              "analysis_rmse": (P, K), "obs_rmse": (P, K), "forecast_ensemble": (P, K, N, n),
+              "analysis_ensemble": (P, K, N, n)}
+    check_arrays(path, data, shapes, rerun)
     return data
 
 

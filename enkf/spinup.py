@@ -6,13 +6,20 @@ import json
 import numpy as np
 
 from enkf import rng
-from enkf.config import Config
-from enkf.io import DataError, atomic_h5, code_version, put, read_all
+from enkf.config import Config, stale_keys
+from enkf.io import DataError, atomic_h5, check_arrays, code_version, put, read_all
 from enkf.models import INTEGRATOR_IDS, MODEL_IDS, params_of, spinup_run
 
 
 def spinup_hash(cfg: Config) -> str:
-    """Hash of the settings that determine spinup.h5 (a changed one makes the file stale)."""
+    """Hash of the settings that determine spinup.h5 (Config.spinup_settings)."""
+    import hashlib
+    return hashlib.sha256(json.dumps(cfg.spinup_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _legacy_spinup_hash(cfg: Config) -> str:
+    """The hash spinup.h5 files carried before they stored their settings (it included
+    spinup.thin): such files stay valid while everything else matches."""
     import hashlib
     keys = {"seed": cfg.seed, "model": cfg.to_dict()["model"], "spinup": cfg.to_dict()["spinup"],
             "n_paths": cfg.paths.n_paths}
@@ -54,6 +61,7 @@ def write_spinup(cfg: Config, result: dict, path) -> None:
     with atomic_h5(path) as f:
         f.attrs["experiment"] = cfg.experiment
         f.attrs["spinup_hash"] = spinup_hash(cfg)
+        f.attrs["settings"] = json.dumps(cfg.spinup_settings(), sort_keys=True)
         f.attrs["seed"] = cfg.seed
         f.attrs["code_version"] = code_version()
         f.attrs["sample_first_step"] = result["sample_first_step"]
@@ -72,10 +80,23 @@ def write_spinup(cfg: Config, result: dict, path) -> None:
                 shape=n)
 
 
-def read_spinup(cfg: Config, path) -> dict:
+def read_spinup(cfg: Config, path, config_file="config.yaml") -> dict:
+    """The arrays of spinup.h5, refused (DataError, one line) when the file is stale for cfg (read
+    from config_file), or has a wrong shape or a non-finite value."""
     hint = f"run `enkfrl generate --exp {cfg.experiment}` first"
     data, attrs = read_all(path, hint, ["starts", "clim_min", "clim_max", "clim_mean", "clim_std"])
-    if attrs.get("spinup_hash") != spinup_hash(cfg):
-        raise DataError(f"{path} was made with other model/spinup settings than config.yaml has "
-                        f"now: rerun `enkfrl generate --exp {cfg.experiment}`")
+    rerun = f"rerun `enkfrl generate --exp {cfg.experiment}`"
+    if "settings" in attrs:
+        changed = stale_keys(json.loads(attrs["settings"]), cfg.spinup_settings())
+    else:
+        changed = [] if attrs.get("spinup_hash") == _legacy_spinup_hash(cfg) else ["model/spinup settings"]
+    if changed:
+        raise DataError(f"{path} was made with other settings than {config_file} has now "
+                        f"({', '.join(changed)}): {rerun}")
+    n, P = cfg.model.n, cfg.paths.n_paths
+    check_arrays(path, data, {"x0": (n,), "starts": (P, n), "start_steps": (P,), "clim_min": (n,),
+                              "clim_max": (n,), "clim_mean": (n,), "clim_std": (n,)}, rerun)
+    if not np.all(data["clim_max"] > data["clim_min"]):
+        raise DataError(f"{path}: dataset clim_max is not above clim_min everywhere (the normaliser "
+                        f"would divide by zero): {rerun}")
     return data

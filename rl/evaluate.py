@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Callable
 
-import h5py
 import numpy as np
 
 from enkf.io import atomic_h5, atomic_write_json
@@ -41,16 +40,15 @@ def policy_actor(model) -> Actor:
     return act
 
 
-def load_policy(cfg, run_dir: Path, which: str = "best"):
-    """best_model.zip (falls back to final_model.zip) or final_model.zip of a run folder."""
-    from enkf.io import DataError
+def load_policy(cfg, run_dir: Path, which: str = "best", trust: bool = False):
+    """best_model.zip (falls back to final_model.zip) or final_model.zip of a run folder; a zip
+    whose sha256 is not the one the run recorded is refused unless trust (rl/runs.py)."""
     from rl.policy import algo_class
+    from rl.runs import load_model
     path = Path(run_dir) / f"{which}_model.zip"
     if which == "best" and not path.exists():
         path = Path(run_dir) / "final_model.zip"
-    if not path.exists():
-        raise DataError(f"{path} not found: train the run first")
-    return algo_class(cfg).load(path, device="cpu")
+    return load_model(algo_class(cfg), path, run_dir, trust, device="cpu")
 
 
 def no_da_actor(obs, env):
@@ -147,6 +145,18 @@ def over_paths(per_path: dict) -> dict:
     return out
 
 
+def non_finite(metrics: dict, where: str = "") -> list[str]:
+    """Dotted names of the metrics that are NaN or infinite."""
+    bad = []
+    for k, v in metrics.items():
+        name = f"{where}{k}"
+        if isinstance(v, dict):
+            bad += non_finite(v, name + ".")
+        elif isinstance(v, (int, float, np.number)) and not np.isfinite(v):
+            bad.append(name)
+    return bad
+
+
 def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: AssimilationEnv,
                test: dict | None = None) -> tuple[Path, Path]:
     """metrics.json and eval.h5 in the run folder, each written whole or not at all.
@@ -154,7 +164,9 @@ def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: AssimilationEn
     metrics.json: {"<eval path>": {actor: summary}, "burn_in": b, and with a test set
     "test": {"n_paths", "spinup_seed", "paths": {"<p>": {actor: summary}}, "over_paths": ...}}.
     eval.h5: per path a group path_<p> (test paths: test_path_<p>) with the truth, the stored
-    EnKF and every actor's per-cycle arrays. test = {"metrics", "episodes", "env", "seed"}."""
+    EnKF and every actor's per-cycle arrays. test = {"metrics", "episodes", "env", "seed"}.
+    Non-finite metrics are refused (DataError) and leave the earlier files as they were."""
+    from enkf.io import DataError
     metrics_path, h5_path = Path(run_dir) / "metrics.json", Path(run_dir) / "eval.h5"
     doc = {str(p): m for p, m in metrics.items()}
     doc["burn_in"] = env.burn_in
@@ -164,6 +176,11 @@ def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: AssimilationEn
                        "paths": {str(p): m for p, m in test["metrics"].items()},
                        "over_paths": over_paths(test["metrics"])}
         groups.append(("test_path", test["episodes"], test["env"]))
+    bad = non_finite(doc)
+    if bad:
+        raise DataError(f"evaluation gave non-finite metrics ({', '.join(bad[:4])}"
+                        f"{', ...' if len(bad) > 4 else ''}): {run_dir}/metrics.json and eval.h5 "
+                        f"left as they were")
     with atomic_h5(h5_path) as f:
         for prefix, eps, e in groups:
             for p, per_actor in eps.items():

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
-import yaml
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from tqdm import tqdm
 
-from enkf.config import Config, dump_config, from_dict
-from enkf.io import DataError, atomic_write_json, code_version, installed_versions
+from enkf.config import Config, dump_config, load_run_config
+from enkf.io import (DataError, atomic_path, atomic_write_json, atomic_write_text, code_version,
+                     installed_versions, remove_stale_temps)
 from rl.curriculum import Curriculum, CurriculumCallback
 from rl.env import AssimilationEnv
 from rl.evaluate import policy_actor, run_episode, summarise
@@ -37,40 +37,47 @@ from rl.normalisation import Normaliser
 from rl.pointwise import PointwiseVecEnv, pointwise_actor, stencil_neighbours
 from rl.policy import algo_class, build_model, lstm_modules
 from rl.pretrain import behaviour_clone, copy_obs_rmse, split_training_paths
+from rl.runs import (Timing, is_recorded, keep_progress_csv, load_model, newest_checkpoint,
+                     save_checkpoint, save_model)
 
 log = logging.getLogger("enkfrl.train")
 
 
 # ---- callbacks ----------------------------------------------------------------------------------
 class CheckpointCallback(BaseCallback):
-    """Every `freq` path-steps: model, curriculum state (the normaliser and config sit in the run
-    folder already) under checkpoints/, so --resume can continue from the newest. SB3 counts
-    agent-steps: `agents_per_path` of them make one path-step (n for the pointwise agent)."""
+    """Every `freq` path-steps: curriculum state and model (the normaliser and config sit in the
+    run folder already) under checkpoints/ (rl/runs.py), so --resume can continue from the newest
+    complete one. timing.json is brought up to date with each checkpoint and rollout (a killed
+    segment's time counts too). SB3 counts agent-steps: `agents_per_path` of them make one
+    path-step (n for the pointwise agent); checkpoints and timing count path-steps."""
 
-    def __init__(self, run_dir: Path, freq: int, curriculum: Curriculum, agents_per_path: int = 1):
+    def __init__(self, run_dir: Path, freq: int, curriculum: Curriculum, timing: Timing,
+                 last_saved: int = -1, agents_per_path: int = 1):
         super().__init__()
-        self.dir, self.freq, self.curriculum = run_dir / "checkpoints", freq, curriculum
+        self.run_dir, self.freq, self.curriculum, self.timing = run_dir, freq, curriculum, timing
         self.unit = agents_per_path
         self._next = None
-        self.last_saved = -1
+        self.last_saved = last_saved
 
     def _on_training_start(self) -> None:
-        self.dir.mkdir(exist_ok=True)
         self._next = (self.num_timesteps // self.unit // self.freq + 1) * self.freq
 
     def _on_step(self) -> bool:
         if self.num_timesteps // self.unit >= self._next:
-            self.save()
+            self.save(self.model)
             self._next += self.freq
         return True
 
-    def save(self) -> None:
-        step = self.num_timesteps // self.unit
+    def _on_rollout_end(self) -> None:
+        self.timing.update(self.num_timesteps // self.unit)
+
+    def save(self, model) -> None:
+        step = model.num_timesteps // self.unit
         if step == self.last_saved:
             return
         self.last_saved = step
-        self.model.save(self.dir / f"model_{step}.zip")
-        (self.dir / f"curriculum_{step}.json").write_text(json.dumps(self.curriculum.state_dict()))
+        save_checkpoint(model, self.curriculum.state_dict(), self.run_dir, step)
+        self.timing.update(step)
         log.info("checkpoint at %d steps (%d paths active)", step, self.curriculum.n_active)
 
 
@@ -89,7 +96,7 @@ class EvalCallback(BaseCallback):
     def _on_training_start(self) -> None:
         self._next = (self.num_timesteps // self.unit // self.freq + 1) * self.freq
         best_file = self.run_dir / "best.json"
-        if best_file.exists():
+        if best_file.exists() and is_recorded(self.run_dir / "best_model.zip", self.run_dir):
             self.best = json.loads(best_file.read_text())["total_reward"]
 
     def _on_step(self) -> bool:
@@ -111,8 +118,8 @@ class EvalCallback(BaseCallback):
                  s["rmse_norm_vs_enkf"], s["rmse_vs_truth"])
         if s["total_reward"] > self.best:
             self.best = s["total_reward"]
-            self.model.save(self.run_dir / "best_model.zip")
-            (self.run_dir / "best.json").write_text(json.dumps(dict(s, steps=self.num_timesteps // self.unit)))
+            save_model(self.model, self.run_dir / "best_model.zip", self.run_dir)
+            atomic_write_json(self.run_dir / "best.json", dict(s, steps=self.num_timesteps // self.unit))
         return s
 
 
@@ -234,15 +241,6 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def newest_checkpoint(run_dir: Path) -> tuple[Path, Path, int]:
-    models = sorted((run_dir / "checkpoints").glob("model_*.zip"),
-                    key=lambda p: int(p.stem.split("_")[1]))
-    if not models:
-        raise DataError(f"{run_dir} has no checkpoint to resume from")
-    step = int(models[-1].stem.split("_")[1])
-    return models[-1], run_dir / "checkpoints" / f"curriculum_{step}.json", step
-
-
 def setup_logging(run_dir: Path) -> None:
     log.setLevel(logging.INFO)
     log.handlers.clear()
@@ -254,41 +252,47 @@ def setup_logging(run_dir: Path) -> None:
 
 # ---- the training run --------------------------------------------------------------------------
 def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
-          resume: bool = False, command: str = "") -> Path:
-    """Train (or, with resume, continue) the run in run_dir. Returns run_dir."""
+          resume: bool = False, command: str = "", trust: bool = False) -> Path:
+    """Train a new run in run_dir (new and empty: rl/runs.py create_run_dir), or with resume
+    continue the run in run_dir from its newest complete checkpoint (trust: accept model zips
+    whose checksum is not the recorded one). Returns run_dir."""
     # 1. run folder: the resolved config is the run's config from now on
-    run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
-        cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        cfg = load_run_config(run_dir / "config.yaml")
+        for folder in (run_dir, run_dir / "checkpoints", run_dir / "tb"):
+            remove_stale_temps(folder)  # left by a killed segment
     else:
         dump_config(cfg, run_dir / "config.yaml")
-        normaliser.save(run_dir / "normaliser.npz")
-        (run_dir / "command.txt").write_text(command + "\n")
-        (run_dir / "code_version.txt").write_text(code_version() + "\n")
+        with atomic_path(run_dir / "normaliser.npz") as tmp, open(tmp, "wb") as f:
+            normaliser.save(f)
+        atomic_write_text(run_dir / "command.txt", command + "\n")
+        atomic_write_text(run_dir / "code_version.txt", code_version() + "\n")
         atomic_write_json(run_dir / "versions.json", installed_versions())
     setup_logging(run_dir)
     th.set_num_threads(cfg.train.torch_threads)
     device = resolve_device(cfg.train.device)
-    log.info("%s %s: %s agent, %d envs, %d steps, device %s, config %s", "resume" if resume else "train",
-             cfg.experiment, cfg.agent.kind, cfg.train.n_envs, cfg.train.total_steps, device, cfg.hash())
+    unit = agents_per_path(cfg)
+    envs = (f"{cfg.train.paths_per_env} paths x {cfg.model.n} points" if cfg.agent.kind == "pointwise"
+            else f"{cfg.train.n_envs} envs")
+    log.info("%s %s: %s agent, %s, %d path-steps, device %s, config %s", "resume" if resume else "train",
+             cfg.experiment, cfg.agent.kind, envs, cfg.train.total_steps, device, cfg.hash())
 
     # 2-3. environments: training paths from the curriculum, a separate env for the eval path
     first, last = cfg.paths.train_paths
     curriculum = Curriculum(first, last, cfg.curriculum.episodes_k)
     if resume:
-        model_path, curriculum_path, step = newest_checkpoint(run_dir)
-        curriculum = Curriculum.from_state_dict(json.loads(curriculum_path.read_text()))
+        model_path, curriculum_state, step = newest_checkpoint(run_dir, trust)
+        curriculum = Curriculum.from_state_dict(curriculum_state)
     venv = make_vec_env(cfg, data, normaliser, curriculum.active_paths)
     eval_env = AssimilationEnv(cfg, data, normaliser, [cfg.paths.eval_path])
 
     # 4. model
-    csv_file = run_dir / "tb" / "progress.csv"
-    if resume and csv_file.exists():  # SB3 reopens it with "w": keep the earlier rows
-        csv_file.rename(run_dir / "tb" / f"progress_until_{step}.csv")
+    if resume:
+        keep_progress_csv(run_dir, step)  # SB3 reopens progress.csv with "w": keep the earlier rows
     logger = configure(str(run_dir / "tb"), ["tensorboard", "csv"])
     if resume:
-        model = algo_class(cfg).load(model_path, env=venv, device=device)
-        log.info("resumed from %s (%d steps, %d paths active)", model_path.name, step, curriculum.n_active)
+        model = load_model(algo_class(cfg), model_path, run_dir, trust, env=venv, device=device)
+        log.info("resumed from %s (%d path-steps, %d paths active)", model_path.name, step, curriculum.n_active)
     else:
         model = build_model(cfg, venv, tensorboard_log=None, device=device, seed=cfg.train.seed)
     model.set_logger(logger)
@@ -301,18 +305,19 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
             logger.record("pretrain/train_rmse", tr)
             logger.record("pretrain/heldout_rmse", va)
             logger.dump(step=epoch)
-        model.save(run_dir / "pretrained_model.zip")
-        (run_dir / "pretrain.json").write_text(json.dumps(dict(history, wall_s=time.perf_counter() - t0)))
+        save_model(model, run_dir / "pretrained_model.zip", run_dir)
+        atomic_write_json(run_dir / "pretrain.json", dict(history, wall_s=time.perf_counter() - t0))
     # 4c. exploration at the scale of the error left (agent.log_std_init: auto), recorded
     if not resume:
         exploration = set_exploration(model, cfg, normaliser, data,
                                       history if cfg.pretrain.epochs > 0 else None)
-        (run_dir / "exploration.json").write_text(json.dumps(exploration))
+        atomic_write_json(run_dir / "exploration.json", exploration)
         log.info("exploration: log std %.3f (%s)", exploration["log_std_init"], exploration["source"])
 
     # 5. callbacks (steps in path-steps; SB3 counts agent-steps)
-    unit = agents_per_path(cfg)
-    checkpoints = CheckpointCallback(run_dir, cfg.train.checkpoint_freq, curriculum, unit)
+    timing = Timing(run_dir, model.num_timesteps // unit)  # this segment, after the earlier ones
+    checkpoints = CheckpointCallback(run_dir, cfg.train.checkpoint_freq, curriculum, timing,
+                                     last_saved=step if resume else -1, agents_per_path=unit)
     callbacks = CallbackList([
         CurriculumCallback(curriculum),
         checkpoints,
@@ -321,23 +326,19 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
         ProgressCallback(cfg.train.total_steps, unit),
     ])
 
-    # 6. learn
-    t0 = time.perf_counter()
+    # 6. learn (nothing left when resuming a run killed after its last checkpoint)
     remaining = cfg.train.total_steps - model.num_timesteps // unit
     if remaining > 0:
         model.learn(remaining * unit, callback=callbacks, log_interval=cfg.train.log_interval,
                     reset_num_timesteps=not resume)
-    wall = time.perf_counter() - t0
-    checkpoints.save()
-    model.save(run_dir / "final_model.zip")
-    timing_file = run_dir / "timing.json"
-    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {"train_wall_s": 0.0}
-    timing["train_wall_s"] += wall
-    timing["train_steps"] = int(model.num_timesteps // unit)
-    timing["path_steps_per_s"] = max(remaining, 0) / max(wall, 1e-9)
-    timing_file.write_text(json.dumps(timing))
+    checkpoints.save(model)
+    save_model(model, run_dir / "final_model.zip", run_dir)
+    record = timing.update(model.num_timesteps // unit)
+    wall = record["segments"][-1]["wall_s"]
+    record["path_steps_per_s"] = record["train_steps"] / max(record["train_wall_s"], 1e-9)
+    atomic_write_json(run_dir / "timing.json", record)
+    atomic_write_json(run_dir / "curriculum_final.json", curriculum.state_dict())
     log.info("done: %d path-steps in %.0f s (%.0f path-steps/s); %d paths active",
              model.num_timesteps // unit, wall, max(remaining, 0) / max(wall, 1e-9), curriculum.n_active)
-    (run_dir / "curriculum_final.json").write_text(json.dumps(curriculum.state_dict()))
     venv.close()
     return run_dir

@@ -22,6 +22,7 @@ import argparse
 import difflib
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -55,7 +56,24 @@ def fit_absolute() -> str:
     return "\n".join(rows)
 
 
+def faults() -> str:
+    """The faults table from results/faults.json (written by tests/test_faults.py)."""
+    r = json.loads((tables.RESULTS / "faults.json").read_text())
+    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+    rows = ["| what was tried | command | exit | what the user sees |", "|---|---|---|---|"]
+    for c in r["cases"]:
+        code = c["exit_code"]
+        exit_code = f"{signal.Signals(-code).name}" if code < 0 else code
+        rows.append(f"| {cell(c['fault'])} | `{cell(c['command'])}` | {exit_code} | {cell(c['message'])} |")
+    p = r["provenance"]
+    rows.append(f"\n{len(r['cases'])} cases, commit {p['git_commit'][:12]}{' (dirty)' if p['dirty'] else ''}, "
+                f"{p['wall_s']:.0f} s.")
+    return "\n".join(rows)
+
+
 def table(name: str) -> str:
+    if name == "faults":
+        return faults()
     if name == "fit_absolute":
         return fit_absolute()
     if name in ("data", "fit", "bench"):

@@ -131,3 +131,42 @@ def test_data_hash_ignores_experiment_name_but_not_data_settings(tmp_path):
     b = load_config(write_config(tmp_path / "d.yaml", "smoke", {"seed": 1}), "smoke")
     assert a.data_hash() != b.data_hash()
     assert a.hash(("model",)) == b.hash(("model",))
+
+
+def test_numbers_must_be_finite_and_seeds_non_negative(tmp_path):
+    """nan/inf are refused in any float field, negative seeds (master, train, ablation) too; the
+    error names the file and the block the key sits in."""
+    bad = write_config(tmp_path / "nan.yaml", "smoke", {"model": {"forcing": float("nan")}})
+    with pytest.raises(ConfigError, match=r"nan\.yaml: experiments\.smoke\.model\.forcing: must be a finite"):
+        load_config(bad, "smoke")
+    bad = write_config(tmp_path / "inf.yaml", shared_overrides={"ppo": {"learning_rate": float("-inf")}})
+    with pytest.raises(ConfigError, match=r"inf\.yaml: shared\.ppo\.learning_rate: must be a finite"):
+        load_config(bad, "L96_1")
+    bad = write_config(tmp_path / "seed.yaml", "smoke", {"seed": -1})
+    with pytest.raises(ConfigError, match=r"experiments\.smoke\.seed: must be >= 0"):
+        load_config(bad, "smoke")
+    raw = read_config_yaml()
+    study = next(iter(raw["ablations"]))
+    raw["ablations"][study]["seeds"] = [0, -2]
+    (tmp_path / "abl.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    from enkf.config import load_ablation
+    with pytest.raises(ConfigError, match=rf"ablations\.{study}\.seeds: .*>= 0"):
+        load_ablation(tmp_path / "abl.yaml", study)
+
+
+def test_run_folder_config_refuses_duplicate_keys_and_tags(tmp_path):
+    """load_run_config reads <run>/config.yaml with the same strict loader: a duplicate key or a
+    YAML tag is a ConfigError naming the file, and so is a folder without config.yaml."""
+    from enkf.config import load_run_config
+    cfg = load_config(CONFIG, "smoke")
+    dump_config(cfg, tmp_path / "config.yaml")
+    assert load_run_config(tmp_path / "config.yaml") == cfg
+    text = (tmp_path / "config.yaml").read_text()
+    (tmp_path / "config.yaml").write_text(text.replace("seed: 0\n", "seed: 0\nseed: 1\n", 1))
+    with pytest.raises(ConfigError, match=r"config\.yaml: not valid YAML \(duplicate key 'seed'"):
+        load_run_config(tmp_path / "config.yaml")
+    (tmp_path / "config.yaml").write_text("seed: !!python/name:os.system\n")
+    with pytest.raises(ConfigError, match="could not determine a constructor"):
+        load_run_config(tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match="is not a run folder"):
+        load_run_config(tmp_path / "none" / "config.yaml")
