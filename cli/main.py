@@ -93,11 +93,15 @@ def newest_run(cfg) -> Path:
 @click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="Continue this run folder (its own config.yaml) from its newest checkpoint.")
 @click.option("--run-id", default=None, help="Run folder name (default: date-time).")
-def train(cfg, resume_dir, run_id):
+@click.option("--seed", type=int, default=None, help="Training seed, one of train.seeds (default: train.seed).")
+def train(cfg, resume_dir, run_id, seed):
     """Train the agent -> logs/<E>/<run_id>/ (config, tb/, checkpoints/, models, train.log)."""
     import shlex
     import sys
     from rl.train import train as run_train
+    if seed is not None:
+        from rl.sweep import train_seed_config
+        cfg = train_seed_config(cfg, seed)
     if resume_dir:
         run_dir = Path(resume_dir)
         cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
@@ -190,21 +194,45 @@ def plot(cfg, stage, run_dir):
                    f"(run `enkfrl evaluate --run {run}`)")
 
 
+ADDRESS = click.option("--address", default=None,
+                       help="Ray cluster to run the trials on (default: RAY_ADDRESS, else Ray starts on this machine).")
+MAX_CONCURRENT = click.option("--max-concurrent", type=click.IntRange(min=0), default=None,
+                              help="Trials at once (default: sweep.max_concurrent; 0: as many as resources allow).")
+
+
 @main.command()
 @click.option("--question", required=True, help="Name of a study under ablations: in the config.")
 @click.option("--config", "config_path", default="config.yaml", show_default=True)
-@click.option("--out-dir", default="results/ablations", show_default=True, type=click.Path(file_okay=False))
-def ablate(question, config_path, out_dir):
-    """Run one ablation study of the config -> results/ablations/<question>.json."""
+@click.option("--out-dir", default=None, type=click.Path(file_okay=False),
+              help="Records folder (default: sweep.records_dir).")
+@ADDRESS
+@MAX_CONCURRENT
+def ablate(question, config_path, out_dir, address, max_concurrent):
+    """Run one ablation study on Ray, a trial per (experiment, variant, seed) -> results/ablations/<question>/
+    (one record per trial; finished trials are skipped) and the table results/ablations/<question>.json."""
     import shlex
     import sys
-    from enkf.config import load_ablation
-    from rl.ablate import run_ablation
-    meta, runs = load_ablation(config_path, question)
-    click.echo(f"{question}: {meta['question']} ({len(runs)} runs, measure {meta['measure']})")
-    out = run_ablation(question, meta, runs, DATA_ROOT, Path(out_dir),
-                       command=shlex.join(["enkfrl"] + sys.argv[1:]), echo=click.echo)
+    from rl.sweep import run_study
+    out = run_study(Path(config_path), question, DATA_ROOT, command=shlex.join(["enkfrl"] + sys.argv[1:]),
+                    address=address, max_concurrent=max_concurrent, records_dir=out_dir, echo=click.echo)
     click.echo(f"wrote {out}")
+
+
+@main.command("train-many")
+@click.option("--exp", "experiments", default="L96_1,L96_2,L96_3", show_default=True,
+              help="Comma-separated experiments; each is trained with every seed of its train.seeds.")
+@click.option("--config", "config_path", default="config.yaml", show_default=True)
+@ADDRESS
+@MAX_CONCURRENT
+def train_many(experiments, config_path, address, max_concurrent):
+    """Train and evaluate every (experiment, train seed) on Ray -> logs/<E>/seed<S>-<config hash>/."""
+    import shlex
+    import sys
+    from rl.sweep import train_many as run
+    for d in run(Path(config_path), experiments.split(","), DATA_ROOT, LOG_ROOT,
+                 command=shlex.join(["enkfrl"] + sys.argv[1:]), address=address,
+                 max_concurrent=max_concurrent, echo=click.echo):
+        click.echo(f"run folder: {d}")
 
 
 @main.command()
