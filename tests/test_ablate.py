@@ -2,10 +2,10 @@
 (the studies on Ray: tests/test_sweep.py)."""
 from __future__ import annotations
 
-
 import pytest
 import torch as th
 import yaml
+
 from conftest import read_config_yaml
 from enkf.config import ConfigError, ablation_names, load_ablation
 from enkf.io import DataError, atomic_write_json
