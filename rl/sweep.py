@@ -186,6 +186,8 @@ class StudyJob:
 
 def study_trial(config: dict, job: StudyJob) -> None:
     """One Tune trial: measure run job.runs[index], write its record at once."""
+    import numba
+    import torch as th
     from ray import tune
     from rl.ablate import measure_run, record_path, trial_key, trial_record
     from rl.train import resolve_device
@@ -196,10 +198,13 @@ def study_trial(config: dict, job: StudyJob) -> None:
     result, source = measure_run(run, job.meta["measure"], job.data_root, job.cpus)
     wall = time.perf_counter() - t0
     trial = {"cpus": job.cpus, "gpus": job.gpus, "node": socket.gethostname(), "data": source,
-             "torch_threads": __import__("torch").get_num_threads(),
+             "torch_threads": th.get_num_threads(), "numba_threads": numba.get_num_threads(),
              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     if job.meta["measure"] in ("clone", "finetune"):
         trial["device"] = resolve_device(run.cfg.train.device)
+    if th.cuda.is_available():  # what torch really used of the GPU Ray gave the trial
+        trial["cuda_device_name"] = th.cuda.get_device_name(0)
+        trial["cuda_max_memory_allocated_bytes"] = int(th.cuda.max_memory_allocated())
     atomic_write_json(record_path(job.records_dir, job.name, run),
                       trial_record(job.name, job.meta, run, result, wall, job.command, trial))
     tune.report({"wall_s": wall})

@@ -1,7 +1,8 @@
 """One ablation study run twice on Ray, one trial at a time and then with 2 at once, side by side;
 writes the key `ray_study` of results/bench.json (the other keys are left as they are).
 
-    python scripts/bench_ray_study.py --question enkf_variants [--config config.yaml]
+    python scripts/bench_ray_study.py --question sensitivity [--config config.yaml]
+    python scripts/bench_ray_study.py --install     (only ray_study.install: the cost of Ray itself)
 
 Each mode is a fresh `enkfrl ablate` process (Ray start-up included) writing into its own empty
 records folder, so neither skips a trial; the two tables must hold the same numbers. The machine's
@@ -36,17 +37,55 @@ def run_mode(question: str, config: Path, concurrent: int, records: Path) -> dic
     if out.returncode != 0:
         sys.exit(f"{shlex.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     table = json.loads((records / f"{question}.json").read_text())
-    return {"command": shlex.join(["enkfrl"] + cmd[3:]), "max_concurrent": concurrent, "wall_s": wall,
+    shown = [os.path.relpath(c, ROOT) if c == str(config) else c.replace(str(records.parent), "<tmp>") for c in cmd[3:]]
+    return {"command": shlex.join(["enkfrl"] + shown), "max_concurrent": concurrent, "wall_s": wall,
             "trials": len(table["records"]), "trials_wall_s": sum(r["wall_s"] for r in table["records"]),
             "load_avg_1_5_15_before": list(load_before), "load_avg_1_5_15_after": list(os.getloadavg()),
             "table": table}
 
 
+def measure_install() -> dict:
+    """pip install of the pinned ray[tune] into an empty venv without pip's cache; its size; the
+    time of `import ray` and of a local ray.init in this interpreter."""
+    import re
+    pin = re.search(r'"(ray\[tune\]==[^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "venv", tmp], check=True)
+        t0 = time.perf_counter()
+        subprocess.run([f"{tmp}/bin/pip", "install", "-q", "--no-cache-dir", pin], check=True)
+        wall = time.perf_counter() - t0
+        size = int(subprocess.run(["du", "-sm", tmp], capture_output=True, text=True).stdout.split()[0])
+    probe = ("import time; t0 = time.perf_counter(); import ray; t1 = time.perf_counter(); "
+             "ray.init(num_cpus=2, include_dashboard=False); t2 = time.perf_counter(); ray.shutdown(); "
+             "print(t1 - t0, t2 - t1, ray.__version__)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=dict(os.environ, RAY_ADDRESS=""))
+    import_s, init_s, version = out.stdout.split()[-3:]
+    return {"pin": pin, "ray_version": version, "pip_install_wall_s": wall, "venv_mb": size,
+            "import_s": float(import_s), "init_s": float(init_s), "load_avg_1_5_15_after": list(os.getloadavg()),
+            "provenance": provenance({"pin": pin}, pin, "python scripts/bench_ray_study.py --install", wall)}
+
+
+def write_key(update: dict) -> Path:
+    """Merge update into results/bench.json's ray_study (every other key stays as it is)."""
+    bench = ROOT / "results" / "bench.json"
+    doc = json.loads(bench.read_text()) if bench.exists() else {}
+    doc["ray_study"] = dict(doc.get("ray_study", {}), **update)
+    return atomic_write_json(bench, doc)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--question", required=True)
+    ap.add_argument("--question")
     ap.add_argument("--config", default=str(ROOT / "config.yaml"))
+    ap.add_argument("--install", action="store_true", help="Measure the install and start-up of Ray only.")
     args = ap.parse_args()
+    if args.install:
+        install = measure_install()
+        print(f"ray install {install['pip_install_wall_s']:.0f} s, {install['venv_mb']} MB; import "
+              f"{install['import_s']:.1f} s, init {install['init_s']:.1f} s; wrote {write_key({'install': install})}")
+        return
+    if not args.question:
+        ap.error("--question or --install")
     config = Path(args.config).resolve()
     sweep = load_sweep(config)
     t0 = time.perf_counter()
@@ -72,10 +111,7 @@ def main() -> None:
                                  shlex.join(["python", "scripts/bench_ray_study.py"] + sys.argv[1:]),
                                  time.perf_counter() - t0),
     }
-    bench = ROOT / "results" / "bench.json"
-    doc = json.loads(bench.read_text()) if bench.exists() else {}
-    doc["ray_study"] = record
-    atomic_write_json(bench, doc)
+    bench = write_key(record)
     print(f"{args.question}: serial {serial['wall_s']:.0f} s, 2 at once {ray2['wall_s']:.0f} s, "
           f"speed-up {record['speedup']:.2f}x, same results; wrote {bench} (ray_study)")
 

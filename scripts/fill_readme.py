@@ -33,6 +33,7 @@ def main() -> None:
     text = text.replace("{{fit}}", tables.fit())
     text = text.replace("{{fit_absolute}}", fit_absolute())
     text = text.replace("{{bench}}", tables.bench())
+    text = text.replace("{{ray_study}}", tables.ray_study())
     (ROOT / "readme.md").write_text(text)
 
 
