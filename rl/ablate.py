@@ -60,18 +60,25 @@ def read_data(cfg: Config, folder: Path) -> tuple[dict, Normaliser]:
     return data, Normaliser.from_climatology(spin["clim_min"], spin["clim_max"])
 
 
-def compute_data(cfg: Config, workers: int) -> tuple[dict, dict]:
-    """Spin-up and reference EnKF runs of cfg in memory, in at most `workers` processes
-    (the data do not depend on the number of processes)."""
+def compute_data(cfg: Config, workers: int | None = None) -> tuple[dict, dict]:
+    """Spin-up and reference EnKF runs of cfg in memory, in at most `workers` processes (None:
+    paths.workers); the data do not depend on the number of processes."""
     spin = run_spinup(cfg)
-    n = min(cfg.paths.workers or workers, workers)
-    within = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, workers=n))
-    return spin, precompute(within, spin["starts"], progress=False)
+    if workers is not None:
+        n = min(cfg.paths.workers or workers, workers)
+        cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, workers=n))
+    return spin, precompute(cfg, spin["starts"], progress=False)
 
 
-def reference_data(cfg: Config, data_root: Path, workers: int = 1) -> tuple[dict, Normaliser, str]:
+def reference_data(cfg: Config, data_root: Path, workers: int | None = None) -> tuple[dict, Normaliser]:
+    """The variant's data and normaliser (see `located_data`)."""
+    data, norm, _ = located_data(cfg, data_root, workers)
+    return data, norm
+
+
+def located_data(cfg: Config, data_root: Path, workers: int | None = None) -> tuple[dict, Normaliser, str]:
     """The variant's data from the first folder of `data_dirs` that holds them, else computed in
-    memory; with where they came from."""
+    memory in at most `workers` processes (None: paths.workers); with where they came from."""
     for folder in data_dirs(cfg, data_root):
         try:
             data, norm = read_data(cfg, folder)
@@ -79,7 +86,7 @@ def reference_data(cfg: Config, data_root: Path, workers: int = 1) -> tuple[dict
         except DataError:
             pass
     spin, data = compute_data(cfg, workers)
-    return data, Normaliser.from_climatology(spin["clim_min"], spin["clim_max"]), "computed in the trial"
+    return data, Normaliser.from_climatology(spin["clim_min"], spin["clim_max"]), "computed in memory"
 
 
 # ---- measures ----------------------------------------------------------------------------------
@@ -200,9 +207,9 @@ def summarise_records(records: list[dict]) -> list[dict]:
     return out
 
 
-def measure_run(run: AblationRun, measure: str, data_root: Path, workers: int = 1) -> tuple[dict, str]:
+def measure_run(run: AblationRun, measure: str, data_root: Path, workers: int | None = 1) -> tuple[dict, str]:
     """One trial's measurement: the measure's values, and where its data came from."""
-    data, norm, source = reference_data(run.cfg, data_root, workers)
+    data, norm, source = located_data(run.cfg, data_root, workers)
     return MEASURES[measure](run.cfg, data, norm), source
 
 

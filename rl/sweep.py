@@ -125,8 +125,11 @@ def generate_shared(todo: list[tuple[Config, Path]], cpus: int, echo) -> None:
         return
     task = ray.remote(num_cpus=cpus)(generate_data)
     echo(f"generating {len(todo)} shared data set(s) before the trials: " + ", ".join(str(f) for _, f in todo))
-    for line in ray.get([task.remote(cfg, folder.resolve(), cpus) for cfg, folder in todo]):
-        echo(f"  {line}")
+    try:
+        for line in ray.get([task.remote(cfg, folder.resolve(), cpus) for cfg, folder in todo]):
+            echo(f"  {line}")
+    except ray.exceptions.RayTaskError as e:
+        raise DataError(f"generating the shared data failed: {e.cause}") from None
 
 
 # ---- running trials on Tune -----------------------------------------------------------------------
@@ -142,7 +145,12 @@ def run_trials(trainable, names: list[str], sweep, max_concurrent: int, storage:
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self.done += 1
-            echo(f"[{self.done}/{len(names)}] {on_done(trial.config['index'])}")
+            i = trial.config["index"]
+            try:
+                line = on_done(i)
+            except (OSError, ValueError, KeyError, StopIteration) as e:  # a report, not a result
+                line = f"{names[i]} finished (no summary: {e})"
+            echo(f"[{self.done}/{len(names)}] {line}")
 
     tuner = tune.Tuner(
         tune.with_resources(trainable, _trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial)),

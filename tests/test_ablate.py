@@ -62,7 +62,7 @@ def test_every_measure_on_a_tiny_study_and_its_table(in_tmp, measure, variants):
     meta, runs = load_ablation(in_tmp / "config.yaml", "tiny")
     for run in runs:
         result, source = measure_run(run, measure, in_tmp / "data")
-        assert source == "computed in the trial"  # no data/ here
+        assert source == "computed in memory"  # no data/ here
         atomic_write_json(record_path(in_tmp / "rec", "tiny", run),
                           trial_record("tiny", meta, run, result, 1.0, "enkfrl ablate --question tiny", {}))
     doc = study_table("tiny", meta, study, runs, in_tmp / "rec", "enkfrl ablate --question tiny", 2.0)
