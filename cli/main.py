@@ -181,37 +181,23 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
 def evaluate(cfg, run_dir, which, path_list, test, trust):
     """Closed-loop evaluation of the policy and the baselines on the eval path and the test set
     (cycle means after paths.burn_in) -> metrics.json, eval.h5 in the run folder."""
-    from rl.env import AssimilationEnv
-    from rl.evaluate import BASELINES, evaluate as run_eval, load_policy, over_paths, write_eval
-    from rl.train import actor_factory
+    from rl.evaluate import evaluate_run, over_paths
     run_dir = Path(run_dir) if run_dir else newest_run(cfg, needs=f"{which}_model.zip")
     cfg = load_run_config(run_dir / "config.yaml")
     paths = parse_paths(path_list, cfg.paths.n_paths) if path_list else [cfg.paths.eval_path]
     ensure_writable(run_dir)
     data, normaliser = load_run_inputs(cfg, str(run_dir / "config.yaml"))
     test_inputs = read_split(cfg, "test") if test else None  # fails early, before any work
-    make_actor = actor_factory(cfg)
-    actors = {"rl": make_actor(load_policy(cfg, run_dir, which, trust))}
-    if (run_dir / "pretrained_model.zip").exists():
-        actors["supervised"] = make_actor(load_policy(cfg, run_dir, "pretrained", trust))
-    actors.update(BASELINES)
-    env = AssimilationEnv(cfg, data, normaliser, paths)
-    metrics, episodes = run_eval(env, actors, paths, cfg.paths.burn_in)
-    test_result = None
-    if test_inputs is not None:
-        test_cfg, _, test_data = test_inputs
-        # the test split's own draws (its seed), the training normaliser: the agent's units
-        test_env = AssimilationEnv(test_cfg, test_data, normaliser, [0])
-        test_paths = list(range(test_cfg.paths.n_paths))
-        test_metrics, test_episodes = run_eval(test_env, actors, test_paths, cfg.paths.burn_in)
-        test_result = {"metrics": test_metrics, "episodes": test_episodes, "env": test_env,
-                       "seed": test_cfg.seed}
-    for f in write_eval(run_dir, metrics, episodes, env, test_result):
+    metrics, test_result, files = evaluate_run(
+        run_dir, cfg, data, normaliser, (test_inputs[0], test_inputs[2]) if test_inputs else None,
+        paths, which, trust)
+    for f in files:
         click.echo(f"wrote {f}")
     header = "cycles completed (worst) / RMSE_norm vs stored EnKF xa / RMSE vs truth, after {} cycles"
     tables = [(f"path {p}", per_actor) for p, per_actor in metrics.items()]
     if test_result:
-        tables.append((f"test set ({len(test_paths)} paths, mean ± std)", over_paths(test_result["metrics"])))
+        tables.append((f"test set ({len(test_result['metrics'])} paths, mean ± std)",
+                       over_paths(test_result["metrics"])))
     for title, per_actor in tables:
         click.echo(f"{title}: " + header.format(cfg.paths.burn_in))
         for name, m in per_actor.items():
@@ -306,21 +292,45 @@ def plot(cfg, stage, run_dir):
                    f"(run `enkfrl evaluate --run {run}`)")
 
 
+ADDRESS = click.option("--address", default=None,
+                       help="Ray cluster to run the trials on (default: RAY_ADDRESS, else Ray starts on this machine).")
+MAX_CONCURRENT = click.option("--max-concurrent", type=click.IntRange(min=0), default=None,
+                              help="Trials at once (default: sweep.max_concurrent; 0: as many as resources allow).")
+
+
 @main.command()
 @click.option("--question", required=True, help="Name of a study under ablations: in the config.")
 @click.option("--config", "config_path", default="config.yaml", show_default=True)
-@click.option("--out-dir", default="results/ablations", show_default=True, type=click.Path(file_okay=False))
-def ablate(question, config_path, out_dir):
-    """Run one ablation study of the config -> results/ablations/<question>.json."""
+@click.option("--out-dir", default=None, type=click.Path(file_okay=False),
+              help="Records folder (default: sweep.records_dir).")
+@ADDRESS
+@MAX_CONCURRENT
+def ablate(question, config_path, out_dir, address, max_concurrent):
+    """Run one ablation study on Ray, a trial per (experiment, variant, seed) -> results/ablations/<question>/
+    (one record per trial; finished trials are skipped) and the table results/ablations/<question>.json."""
     import shlex
     import sys
-    from enkf.config import load_ablation
-    from rl.ablate import run_ablation
-    meta, runs = load_ablation(config_path, question)
-    click.echo(f"{question}: {meta['question']} ({len(runs)} runs, measure {meta['measure']})")
-    out = run_ablation(question, meta, runs, DATA_ROOT, Path(out_dir),
-                       command=shlex.join(["enkfrl"] + sys.argv[1:]), echo=click.echo)
+    from rl.sweep import run_study
+    out = run_study(Path(config_path), question, DATA_ROOT, command=shlex.join(["enkfrl"] + sys.argv[1:]),
+                    address=address, max_concurrent=max_concurrent, records_dir=out_dir, echo=click.echo)
     click.echo(f"wrote {out}")
+
+
+@main.command("train-many")
+@click.option("--exp", "experiments", default="L96_1,L96_2,L96_3", show_default=True,
+              help="Comma-separated experiments; each is trained with every seed of its train.seeds.")
+@click.option("--config", "config_path", default="config.yaml", show_default=True)
+@ADDRESS
+@MAX_CONCURRENT
+def train_many(experiments, config_path, address, max_concurrent):
+    """Train and evaluate every (experiment, train seed) on Ray -> logs/<E>/seed<S>-<config hash>/."""
+    import shlex
+    import sys
+    from rl.sweep import train_many as run
+    for d in run(Path(config_path), experiments.split(","), DATA_ROOT, LOG_ROOT,
+                 command=shlex.join(["enkfrl"] + sys.argv[1:]), address=address,
+                 max_concurrent=max_concurrent, echo=click.echo):
+        click.echo(f"run folder: {d}")
 
 
 @main.command()

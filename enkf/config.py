@@ -564,9 +564,9 @@ def _load_yaml(path: Path):
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     raw = _load_yaml(path)
-    if not isinstance(raw, dict) or set(raw) != {"shared", "experiments", "ablations"}:
-        raise ConfigError(f"{path}: top level must have exactly the keys 'shared', 'experiments' "
-                          f"and 'ablations'")
+    if not isinstance(raw, dict) or set(raw) != {"shared", "experiments", "ablations", "sweep"}:
+        raise ConfigError(f"{path}: top level must have exactly the keys 'shared', 'experiments', "
+                          f"'ablations' and 'sweep'")
     for k in raw:
         if raw[k] is not None and not isinstance(raw[k], dict):
             raise ConfigError(f"{path}: {k}: expected a mapping, got {_type_name(raw[k])} {raw[k]!r}")
@@ -737,3 +737,37 @@ def load_ablation(path: str | Path, name: str) -> tuple[dict, list[AblationRun]]
                     raise ConfigError(f"{key}.variants.{variant} ({exp}): {e}") from None
                 runs.append(AblationRun(exp, variant, seed, cfg, own))
     return {"question": study["question"], "measure": study["measure"]}, runs
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep: how many runs (ablation trials, multi-seed training) are scheduled on Ray Tune.
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepConfig:
+    cpus_per_trial: int
+    """CPUs Ray reserves for one trial; inside it torch, numba and BLAS use this many threads."""
+    gpus_per_trial: float
+    """GPUs Ray reserves for one trial (0.5: two trials share one GPU; 0: none)."""
+    max_concurrent: int
+    """Trials at once (0: as many as the cluster's free CPUs/GPUs allow)."""
+    records_dir: str
+    """Study records: <records_dir>/<Q>/<E>__<variant>__seed<S>.json per trial, table <records_dir>/<Q>.json."""
+    trials_dir: str
+    """Ray Tune's state and each trial's own folder: <trials_dir>/<Q>/."""
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """The sweep: block of config.yaml, validated."""
+    sweep = _convert(read_yaml(path)["sweep"], SweepConfig, "sweep")
+    if sweep.cpus_per_trial < 1:
+        raise ConfigError(f"sweep.cpus_per_trial: must be >= 1, got {sweep.cpus_per_trial}")
+    if sweep.gpus_per_trial < 0 or (sweep.gpus_per_trial > 1 and sweep.gpus_per_trial != int(sweep.gpus_per_trial)):
+        raise ConfigError(f"sweep.gpus_per_trial: must be a fraction in [0, 1] or a whole number, "
+                          f"got {sweep.gpus_per_trial}")
+    if sweep.max_concurrent < 0:
+        raise ConfigError(f"sweep.max_concurrent: must be >= 0 (0: as many as resources allow), "
+                          f"got {sweep.max_concurrent}")
+    for k in ("records_dir", "trials_dir"):
+        if not getattr(sweep, k):
+            raise ConfigError(f"sweep.{k}: must be a folder, got an empty string")
+    return sweep

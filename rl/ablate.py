@@ -14,55 +14,83 @@ overrides, so every run is an ordinary validated Config. Measures:
     clone        behaviour cloning only: the supervised policy in closed loop on the eval path
     finetune     clone, then PPO for train.total_steps: both policies on the eval path
 
-Each run is recorded; the summary is mean and std over seeds. Output:
-results/ablations/NAME.json.
+Every (experiment, variant, seed) is one trial (rl/sweep.py runs them on Ray Tune): `measure_run`
+measures it and `trial_record` is what it writes, results/ablations/NAME/<E>__<variant>__seed<S>.json.
+`study_table` assembles results/ablations/NAME.json from those files: per (experiment, variant) the
+mean and std over seeds.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch as th
 
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from enkf.config import AblationRun, Config
-from enkf.io import DataError, atomic_write_json, provenance
+from enkf.io import DataError, provenance
 from enkf.precompute import precompute, read_paths, summary
 from enkf.spinup import read_spinup, run_spinup
 from rl.curriculum import Curriculum, CurriculumCallback
 from rl.env import AssimilationEnv
-from rl.evaluate import BASELINES, policy_actor, run_episode, summarise
+from rl.evaluate import BASELINES, run_episode, summarise
 from rl.normalisation import Normaliser
 from rl.policy import build_model
 from rl.pretrain import behaviour_clone
-
-_DATA_CACHE: dict[str, tuple[dict, Normaliser]] = {}
-_CLONE_CACHE: dict[str, dict] = {}
+from rl.train import actor_factory, agents_per_path, make_vec_env, resolve_device, set_exploration
 
 
-def reference_data(cfg: Config, data_root: Path) -> tuple[dict, Normaliser]:
-    """The experiment's data files when they match the variant, else computed in memory."""
-    key = cfg.data_hash()
-    if key not in _DATA_CACHE:
-        exp_dir = Path(data_root) / cfg.experiment
+# ---- data: the experiment's files, a study's shared files, or computed in the trial --------------
+def data_dirs(cfg: Config, data_root: Path) -> list[Path]:
+    """Where the data of cfg may lie: data/<E>/ (the experiment's own, `enkfrl precompute`) and
+    data/<E>/<data_hash>/ (variant data that several trials of a study share)."""
+    exp_dir = Path(data_root) / cfg.experiment
+    return [exp_dir, exp_dir / cfg.data_hash()]
+
+
+def read_data(cfg: Config, folder: Path) -> tuple[dict, Normaliser]:
+    """spinup.h5 and paths.h5 of folder, checked against cfg (DataError if missing or stale)."""
+    spin = read_spinup(cfg, folder / "spinup.h5")
+    data = read_paths(cfg, folder / "paths.h5")
+    return data, Normaliser.from_climatology(spin["clim_min"], spin["clim_max"])
+
+
+def compute_data(cfg: Config, workers: int | None = None) -> tuple[dict, dict]:
+    """Spin-up and reference EnKF runs of cfg in memory, in at most `workers` processes (None:
+    paths.workers); the data do not depend on the number of processes."""
+    spin = run_spinup(cfg)
+    if workers is not None:
+        n = min(cfg.paths.workers or workers, workers)
+        cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, workers=n))
+    return spin, precompute(cfg, spin["starts"], progress=False)
+
+
+def reference_data(cfg: Config, data_root: Path, workers: int | None = None) -> tuple[dict, Normaliser]:
+    """The variant's data and normaliser (see `located_data`)."""
+    data, norm, _ = located_data(cfg, data_root, workers)
+    return data, norm
+
+
+def located_data(cfg: Config, data_root: Path, workers: int | None = None) -> tuple[dict, Normaliser, str]:
+    """The variant's data from the first folder of `data_dirs` that holds them, else computed in
+    memory in at most `workers` processes (None: paths.workers); with where they came from."""
+    for folder in data_dirs(cfg, data_root):
         try:
-            spin = read_spinup(cfg, exp_dir / "spinup.h5")
-            data = read_paths(cfg, exp_dir / "paths.h5")
+            data, norm = read_data(cfg, folder)
+            return data, norm, str(folder)
         except DataError:
-            spin = run_spinup(cfg)
-            data = precompute(cfg, spin["starts"], progress=False)
-        _DATA_CACHE.clear()  # one experiment's data at a time is plenty of memory
-        _DATA_CACHE[key] = data, Normaliser.from_climatology(spin["clim_min"], spin["clim_max"])
-    return _DATA_CACHE[key]
+            pass
+    spin, data = compute_data(cfg, workers)
+    return data, Normaliser.from_climatology(spin["clim_min"], spin["clim_max"]), "computed in memory"
 
 
 # ---- measures ----------------------------------------------------------------------------------
-def measure_enkf_skill(cfg: Config, data_root: Path) -> dict:
-    data, _ = reference_data(cfg, data_root)
+def measure_enkf_skill(cfg: Config, data: dict, norm: Normaliser) -> dict:
     s = summary(data, cfg.paths.burn_in)
     per_path = data["analysis_rmse"][:, cfg.paths.burn_in:].mean(axis=1)
     obs_per_path = data["obs_rmse"][:, cfg.paths.burn_in:].mean(axis=1)
@@ -91,8 +119,7 @@ def _departure_cycles(env, data, path: int, dtype) -> tuple[int, int]:
     return first[1e-6], first[1e-2]
 
 
-def measure_sensitivity(cfg: Config, data_root: Path) -> dict:
-    data, norm = reference_data(cfg, data_root)
+def measure_sensitivity(cfg: Config, data: dict, norm: Normaliser) -> dict:
     env = AssimilationEnv(cfg, data, norm, [0])
     out = {"n_cycles": cfg.paths.n_cycles}
     for name, dtype in {"float64": np.float64, "float32": np.float32}.items():
@@ -102,8 +129,7 @@ def measure_sensitivity(cfg: Config, data_root: Path) -> dict:
     return out
 
 
-def measure_bounds(cfg: Config, data_root: Path) -> dict:
-    data, norm = reference_data(cfg, data_root)
+def measure_bounds(cfg: Config, data: dict, norm: Normaliser) -> dict:
     idx = np.array(cfg.obs_index)
     values = {
         "forecast_mean": norm.norm(data["forecast_mean"]),
@@ -124,56 +150,38 @@ def measure_bounds(cfg: Config, data_root: Path) -> dict:
     return out
 
 
-def _clone_key(cfg: Config) -> str:
-    """What the cloned policy mean depends on (not the PPO settings, nor the exploration std)."""
-    d = cfg.to_dict()
-    d["agent"] = {k: v for k, v in d["agent"].items() if k != "log_std_init"}
-    keys = ("seed", "model", "obs", "filter", "spinup", "paths", "env", "agent", "pretrain")
-    return json.dumps({k: d[k] for k in keys}, sort_keys=True)
-
-
 def _cloned_model(cfg: Config, data: dict, norm: Normaliser):
-    """A fresh model with the behaviour-cloned policy (cached per cloning-relevant settings)."""
+    """A fresh model (on train.device) with the behaviour-cloned policy, its exploration set as
+    the run's (agent.log_std_init), and the cloning figures."""
     first, _ = cfg.paths.train_paths
-    venv = DummyVecEnv([lambda: AssimilationEnv(cfg, data, norm, [first])
-                        for _ in range(cfg.train.n_envs)])
-    model = build_model(cfg, venv, None, "cpu", cfg.seed)
-    key = _clone_key(cfg)
-    if key not in _CLONE_CACHE:
-        t0 = time.perf_counter()
-        history = behaviour_clone(model, cfg, norm, data, log=lambda *a: None)
-        _CLONE_CACHE[key] = {"state": {k: v.clone() for k, v in model.policy.state_dict().items()},
-                             "clone_wall_s": time.perf_counter() - t0,
-                             "clone_heldout_rmse": (history["val_rmse"] or history["train_rmse"] or [np.nan])[-1]}
-    cached = _CLONE_CACHE[key]
-    model.policy.load_state_dict(cached["state"])
-    if hasattr(model.policy, "log_std"):  # the exploration std is the variant's, not the cache's
-        model.policy.log_std.data.fill_(cfg.agent.log_std_init)
-    return model, {k: v for k, v in cached.items() if k != "state"}
+    venv = make_vec_env(cfg, data, norm, [first])
+    model = build_model(cfg, venv, None, resolve_device(cfg.train.device), cfg.train.seed)
+    t0 = time.perf_counter()
+    history = behaviour_clone(model, cfg, norm, data, log=lambda *a: None)
+    exploration = set_exploration(model, cfg, norm, data, history if cfg.pretrain.epochs > 0 else None)
+    return model, {"clone_wall_s": time.perf_counter() - t0,
+                   "clone_heldout_rmse": (history["val_rmse"] or history["train_rmse"] or [np.nan])[-1],
+                   "log_std_init": exploration["log_std_init"]}
 
 
 def _closed_loop(cfg, data, norm, model) -> dict:
     env = AssimilationEnv(cfg, data, norm, [cfg.paths.eval_path])
-    s = summarise(run_episode(env, policy_actor(model), cfg.paths.eval_path))
+    s = summarise(run_episode(env, actor_factory(cfg)(model), cfg.paths.eval_path), cfg.paths.burn_in)
     return {k: s[k] for k in ("cycles_completed", "rmse_norm_vs_enkf", "rmse_vs_truth")}
 
 
-def measure_clone(cfg: Config, data_root: Path) -> dict:
-    th.set_num_threads(cfg.train.torch_threads)
-    data, norm = reference_data(cfg, data_root)
+def measure_clone(cfg: Config, data: dict, norm: Normaliser) -> dict:
     model, info = _cloned_model(cfg, data, norm)
     return dict(info, **{f"supervised_{k}": v for k, v in _closed_loop(cfg, data, norm, model).items()})
 
 
-def measure_finetune(cfg: Config, data_root: Path) -> dict:
-    th.set_num_threads(cfg.train.torch_threads)
-    data, norm = reference_data(cfg, data_root)
+def measure_finetune(cfg: Config, data: dict, norm: Normaliser) -> dict:
     model, info = _cloned_model(cfg, data, norm)  # pretrain.epochs 0: the untrained policy
     if cfg.pretrain.epochs > 0:
         info.update({f"supervised_{k}": v for k, v in _closed_loop(cfg, data, norm, model).items()})
     curriculum = Curriculum(*cfg.paths.train_paths, cfg.curriculum.episodes_k)
     t0 = time.perf_counter()
-    model.learn(cfg.train.total_steps, callback=CurriculumCallback(curriculum))
+    model.learn(cfg.train.total_steps * agents_per_path(cfg), callback=CurriculumCallback(curriculum))
     wall = time.perf_counter() - t0
     info.update({f"rl_{k}": v for k, v in _closed_loop(cfg, data, norm, model).items()})
     info.update(ppo_steps=cfg.train.total_steps, ppo_wall_s=wall, ppo_steps_per_s=cfg.train.total_steps / wall,
@@ -201,30 +209,59 @@ def summarise_records(records: list[dict]) -> list[dict]:
     return out
 
 
-def run_ablation(name: str, meta: dict, runs: list[AblationRun], data_root: Path, out_dir: Path,
-                 command: str, echo=print) -> Path:
-    measure = MEASURES[meta["measure"]]
+def measure_run(run: AblationRun, measure: str, data_root: Path, workers: int | None = 1) -> tuple[dict, str]:
+    """One trial's measurement: the measure's values, and where its data came from."""
+    data, norm, source = located_data(run.cfg, data_root, workers)
+    return MEASURES[measure](run.cfg, data, norm), source
+
+
+def trial_key(run: AblationRun) -> str:
+    """The trial's name, also its record's file name: <experiment>__<variant>__seed<S>."""
+    return f"{run.experiment}__{run.variant}__seed{run.seed}"
+
+
+def record_path(records_dir: Path, name: str, run: AblationRun) -> Path:
+    return Path(records_dir) / name / f"{trial_key(run)}.json"
+
+
+def trial_record(name: str, meta: dict, run: AblationRun, result: dict, wall_s: float, command: str,
+                 trial: dict) -> dict:
+    """A finished trial's record (../shared/RESULTS_FORMAT.md): the varied setting, the seed, the
+    measured values, how the trial ran, the provenance with the trial's resolved config."""
+    return {"study": name, "question": meta["question"], "measure": meta["measure"],
+            "experiment": run.experiment, "variant": run.variant, "seed": run.seed,
+            "overrides": run.overrides, "config_hash": run.cfg.hash(), "wall_s": wall_s,
+            "result": result, "trial": trial,
+            "provenance": provenance(run.cfg.to_dict(), run.cfg.hash(), command, wall_s)}
+
+
+def finished_record(path: Path, run: AblationRun, measure: str) -> dict | None:
+    """The record at path if it is this run's (same resolved config, same measure), else None."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    same = rec.get("measure") == measure and rec.get("provenance", {}).get("config_hash") == run.cfg.hash()
+    return rec if same else None
+
+
+def study_table(name: str, meta: dict, study: dict, runs: list[AblationRun], records_dir: Path,
+                command: str, wall_s: float) -> dict:
+    """results/ablations/NAME.json from the trial records: summary over seeds, every record (its
+    config replaced by its hash), provenance with the study's block of config.yaml. DataError if
+    a run has no finished record."""
     records = []
-    start = time.perf_counter()
-    for i, run in enumerate(runs):
-        t0 = time.perf_counter()
-        result = measure(run.cfg, data_root)
-        wall = time.perf_counter() - t0
-        records.append({"experiment": run.experiment, "variant": run.variant, "seed": run.seed,
-                        "overrides": run.overrides, "config_hash": run.cfg.hash(),
-                        "wall_s": wall, "result": result,
-                        "provenance": provenance(run.cfg.to_dict(), run.cfg.hash(), command, wall)})
-        echo(f"[{i + 1}/{len(runs)}] {run.experiment} {run.variant} seed {run.seed}: "
-             + ", ".join(f"{k} {v:.4g}" for k, v in result.items()))
-    out = Path(out_dir) / f"{name}.json"
-    run_hashes = [r["config_hash"] for r in records]  # each record carries its resolved config
-    study = {"question": name, "run_config_hashes": run_hashes}
-    doc = {"question": meta["question"], "measure": meta["measure"], "command": command,
-           "summary": summarise_records(records), "records": records,
-           "provenance": provenance(study, _hash(run_hashes), command, time.perf_counter() - start)}
-    atomic_write_json(out, doc)
-    echo(markdown_table(doc))
-    return out
+    for run in runs:
+        rec = finished_record(record_path(records_dir, name, run), run, meta["measure"])
+        if rec is None:
+            raise DataError(f"{record_path(records_dir, name, run)}: no finished record of this "
+                            f"trial: run `enkfrl ablate --question {name}`")
+        records.append(dict(rec, provenance={k: v for k, v in rec["provenance"].items() if k != "config"}))
+    hashes = json.dumps([r["config_hash"] for r in records]).encode()
+    return {"question": meta["question"], "measure": meta["measure"], "command": command,
+            "summary": summarise_records(records), "records": records,
+            "provenance": dict(provenance(study, hashlib.sha256(hashes).hexdigest()[:16], command, wall_s),
+                               trials_wall_s=sum(r["wall_s"] for r in records))}
 
 
 def _hash(obj) -> str:

@@ -196,3 +196,41 @@ def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: AssimilationEn
                             a.create_dataset(k, data=v)
     atomic_write_json(metrics_path, doc)
     return metrics_path, h5_path
+
+
+def read_test_split(cfg, exp_dir: Path):
+    """(config, paths.h5 arrays) of the experiment's independent test split in exp_dir
+    (test_spinup.h5, test_paths.h5), checked for staleness against enkf.config.test_split(cfg)."""
+    from enkf.config import test_split
+    from enkf.precompute import read_paths
+    scfg = test_split(cfg)
+    return scfg, read_paths(scfg, Path(exp_dir) / "test_paths.h5")
+
+
+def evaluate_run(run_dir: Path, cfg, data: dict, normaliser, test: tuple | None,
+                 paths: list[int] | None = None, which: str = "final", trust: bool = False):
+    """What `enkfrl evaluate` does: the run's policy (and its cloned start, when it has one) and
+    the baselines in closed loop on `paths` of the training data (default: the eval path) and on
+    every path of the test split test = (test config, its arrays), cycle means after
+    paths.burn_in, with the training normaliser -> metrics.json, eval.h5.
+    Returns (metrics, test result or None, the files written)."""
+    from rl.train import actor_factory
+    paths = paths or [cfg.paths.eval_path]
+    make_actor = actor_factory(cfg)
+    actors = {"rl": make_actor(load_policy(cfg, run_dir, which, trust))}
+    if (Path(run_dir) / "pretrained_model.zip").exists():
+        actors["supervised"] = make_actor(load_policy(cfg, run_dir, "pretrained", trust))
+    actors.update(BASELINES)
+    env = AssimilationEnv(cfg, data, normaliser, paths)
+    metrics, episodes = evaluate(env, actors, paths, cfg.paths.burn_in)
+    test_result = None
+    if test is not None:
+        test_cfg, test_data = test
+        # the test split's own draws (its seed), the training normaliser: the agent's units
+        test_env = AssimilationEnv(test_cfg, test_data, normaliser, [0])
+        test_paths = list(range(test_cfg.paths.n_paths))
+        test_metrics, test_episodes = evaluate(test_env, actors, test_paths, cfg.paths.burn_in)
+        test_result = {"metrics": test_metrics, "episodes": test_episodes, "env": test_env,
+                       "seed": test_cfg.seed}
+    files = write_eval(run_dir, metrics, episodes, env, test_result)
+    return metrics, test_result, files

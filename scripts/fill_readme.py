@@ -76,7 +76,7 @@ def table(name: str) -> str:
         return faults()
     if name == "fit_absolute":
         return fit_absolute()
-    if name in ("data", "fit", "bench"):
+    if name in ("data", "fit", "bench", "ray_study"):
         return getattr(tables, name)()
     return tables.ablation(name)
 

@@ -102,9 +102,33 @@ def bench() -> str:
     return "\n".join(rows)
 
 
+def ray_study() -> str:
+    """The study run one trial at a time vs 2 at once on Ray (results/bench.json: ray_study)."""
+    r = json.loads((RESULTS / "bench.json").read_text())["ray_study"]
+    s, p = r["serial"], r["ray_2_concurrent"]
+    load = lambda m: f"{m['load_avg_1_5_15_before'][0]:.1f} before, {m['load_avg_1_5_15_after'][0]:.1f} after"
+    rows = ["| mode (`scripts/bench_ray_study.py`) | wall time | trials | sum of trial wall times | 1-min load average |",
+            "|---|---|---|---|---|",
+            f"| one trial at a time (`--max-concurrent 1`) | {s['wall_s']:.0f} s | {s['trials']} | "
+            f"{s['trials_wall_s']:.0f} s | {load(s)} |",
+            f"| 2 at once (`--max-concurrent 2`) | {p['wall_s']:.0f} s | {p['trials']} | "
+            f"{p['trials_wall_s']:.0f} s | {load(p)} |"]
+    text = (f"The `{r['question']}` study ({r['measure']}, {s['trials']} trials of {r['cpus_per_trial']} CPU) on "
+            f"this {r['cores']}-core machine: {r['speedup']:.2f}x faster with 2 trials at once, "
+            f"{'the same' if r['same_results'] else 'DIFFERENT'} results"
+            + (" (other jobs shared the machine during both runs, see the load averages)." if r["machine_shared"] else "."))
+    out = "\n".join(rows) + "\n\n" + text
+    if "install" in r:
+        i = r["install"]
+        out += (f" Installing `ray[tune]=={i['ray_version']}` into an empty venv (no pip cache) took "
+                f"{i['pip_install_wall_s']:.0f} s and {i['venv_mb']:.0f} MB; `import ray` takes "
+                f"{i['import_s']:.1f} s and a local `ray.init` {i['init_s']:.1f} s.")
+    return out
+
+
 if __name__ == "__main__":
     parts = sys.argv[1:] or ["data", "fit", "ablations"]
     for p in parts:
-        table = {"fit": fit, "data": data, "ablations": ablations, "bench": bench}.get(p)
+        table = {"fit": fit, "data": data, "ablations": ablations, "bench": bench, "ray_study": ray_study}.get(p)
         print(table() if table else ablation(p))
         print()

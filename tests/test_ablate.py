@@ -1,16 +1,15 @@
-"""Ablation studies: the config section, every measure on a tiny smoke study, the JSON written."""
+"""Ablation studies: the config section, every measure on a tiny smoke study, records and the table
+(the studies on Ray: tests/test_sweep.py)."""
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch as th
 import yaml
-from click.testing import CliRunner
 
-from cli.main import main
 from conftest import read_config_yaml
 from enkf.config import load_config, ConfigError, ablation_names, load_ablation
+from enkf.io import DataError, atomic_write_json
+from rl.ablate import finished_record, markdown_table, measure_run, record_path, study_table, trial_record
 
 
 @pytest.fixture(autouse=True)
@@ -59,17 +58,24 @@ def test_variant_overrides_are_validated(tmp_path):
     ("clone", {"xb_y": {"env": {"features": ["forecast_mean", "obs"]}}}),
     ("finetune", {"default": {}, "gamma_0": {"ppo": {"gamma": 0.0}}}),
 ])
-def test_a_tiny_study_runs_and_writes_its_json(in_tmp, measure, variants):
-    _write_study(in_tmp / "config.yaml", {
-        "question": "tiny", "measure": measure, "experiments": ["smoke"], "seeds": [0, 1],
-        "overrides": {"train": {"total_steps": 128}}, "variants": variants})
-    result = CliRunner().invoke(main, ["ablate", "--question", "tiny"])
-    assert result.exit_code == 0, result.output
-    doc = json.loads((in_tmp / "results/ablations/tiny.json").read_text())
+def test_every_measure_on_a_tiny_study_and_its_table(in_tmp, measure, variants):
+    """What a trial does (measure, record), in this process; then the table from the records."""
+    study = {"question": "tiny", "measure": measure, "experiments": ["smoke"], "seeds": [0, 1],
+             "overrides": {"train": {"total_steps": 128}}, "variants": variants}
+    _write_study(in_tmp / "config.yaml", study)
+    meta, runs = load_ablation(in_tmp / "config.yaml", "tiny")
+    for run in runs:
+        result, source = measure_run(run, measure, in_tmp / "data")
+        assert source == "computed in memory"  # no data/ here
+        atomic_write_json(record_path(in_tmp / "rec", "tiny", run),
+                          trial_record("tiny", meta, run, result, 1.0, "enkfrl ablate --question tiny", {}))
+    doc = study_table("tiny", meta, study, runs, in_tmp / "rec", "enkfrl ablate --question tiny", 2.0)
     assert doc["measure"] == measure and len(doc["records"]) == 2 * len(variants)
     assert {r["variant"] for r in doc["summary"]} == set(variants)
     assert all(r["seeds"] == [0, 1] for r in doc["summary"])
-    assert "| smoke |" in result.output
+    assert doc["provenance"]["config"] == study and "| smoke |" in markdown_table(doc)
+    assert all("config" not in r["provenance"] and r["provenance"]["config_hash"] == r["config_hash"]
+               for r in doc["records"])
     rec = doc["records"][0]["result"]
     if measure == "enkf_skill":
         assert 0 < rec["analysis_rmse"] < rec["obs_rmse"] and rec["paths"] == 6
@@ -82,3 +88,18 @@ def test_a_tiny_study_runs_and_writes_its_json(in_tmp, measure, variants):
         assert rec["supervised_cycles_completed"] <= 60 and rec["clone_wall_s"] > 0
     if measure == "finetune":
         assert rec["ppo_steps"] == 128 and "rl_rmse_norm_vs_enkf" in rec
+
+
+def test_a_record_counts_only_for_its_own_config_and_the_table_needs_every_record(in_tmp):
+    study = {"question": "q", "measure": "enkf_skill", "experiments": ["smoke"], "seeds": [0, 1],
+             "overrides": {}, "variants": {"a": {}}}
+    _write_study(in_tmp / "config.yaml", study)
+    meta, runs = load_ablation(in_tmp / "config.yaml", "tiny")
+    path = record_path(in_tmp / "rec", "tiny", runs[0])
+    assert path.name == "smoke__a__seed0.json" and finished_record(path, runs[0], "enkf_skill") is None
+    atomic_write_json(path, trial_record("tiny", meta, runs[0], {"x": 1.0}, 1.0, "c", {}))
+    assert finished_record(path, runs[0], "enkf_skill")["result"] == {"x": 1.0}
+    assert finished_record(path, runs[0], "bounds") is None  # another measure
+    assert finished_record(path, runs[1], "enkf_skill") is None  # another config (seed)
+    with pytest.raises(DataError, match="smoke__a__seed1.json: no finished record"):
+        study_table("tiny", meta, study, runs, in_tmp / "rec", "c", 1.0)
