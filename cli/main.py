@@ -219,7 +219,9 @@ def evaluate(cfg, run_dir, which, path_list, test, trust):
               help="Comma-separated clone runs whose cloned policy is the supervised reference (scratch runs).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="The results JSON to write (results/fit/<E>.json, results/fit_pointwise/<E>_<init>.json).")
-def report(run_list, init, supervised_from, out_path):
+@click.option("--config", "config_path", default="config.yaml", show_default=True,
+              help="Config whose enkf_inflation study lists the inflations a truth-reward record is compared with.")
+def report(run_list, init, supervised_from, out_path, config_path):
     """Fit record over training seeds (../shared/RESULTS_FORMAT.md) from evaluated run folders."""
     import shlex
     import sys
@@ -234,6 +236,18 @@ def report(run_list, init, supervised_from, out_path):
     study = words[words.index("--study") + 1] if "--study" in words else None
     variant = words[words.index("--variant") + 1] if "--variant" in words else None
     record = fit_record(runs, init, command, time.perf_counter() - t0, study, variant, sup)
+    if record["reward_target"] == "truth":  # the study's question: does it beat the EnKF it imitated?
+        from enkf.config import load_ablation, test_split
+        from enkf.spinup import read_spinup
+        from rl.report import add_enkf_comparison, enkf_inflation_sweep
+        cfg = load_run_config(runs[0] / "config.yaml")
+        scfg = test_split(cfg)
+        starts = read_spinup(scfg, spinup_file(cfg, "test"))["starts"]
+        _, enkf_runs = load_ablation(config_path, "enkf_inflation")  # the inflations studied there
+        inflations = sorted({r.cfg.filter.inflation for r in enkf_runs} | {cfg.filter.inflation})
+        sweep = enkf_inflation_sweep(scfg, starts, inflations, cfg.paths.burn_in)
+        record = add_enkf_comparison(record, sweep, cfg.filter.inflation)
+        record["provenance"]["wall_s"] = time.perf_counter() - t0
     atomic_write_json(out_path, record)
     click.echo(f"wrote {out_path}")
     for name, c in record["checks"].items():

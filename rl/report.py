@@ -176,3 +176,36 @@ def checks(record: dict, runs: list[dict], cfg: Config, init: str) -> dict:
             rules.append(rule("below_clone",
                               lambda t, r: t["rl"]["rmse_norm_vs_enkf"] < t["supervised"]["rmse_norm_vs_enkf"]))
     return dict(rules)
+
+
+def enkf_inflation_sweep(test_cfg: Config, starts, inflations: list[float], burn_in: int) -> list[dict]:
+    """The EnKF of the same ensemble size on the same test paths (same truth, observations and
+    perturbation draws: only filter.inflation differs), analysis RMSE vs truth after burn_in,
+    mean over the test paths, for each inflation."""
+    import dataclasses
+    from enkf.precompute import precompute
+    out = []
+    for infl in inflations:
+        cfg = dataclasses.replace(test_cfg, filter=dataclasses.replace(test_cfg.filter, inflation=float(infl)))
+        data = precompute(cfg, starts, progress=False)
+        per_path = data["analysis_rmse"][:, burn_in:].mean(axis=1)
+        out.append({"inflation": float(infl), "rmse_vs_truth": float(per_path.mean()),
+                    "rmse_vs_truth_std_over_paths": float(per_path.std())})
+    return out
+
+
+def add_enkf_comparison(record: dict, sweep: list[dict], stored_inflation: float) -> dict:
+    """The truth-reward study's answer: RL vs truth against the stored EnKF and the best
+    inflation's EnKF on the same test paths (mean over seeds of the test-set mean)."""
+    best = min(sweep, key=lambda r: r["rmse_vs_truth"])
+    rl = record["rl"]["rmse_vs_truth"]
+    record["enkf_inflation_sweep"] = {"stored_inflation": stored_inflation, "rows": sweep, "best": best}
+    record["checks"]["beats_stored_enkf_vs_truth"] = {
+        "mean": rl < record["enkf"]["rmse_vs_truth"],
+        "seeds_passing": sum(s["test"]["rl"]["rmse_vs_truth"] < s["test"]["enkf"]["rmse_vs_truth"]
+                             for s in record["per_seed"]), "of_seeds": len(record["per_seed"])}
+    record["checks"]["beats_best_inflation_enkf_vs_truth"] = {
+        "mean": rl < best["rmse_vs_truth"],
+        "seeds_passing": sum(s["test"]["rl"]["rmse_vs_truth"] < best["rmse_vs_truth"] for s in record["per_seed"]),
+        "of_seeds": len(record["per_seed"])}
+    return record

@@ -76,7 +76,7 @@ def table(name: str) -> str:
         return faults()
     if name == "fit_absolute":
         return fit_absolute()
-    if name in ("data", "fit", "bench", "ray_study"):
+    if name in ("data", "fit", "fit_pointwise", "truth_study", "bench", "ray_study"):
         return getattr(tables, name)()
     return tables.ablation(name)
 
@@ -176,6 +176,13 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
     if parts[0] == "bench.json":
         from cli.common import bench_config
         return {hash_of(bench_config(config_path))}, "enkfrl bench"
+    if parts[0].startswith("fit") and doc.get("study"):  # a variant of a `measure: train` study
+        _, runs = load_ablation(config_path, doc["study"])
+        want = {r.cfg.hash() for r in runs if r.experiment == doc["experiment"]
+                and r.variant == doc["variant"] and r.seed in doc["seeds"]}
+        if not want:
+            raise KeyError(f"config.yaml's study {doc['study']} has no variant {doc['variant']} for {doc['experiment']}")
+        return want, f"scripts/train_concurrent.sh --study {doc['study']} --variant {doc['variant']} {doc['experiment']}"
     if parts[0].startswith("fit"):
         base = load_config(config_path, doc["experiment"]).to_dict()
         if doc.get("overrides"):

@@ -13,23 +13,94 @@ from rl.ablate import markdown_table
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
+ACTOR_ROWS = (("rl", "RL (final policy)"), ("supervised", "supervised (its cloned start)"),
+              ("copy_obs", "copy obs"), ("no_da", "no DA"), ("enkf_replica", "EnKF replica"))
+
+
+def _pm(entry: dict, digits: int) -> str:
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+
+
+def fit_table(records: list[dict]) -> str:
+    """Per record: every actor on the test set (mean ± std over seeds of the test-path means) and on
+    the eval path (mean over seeds), then the checks with how many seeds pass them alone."""
+    rows = ["| experiment | policy | test set: RMSE_norm vs stored EnKF xa | test set: RMSE vs truth | "
+            "path 0: RMSE_norm | path 0: RMSE vs truth |", "|---|---|---|---|---|---|"]
+    notes = []
+    for r in records:
+        t, e = r["test"], r["eval_path"]
+        for name, label in ACTOR_ROWS:
+            if name in t and "rmse_norm_vs_enkf" in t[name]:
+                rows.append(f"| {r['experiment']} | {label} | {_pm(t[name]['rmse_norm_vs_enkf'], 4)} | "
+                            f"{_pm(t[name]['rmse_vs_truth'], 4)} | {e[name]['rmse_norm_vs_enkf']:.4f} | "
+                            f"{e[name]['rmse_vs_truth']:.4f} |")
+        rows.append(f"| {r['experiment']} | EnKF (stored) | 0 | {_pm(t['enkf']['rmse_vs_truth'], 4)} | 0 | "
+                    f"{e['enkf']['rmse_vs_truth']:.4f} |")
+        seeds = len(r["seeds"])
+        speed = f"{r['path_steps_per_s']:.0f} path-steps/s" if r.get("path_steps_per_s") == r.get("path_steps_per_s") else ""
+        notes.append(f"- {r['experiment']} ({r['agent']} agent, {r['init']}, seeds {r['seeds']}, "
+                     f"{r['train_steps']:,} PPO path-steps each, {speed}; paths active at the end "
+                     f"{r['active_paths_at_end']} of {r['of_training_paths']}; worst cycles completed "
+                     f"{r['cycles_completed']} / {r['cycles']}): "
+                     + ", ".join(f"{k} {'yes' if c['mean'] else 'NO'} ({c['seeds_passing']}/{seeds} seeds)"
+                                 for k, c in r["checks"].items()))
+    return "\n".join(rows + [""] + notes)
+
+
+def _records(folder: str, names: list[str] | None = None) -> list[dict]:
+    files = sorted((RESULTS / folder).glob("*.json"))
+    if names is not None:
+        files = [RESULTS / folder / f"{n}.json" for n in names if (RESULTS / folder / f"{n}.json").is_file()]
+    return [json.loads(f.read_text()) for f in files]
+
+
 def fit() -> str:
-    rows = ["| experiment | policy | cycles completed | RMSE_norm vs stored EnKF xa | RMSE vs truth |",
-            "|---|---|---|---|---|"]
-    checks = []
-    for f in sorted((RESULTS / "fit").glob("*.json")):
-        r = json.loads(f.read_text())
-        for name in ("rl", "supervised", "copy_obs", "no_da", "enkf_replica"):
-            if name in r:
-                m = r[name]
-                rows.append(f"| {r['experiment']} | {name} | {m['cycles_completed']} / {r['cycles']} | "
-                            f"{m['rmse_norm_vs_enkf']:.4f} | {m['rmse_vs_truth']:.4f} |")
-        rows.append(f"| {r['experiment']} | enkf (stored) | {r['cycles']} / {r['cycles']} | 0 | "
-                    f"{r['enkf']['rmse_vs_truth']:.4f} |")
-        checks.append(f"- {r['experiment']}: PPO {r['train_steps']:,} steps in {r['train_wall_s'] / 60:.0f} min, "
-                      f"behaviour cloning {r['pretrain_epochs']} epochs in {r['pretrain_wall_s'] / 60:.0f} min; "
-                      + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["checks"].items()))
-    return "\n".join(rows + [""] + checks)
+    """results/fit/<E>.json: the final defaults, over training seeds."""
+    return fit_table(_records("fit"))
+
+
+def fit_pointwise() -> str:
+    """Scratch vs cloned pointwise PPO per experiment: the test-set figures side by side."""
+    rows = ["| experiment | from scratch: RL | cloned start (supervised) | from the clone: RL | change vs its clone | "
+            "copy obs | RL vs truth (scratch / clone) | EnKF vs truth | paths active at the end (scratch / clone) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for exp in ("L96_1", "L96_2", "L96_3"):
+        sc, cl = _records("fit_pointwise", [f"{exp}_scratch"]), _records("fit_pointwise", [f"{exp}_clone"])
+        if not (sc or cl):
+            continue
+        sc, cl = (sc or [None])[0], (cl or [None])[0]
+        t = lambda r, a, k: _pm(r["test"][a][k], 4) if r and a in r["test"] else "—"  # noqa: E731
+        change = (f"{-100 * cl['improvement_over_clone']['mean']:+.1f}% ± {100 * cl['improvement_over_clone']['std']:.1f}% "
+                  f"({len(cl['seeds'])} seeds)") if cl and "improvement_over_clone" in cl else "—"
+        ref = cl or sc
+        rows.append(f"| {exp} | {t(sc, 'rl', 'rmse_norm_vs_enkf')} ({len(sc['seeds']) if sc else 0} seed) | "
+                    f"{t(cl, 'supervised', 'rmse_norm_vs_enkf')} | {t(cl, 'rl', 'rmse_norm_vs_enkf')} | {change} | "
+                    f"{t(ref, 'copy_obs', 'rmse_norm_vs_enkf')} | {t(sc, 'rl', 'rmse_vs_truth')} / {t(cl, 'rl', 'rmse_vs_truth')} | "
+                    f"{t(ref, 'enkf', 'rmse_vs_truth')} | {sc['active_paths_at_end'] if sc else '—'} / "
+                    f"{cl['active_paths_at_end'] if cl else '—'} |")
+    notes = []
+    for r in _records("fit_pointwise", [f"{e}_scratch" for e in ("L96_1", "L96_2", "L96_3")]):
+        notes.append(f"- {r['experiment']} from scratch, {r['train_steps']:,} path-steps: "
+                     + ", ".join(f"{k} {'yes' if c['mean'] else 'NO'}" for k, c in r["checks"].items()))
+    return "\n".join(rows + [""] + notes)
+
+
+def truth_study() -> str:
+    """reward.target truth: RL vs truth against the stored EnKF and the best inflation's EnKF."""
+    rows = ["| experiment | RL rewarded against the truth | RL rewarded against the stored xa (scratch) | "
+            "stored EnKF (inflation) | best EnKF of the sweep (inflation) | EnKF inflations tried |",
+            "|---|---|---|---|---|---|"]
+    for r in _records("fit_pointwise"):
+        if r.get("reward_target") != "truth":
+            continue
+        sw = r["enkf_inflation_sweep"]
+        sc = _records("fit_pointwise", [f"{r['experiment']}_scratch"])
+        scratch = _pm(sc[0]["test"]["rl"]["rmse_vs_truth"], 4) if sc else "—"
+        rows.append(f"| {r['experiment']} | {_pm(r['test']['rl']['rmse_vs_truth'], 4)} ({len(r['seeds'])} seed, "
+                    f"{r['train_steps']:,} path-steps) | {scratch} | {r['enkf']['rmse_vs_truth']:.4f} ({sw['stored_inflation']:g}) | "
+                    f"{sw['best']['rmse_vs_truth']:.4f} ({sw['best']['inflation']:g}) | "
+                    + ", ".join(f"{x['inflation']:g}: {x['rmse_vs_truth']:.4f}" for x in sw["rows"]) + " |")
+    return "\n".join(rows)
 
 
 def data() -> str:
