@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402
 
-from enkf.config import (DATA_SECTIONS, ConfigError, deep_merge, from_dict,  # noqa: E402
+from enkf.config import (DATA_SECTIONS, ConfigError, _without, deep_merge, from_dict,  # noqa: E402
                          load_ablation, load_config, split_config)
 from enkf.io import hash_of  # noqa: E402
 
@@ -173,6 +173,9 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
         exp, split = doc["experiment"], doc.get("split", "train")
         cfg = split_config(load_config(config_path, exp), split)
         return {cfg.data_hash()}, f"enkfrl precompute --exp {exp}" + ("" if split == "train" else f" --split {split}")
+    if parts[0] == "faults.json":  # the fault-injection cases run on the smoke experiment
+        return ({load_config(config_path, "smoke").hash()},
+                "ENKFRL_FAULTS_JSON=results/faults.json python -m pytest tests/test_faults.py")
     if parts[0] == "bench.json":
         from cli.common import bench_config
         return {hash_of(bench_config(config_path))}, "enkfrl bench"
@@ -193,6 +196,13 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
     raise KeyError(f"no rule says which config of config.yaml results/{rel} comes from")
 
 
+def _safe_key(key_of, cfg_dict) -> str:
+    try:
+        return key_of(cfg_dict)
+    except (KeyError, TypeError) as e:
+        return f"(incomplete config: {e})"
+
+
 def ablation_problems(rel: Path, doc: dict, config_path: Path) -> list[str]:
     """An ablation study (results/ablations/Q.json with records, or one trial file
     results/ablations/Q/*.json): every record's config is the one config.yaml runs for its
@@ -203,7 +213,10 @@ def ablation_problems(rel: Path, doc: dict, config_path: Path) -> list[str]:
         _, runs = load_ablation(config_path, question)
     except ConfigError as e:
         return [f"results/{rel}: stale, config.yaml has no such study ({e})"]
-    want = {(r.experiment, r.variant, r.seed): r.cfg.hash() for r in runs}
+    meta = load_ablation(config_path, question)[0]
+    data_only = meta["measure"] == "enkf_skill"  # measures only the reference EnKF: its data settings
+    key_of = (lambda cfg_dict: hash_of(_without(cfg_dict, DATA_SECTIONS))) if data_only else hash_of
+    want = {(r.experiment, r.variant, r.seed): key_of(r.cfg.to_dict()) for r in runs}
     records = doc["records"] if "records" in doc else [doc]
     if not any(isinstance(rec.get("provenance"), dict) for rec in records):
         return [f"results/{rel}: stale (old format, no provenance): {rerun}"]
@@ -216,12 +229,16 @@ def ablation_problems(rel: Path, doc: dict, config_path: Path) -> list[str]:
             out.append(f"results/{rel}: stale (old format, no provenance in record {key}): {rerun}")
         elif key not in want:
             out.append(f"results/{rel}: stale, config.yaml no longer runs {key}: {rerun}")
-        elif prov.get("config_hash") != want[key]:
-            out.append(f"results/{rel}: stale, {key} ran config {prov.get('config_hash')} but config.yaml "
-                       f"gives {want[key]}: {rerun}")
+        elif "config" not in prov:  # a study table: its trial files (checked too) hold the configs
+            if not data_only and prov.get("config_hash") != want[key]:
+                out.append(f"results/{rel}: stale, {key} ran config {prov.get('config_hash')} but config.yaml "
+                           f"gives {want[key]}: {rerun}")
         elif hash_of(prov.get("config")) != prov["config_hash"]:
             out.append(f"results/{rel}: the config recorded for {key} does not hash to its config_hash "
                        f"(edited by hand?): {rerun}")
+        elif _safe_key(key_of, prov.get("config")) != want[key]:
+            out.append(f"results/{rel}: stale, {key} ran config {prov.get('config_hash')}"
+                       f"{' (data settings)' if data_only else ''} but config.yaml gives {want[key]}: {rerun}")
     if "records" in doc:
         missing = sorted(set(want) - seen, key=str)
         if missing:
@@ -252,6 +269,15 @@ def result_problems(root: Path) -> list[str]:
             continue
         if not isinstance(prov, dict) or "config_hash" not in prov:
             out.append(f"results/{rel}: stale (old format, no provenance): rerun `{command}`")
+        elif rel.parts[0] == "data" and isinstance(prov.get("config"), dict):
+            # the data depend on DATA_SECTIONS less NO_DATA_EFFECT: compare those settings
+            try:
+                recorded = hash_of(_without(prov["config"], DATA_SECTIONS))
+            except KeyError as e:
+                recorded = f"(incomplete config: {e})"
+            if recorded not in want:
+                out.append(f"results/{rel}: stale, its data settings hash to {recorded} but config.yaml "
+                           f"gives {', '.join(sorted(want))}: rerun `{command}`")
         elif prov["config_hash"] not in want:
             out.append(f"results/{rel}: stale, ran config {prov['config_hash']} but config.yaml gives "
                        f"{', '.join(sorted(want))}: rerun `{command}`")

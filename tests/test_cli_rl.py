@@ -99,14 +99,16 @@ def test_train_writes_the_run_folder(runs, workdir, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_tensorboard_has_every_tag(runs, kind):
     s = scalars(runs[kind])
+    cfg = from_dict(yaml.safe_load((runs[kind] / "config.yaml").read_text()))
+    unit = cfg.model.n if kind == "pointwise" else 1  # SB3's x axis counts agent-steps
     missing = [t for t in TAGS if t not in s]
     assert not missing, f"{kind} run lacks TensorBoard tags {missing}"
     for t in TAGS:
         values = np.array([v for _, v in s[t]])
         assert np.all(np.isfinite(values)), t
-        assert max(step for step, _ in s[t]) <= 1024
-    assert max(step for step, _ in s["time/fps"]) == 1024
-    assert [step for step, _ in s["eval/mean_reward"]] == [512, 1024]
+        assert max(step for step, _ in s[t]) <= 1024 * unit
+    assert max(step for step, _ in s["time/fps"]) == 1024 * unit
+    assert [step for step, _ in s["eval/mean_reward"]] == [512 * unit, 1024 * unit]
     n_paths = [v for _, v in s["curriculum/n_paths"]]
     assert n_paths == sorted(n_paths) and 1 <= n_paths[0] and n_paths[-1] <= 5
     assert all(0 <= v <= 60 for _, v in s["eval/cycles_completed"])
@@ -167,7 +169,15 @@ def test_evaluate_writes_metrics(runs, kind):
     run = runs[kind]
     invoke(["evaluate", "--exp", "smoke", "--run", str(run)])
     metrics = json.loads((run / "metrics.json").read_text())
-    assert list(metrics) == ["0"]
+    cfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    assert set(metrics) == {"0", "burn_in", "test"} and metrics["burn_in"] == cfg.paths.burn_in
+    test = metrics["test"]  # every path of the independent test split, and their summary
+    assert test["n_paths"] == cfg.test.n_paths == len(test["paths"]) and test["spinup_seed"] == cfg.test.seed
+    for actor, summary in test["over_paths"].items():
+        if actor != "enkf":
+            values = [test["paths"][p][actor]["rmse_norm_vs_enkf"] for p in test["paths"]]
+            assert summary["rmse_norm_vs_enkf"]["mean"] == pytest.approx(np.mean(values))
+    assert test["over_paths"]["enkf_replica"]["rmse_norm_vs_enkf"]["max"] < 1e-5
     m = metrics["0"]
     assert {"rl", "no_da", "copy_obs", "enkf_replica", "enkf"} <= set(m)
     assert m["enkf_replica"]["rmse_norm_vs_enkf"] < 1e-5

@@ -30,10 +30,11 @@ ALL_FEATURES = ["forecast_mean", "obs", "innovation", "spread", "prev_analysis"]
 
 # ---- shared helpers ------------------------------------------------------------------------------
 def smoke_workdir(tmp_path_factory) -> Path:
-    """A folder with config.yaml, data/smoke/spinup.h5 and data/smoke/paths.h5, made once per
-    session with `enkfrl generate` and `enkfrl precompute` (cli/ uses paths relative to cwd)."""
+    """A folder with config.yaml and the smoke data (data/smoke/spinup.h5, paths.h5 and the test
+    split's test_spinup.h5, test_paths.h5), made once per session with `enkfrl generate` and
+    `enkfrl precompute` (cli/ uses paths relative to cwd)."""
     d = tmp_path_factory.getbasetemp() / "smoke_rl"
-    if (d / "data" / "smoke" / "paths.h5").exists():
+    if (d / "data" / "smoke" / "test_paths.h5").exists():
         return d
     d.mkdir(exist_ok=True)
     shutil.copy(CONFIG, d / "config.yaml")
@@ -41,9 +42,10 @@ def smoke_workdir(tmp_path_factory) -> Path:
     os.chdir(d)
     try:
         runner = CliRunner()
-        for command in ("generate", "precompute"):
-            result = runner.invoke(main, [command, "--exp", "smoke"])
-            assert result.exit_code == 0, (command, result.output, result.exception)
+        for split in ("train", "test"):
+            for command in ("generate", "precompute"):
+                result = runner.invoke(main, [command, "--exp", "smoke", "--split", split])
+                assert result.exit_code == 0, (command, split, result.output, result.exception)
     finally:
         os.chdir(old)
     return d
