@@ -26,6 +26,14 @@ def fit() -> str:
                             f"{m['rmse_norm_vs_enkf']:.4f} | {m['rmse_vs_truth']:.4f} |")
         rows.append(f"| {r['experiment']} | enkf (stored) | {r['cycles']} / {r['cycles']} | 0 | "
                     f"{r['enkf']['rmse_vs_truth']:.4f} |")
+        if "per_seed" in r:  # rl/report.py's record over seeds: test-set means, checks on the mean
+            walls = [s["train_wall_s"] for s in r["per_seed"]]
+            checks.append(f"- {r['experiment']} (mean over the {r['test']['n_paths']} test paths and seeds "
+                          f"{', '.join(map(str, r['seeds']))}): PPO {r['train_steps']:,} steps in "
+                          f"{min(walls) / 60:.0f}–{max(walls) / 60:.0f} min per seed; "
+                          + ", ".join(f"{k} {'yes' if v['mean'] else 'NO'} ({v['seeds_passing']}/{v['of_seeds']} seeds)"
+                                      for k, v in r["checks"].items()))
+            continue
         checks.append(f"- {r['experiment']}: PPO {r['train_steps']:,} steps in {r['train_wall_s'] / 60:.0f} min, "
                       f"behaviour cloning {r['pretrain_epochs']} epochs in {r['pretrain_wall_s'] / 60:.0f} min; "
                       + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["checks"].items()))
