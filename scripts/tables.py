@@ -30,7 +30,7 @@ def fit() -> str:
             walls = [s["train_wall_s"] for s in r["per_seed"]]
             checks.append(f"- {r['experiment']} (mean over the {r['test']['n_paths']} test paths and seeds "
                           f"{', '.join(map(str, r['seeds']))}): PPO {r['train_steps']:,} steps in "
-                          f"{min(walls) / 60:.0f}–{max(walls) / 60:.0f} min per seed; "
+                          f"{sum(walls) / len(walls) / 60:.1f} min per seed; "
                           + ", ".join(f"{k} {'yes' if v['mean'] else 'NO'} ({v['seeds_passing']}/{v['of_seeds']} seeds)"
                                       for k, v in r["checks"].items()))
             continue
