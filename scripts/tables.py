@@ -131,6 +131,8 @@ COLUMNS = {
                    "clone_wall_s", "ppo_steps_per_s"],
     "ppo_settings": ["supervised_rmse_norm_vs_enkf", "rl_rmse_norm_vs_enkf", "rl_rmse_vs_truth",
                      "rl_cycles_completed"],
+    "l63_exploration": ["log_std_init", "supervised_rmse_norm_vs_enkf", "rl_rmse_norm_vs_enkf",
+                        "supervised_rmse_vs_truth", "rl_rmse_vs_truth", "rl_cycles_completed"],
 }
 
 
