@@ -26,7 +26,8 @@ def recurrent_model(tmp_path_factory):
     cfg, data, norm = load_smoke(smoke_workdir(tmp_path_factory))
     cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, kind="recurrent"),
                               env=dataclasses.replace(cfg.env, window=1),
-                              train=dataclasses.replace(cfg.train, n_envs=2, subproc=False))
+                              train=dataclasses.replace(cfg.train, n_envs=2, subproc=False),
+                              ppo=dataclasses.replace(cfg.ppo, batch_size=32))  # 4 minibatches a shuffle
     assert cfg.ppo.n_steps == 64 and cfg.paths.n_cycles == 60
     venv = make_vec_env(cfg, data, norm, [1, 2])
     th.manual_seed(0)
