@@ -83,7 +83,7 @@ class _Phases(BaseCallback):
         return True
 
 
-def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float) -> dict:
+def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: str = "cpu") -> dict:
     """The pointwise agent on its vectorised env (M = train.paths_per_env paths x n points):
     the env-only limit (fixed zero action), PPO path-steps/s over `rollouts` rollouts, and
     where PPO's wall time goes (env.step, policy forward while collecting, PPO updates)."""
@@ -97,7 +97,7 @@ def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float) -> dict:
         venv.step(action)
         k += 1
     env_only = k * M / (time.perf_counter() - t0)
-    model = build_model(cfg, venv, None, "cpu", cfg.train.seed)
+    model = build_model(cfg, venv, None, device, cfg.train.seed)
     phases = _Phases()
     venv.pop_step_seconds()
     t0 = time.perf_counter()
@@ -108,7 +108,8 @@ def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float) -> dict:
     return {"paths_per_env": M, "point_net": cfg.agent.point_net, "env_only_path_steps_per_s": env_only,
             "ppo_path_steps_per_s": ppo, "ratio_to_env_only": ppo / env_only,
             "share_env_step": env_s / wall, "share_policy_forward_in_rollouts": (phases.rollout_s - env_s) / wall,
-            "share_ppo_updates": (wall - phases.rollout_s) / wall, "torch_threads": th.get_num_threads()}
+            "share_ppo_updates": (wall - phases.rollout_s) / wall, "torch_threads": th.get_num_threads(),
+            "device": device}
 
 
 def batched_forecast(cfg, data, norm, M: int, repeats: int) -> dict:
