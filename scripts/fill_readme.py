@@ -76,7 +76,7 @@ def table(name: str) -> str:
         return faults()
     if name == "fit_absolute":
         return fit_absolute()
-    if name in ("data", "fit", "fit_pointwise", "truth_study", "bench", "ray_study"):
+    if name in ("data", "fit", "fit_pointwise", "truth_study", "bench", "ray_study", "gpu_check"):
         return getattr(tables, name)()
     return tables.ablation(name)
 
@@ -176,6 +176,8 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
     if parts[0] == "faults.json":  # the fault-injection cases run on the smoke experiment
         return ({load_config(config_path, "smoke").hash()},
                 "ENKFRL_FAULTS_JSON=results/faults.json python -m pytest tests/test_faults.py")
+    if parts[0] == "gpu_check.json":  # scripts/gpu_check.py on a lent GPU machine, L96_1's config
+        return ({load_config(config_path, doc["experiment"]).hash()}, "python scripts/gpu_check.py (on a GPU machine)")
     if parts[0] == "bench.json":
         from cli.common import bench_config
         return {hash_of(bench_config(config_path))}, "enkfrl bench"
@@ -213,9 +215,8 @@ def ablation_problems(rel: Path, doc: dict, config_path: Path) -> list[str]:
         _, runs = load_ablation(config_path, question)
     except ConfigError as e:
         return [f"results/{rel}: stale, config.yaml has no such study ({e})"]
-    meta = load_ablation(config_path, question)[0]
-    data_only = meta["measure"] == "enkf_skill"  # measures only the reference EnKF: its data settings
-    key_of = (lambda cfg_dict: hash_of(_without(cfg_dict, DATA_SECTIONS))) if data_only else hash_of
+    data_only = False  # a study's trial is rerun on any change of its resolved config (rl/ablate.py)
+    key_of = hash_of
     want = {(r.experiment, r.variant, r.seed): key_of(r.cfg.to_dict()) for r in runs}
     records = doc["records"] if "records" in doc else [doc]
     if not any(isinstance(rec.get("provenance"), dict) for rec in records):
@@ -275,7 +276,10 @@ def result_problems(root: Path) -> list[str]:
                 recorded = hash_of(_without(prov["config"], DATA_SECTIONS))
             except KeyError as e:
                 recorded = f"(incomplete config: {e})"
-            if recorded not in want:
+            if prov["config_hash"] not in (hash_of(prov["config"]), recorded):
+                out.append(f"results/{rel}: its recorded config does not hash to its config_hash "
+                           f"(edited by hand?): rerun `{command}`")
+            elif recorded not in want:
                 out.append(f"results/{rel}: stale, its data settings hash to {recorded} but config.yaml "
                            f"gives {', '.join(sorted(want))}: rerun `{command}`")
         elif prov["config_hash"] not in want:

@@ -166,8 +166,19 @@ def bench() -> str:
     rows.append(f"| L96_1 precompute, 100 paths x 1000 cycles, {r['target_workers']} processes (s) | "
                 f"{r['wall_s_extrapolated']:.0f} (extrapolated from {r['paths']} paths) | | |")
     rows.append(f"| L96_1 closed-loop env.step, one process (steps/s) | {rl['env_steps_per_s']:,.0f} | | |")
-    rows.append(f"| L96_1 PPO training, {rl['ppo']['agent']} agent, 2 envs (steps/s) | {rl['ppo']['steps_per_s']:,.0f} | | "
-                f"{rl['ppo']['env_step_share']:.0%} of wall time in env.step |")
+    pw, mlp = rl["pointwise"], rl["pointwise_mlp"]
+    rows.append(f"| L96_1 pointwise env, {pw['paths_per_env']} paths x 20 points, fixed action: the env-only limit "
+                f"(path-steps/s) | {pw['env_only_path_steps_per_s']:,.0f} | | |")
+    for r, net in ((pw, "LSTM"), (mlp, "MLP")):
+        rows.append(f"| L96_1 pointwise PPO, {net} per point, 1 torch thread (path-steps/s) | {r['ppo_path_steps_per_s']:,.0f} | | "
+                    f"{r['ratio_to_env_only']:.0%} of the env-only limit; wall time: env.step {r['share_env_step']:.0%}, "
+                    f"policy forward while collecting {r['share_policy_forward_in_rollouts']:.0%}, "
+                    f"PPO updates {r['share_ppo_updates']:.0%} |")
+    bf = rl["pointwise_batched_forecast"]
+    rows.append(f"| forecast of {bf['paths']} paths' members: one numba call (s) vs {bf['paths']} calls | "
+                f"{bf['batched_s'] * 1e3:.2f} ms | {bf['separate_s'] * 1e3:.2f} ms | {bf['speedup']:.2f}x |")
+    rows.append(f"| L96_1 PPO training, {rl['ppo_local']['agent']} agent, 2 envs (path-steps/s) | {rl['ppo_local']['steps_per_s']:,.0f} | | "
+                f"{rl['ppo_local']['env_step_share']:.0%} of wall time in env.step |")
     for exp in ("L96_1", "smoke"):
         r = rl[f"recurrent_{exp}"]
         rows.append(f"| RecurrentPPO, LSTM 256, 4 envs, {exp} (steps/s) | {r['ours_steps_per_s']:,.0f} | "
@@ -205,3 +216,16 @@ if __name__ == "__main__":
         table = {"fit": fit, "data": data, "ablations": ablations, "bench": bench, "ray_study": ray_study}.get(p)
         print(table() if table else ablation(p))
         print()
+
+
+def gpu_check() -> str:
+    """results/gpu_check.json: the pointwise agent's PPO on CUDA vs CPU on the lent GPU machine."""
+    r = json.loads((RESULTS / "gpu_check.json").read_text())
+    rows = [f"| {r['experiment']} pointwise PPO on {r['gpu']} machine ({r['provenance']['cores']} cores) | path-steps/s | "
+            "env-only limit | wall time: env / forward / updates |", "|---|---|---|---|"]
+    for dev in ("cpu", "cuda"):
+        d = r[dev]
+        rows.append(f"| train.device {dev} | {d['ppo_path_steps_per_s']:,.0f} | {d['env_only_path_steps_per_s']:,.0f} | "
+                    f"{d['share_env_step']:.0%} / {d['share_policy_forward_in_rollouts']:.0%} / {d['share_ppo_updates']:.0%} |")
+    rows.append(f"\nCUDA / CPU: {r['cuda_over_cpu']:.2f}x (torch {r['versions']['torch']}, Python {r['versions']['python']} there).")
+    return "\n".join(rows)
