@@ -355,6 +355,7 @@ def bench(config_path, quick):
     from enkf.bench import run_bench
     from rl.bench import run_rl_bench
     from cli.common import bench_config
+    import json
     from enkf.io import atomic_write_json, hash_of, provenance
     t0 = time.perf_counter()
     results = {"kernels": run_bench(config_path, quick=quick, echo=click.echo)}
@@ -364,7 +365,11 @@ def bench(config_path, quick):
         configs = bench_config(config_path)
         results["provenance"] = provenance(configs, hash_of(configs), "enkfrl bench",
                                            time.perf_counter() - t0)
-        out = atomic_write_json(Path("results/bench.json"), results)
+        previous = Path("results/bench.json")
+        if previous.is_file():  # keys other commands measure (scripts/bench_ray_study.py: ray_study) stay
+            kept = {k: v for k, v in json.loads(previous.read_text()).items() if k not in results}
+            results.update(kept)
+        out = atomic_write_json(previous, results)
         click.echo(f"wrote {out}")
 
 
