@@ -295,6 +295,21 @@ def train_trial(config: dict, job: TrainJob) -> None:
     tune.report({"done": 1})
 
 
+def ensure_test_split(cfg: Config, exp_dir: Path, echo=print) -> None:
+    """data/<E>/test_spinup.h5 and test_paths.h5 (what `enkfrl generate/precompute --split test`
+    write) when they are missing."""
+    from enkf.config import test_split
+    from enkf.precompute import precompute, write_paths
+    from enkf.spinup import run_spinup, write_spinup
+    if (exp_dir / "test_paths.h5").is_file():
+        return
+    scfg = test_split(cfg)
+    echo(f"test split of {cfg.experiment}: spin-up with seed {scfg.seed}, {scfg.paths.n_paths} paths")
+    spin = run_spinup(scfg)
+    write_spinup(scfg, spin, exp_dir / "test_spinup.h5")
+    write_paths(scfg, precompute(scfg, spin["starts"], progress=False), spin["starts"], exp_dir / "test_paths.h5")
+
+
 def train_many(config_path: Path, experiments: list[str], data_root: Path, log_root: Path, command: str,
                address: str | None = None, max_concurrent: int | None = None, num_cpus: int | None = None,
                echo=print) -> list[Path]:
@@ -311,10 +326,8 @@ def train_many(config_path: Path, experiments: list[str], data_root: Path, log_r
             cfg = train_seed_config(base, seed)
             cfgs.append(cfg)
             run_dirs.append((Path(log_root) / exp / f"seed{seed}-{cfg.hash()[:8]}").resolve())
-    for exp in experiments:  # every run is evaluated on the test split too: it must exist first
-        if not (Path(data_root) / exp / "test_paths.h5").is_file():
-            raise DataError(f"{Path(data_root) / exp / 'test_paths.h5'} not found: run `enkfrl generate "
-                            f"--exp {exp} --split test` and `enkfrl precompute --exp {exp} --split test` first")
+    for exp in experiments:  # every run is evaluated on the test split too: made once, before the trials
+        ensure_test_split(load_config(config_path, exp), Path(data_root) / exp, echo)
     pending = [i for i, d in enumerate(run_dirs)
                if not ((d / "final_model.zip").exists() and (d / "metrics.json").exists())]
     echo(f"train-many: {len(cfgs)} runs ({', '.join(experiments)} x seeds), "

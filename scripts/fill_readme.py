@@ -176,6 +176,8 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
     if parts[0] == "faults.json":  # the fault-injection cases run on the smoke experiment
         return ({load_config(config_path, "smoke").hash()},
                 "ENKFRL_FAULTS_JSON=results/faults.json python -m pytest tests/test_faults.py")
+    if parts[0] == "fresh_install.json":  # scripts/time_fresh_install.sh: depends on no setting
+        return {hash_of({})}, "scripts/time_fresh_install.sh"
     if parts[0] == "gpu_check.json":  # scripts/gpu_check.py on a lent GPU machine, L96_1's config
         return ({load_config(config_path, doc["experiment"]).hash()}, "python scripts/gpu_check.py (on a GPU machine)")
     if parts[0] == "bench.json":

@@ -124,7 +124,7 @@ class PathRecorder(BaseCallback):
 
 def test_callback_drives_subprocess_envs(tmp_path_factory):
     cfg, data, norm = load_smoke(smoke_workdir(tmp_path_factory))
-    cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, kind="window"))  # one agent per env
+    cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, kind="window", log_std_init=-3.5))  # one agent per env; no cloning here to set the std
     assert cfg.curriculum.episodes_k == 4
     first, last = cfg.paths.train_paths
     cur = Curriculum(first, last, cfg.curriculum.episodes_k)

@@ -148,8 +148,8 @@ def nan_metric(d: Path, request) -> None:
     summarise = rl.evaluate.summarise
     calls = []
 
-    def with_nan(ep):
-        s = summarise(ep)
+    def with_nan(ep, *args):
+        s = summarise(ep, *args)
         calls.append(1)
         if len(calls) == 1:  # the first actor is the policy, "rl"
             s["rmse_norm_vs_enkf"] = float("nan")
@@ -216,7 +216,7 @@ CASES = [
          edit_config("c.yaml", lambda r: r["shared"].update(seed=-1))),
     Case("shared_list", "`shared: [1]`", ["config", "--exp", "smoke", "--config", "c.yaml"],
          2, "c.yaml: shared: expected a mapping",
-         write_yaml("c.yaml", "shared: [1]\nexperiments: {smoke: {}}\nablations: {}\n")),
+         write_yaml("c.yaml", "shared: [1]\nexperiments: {smoke: {}}\nablations: {}\nsweep: {}\n")),
     Case("duplicate_key", "a key written twice (`filter: {n_ens: 12, n_ens: 10}`)",
          ["config", "--exp", "smoke", "--config", "c.yaml"], 2, "duplicate key 'n_ens'",
          lambda d, request: (d / "c.yaml").write_text((d / "config.yaml").read_text().replace(
@@ -282,7 +282,7 @@ CASES = [
     Case("run_id_taken", "`train --run-id` of an existing run", TRAIN + ["--run-id", "base"], 1,
          "logs/smoke/base exists: choose another --run-id"),
     Case("resume_finished", "`train --resume` of a finished run", TRAIN + ["--resume", RUN], 0,
-         "is finished (final_model.zip at 1024 of 1024 steps): nothing to resume"),
+         "is finished (final_model.zip at 1024 of 1024 path-steps): nothing to resume"),
     Case("resume_corrupt_checkpoint", "`train --resume`, newest checkpoint 0 bytes, no final_model.zip",
          TRAIN + ["--resume", RUN], 0, "resumed from model_512.zip", _corrupt_checkpoint),
     Case("evaluate_newest_with_model", "`evaluate` without --run; the newest run folder has no model",
@@ -384,10 +384,10 @@ def test_runs_started_in_the_same_second_get_their_own_folders(work, monkeypatch
         result = invoke(TRAIN)
         assert result.exit_code == 0, result.output
     runs = sorted(p.name for p in (work / "logs/smoke").iterdir() if p.name != "base")
-    assert runs == ["20260101-120000", "20260101-120000-2"]
+    assert runs == ["s0-20260101-120000", "s0-20260101-120000-2"]
     for r in runs:
         assert (work / "logs/smoke" / r / "final_model.zip").is_file()
-        assert (work / "logs/smoke" / r / "train.log").read_text().count("done: 1024 steps") == 1
+        assert (work / "logs/smoke" / r / "train.log").read_text().count("done: 1024 path-steps") == 1
 
 
 def test_settings_that_change_no_stored_array_do_not_make_data_stale(work):
@@ -466,7 +466,7 @@ def test_kill_during_checkpoint_then_resume(work, base):
     resumed = cli_subprocess(TRAIN + ["--resume", str(run)], work)
     assert resumed.returncode == 0, resumed.stderr
     line = first_line_with(resumed.stdout, "resumed from")
-    assert "resumed from model_512.zip (512 steps" in line
+    assert "resumed from model_512.zip (512 path-steps" in line
     record("kill_checkpoint_resume", "... then `train --resume` (after a second kill at the same point)",
            f"enkfrl train --exp smoke --resume {run.relative_to(work)}", resumed.returncode, line)
     assert not [p for p in run.rglob("*") if ".tmp-" in p.name]
@@ -501,7 +501,7 @@ def test_kill_during_final_model_then_resume(work, base):
     resumed = cli_subprocess(TRAIN + ["--resume", str(run)], work)
     assert resumed.returncode == 0, resumed.stderr
     line = first_line_with(resumed.stdout, "resumed from")
-    assert "resumed from model_1024.zip (1024 steps" in line
+    assert "resumed from model_1024.zip (1024 path-steps" in line
     record("kill_final_resume", "... then `train --resume`", f"enkfrl train --exp smoke --resume {run.relative_to(work)}",
            0, line + "; final_model.zip written")
     from rl.runs import is_finished

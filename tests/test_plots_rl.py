@@ -56,8 +56,9 @@ def workdir(tmp_path_factory, one_torch_thread):
     old = os.getcwd()
     os.chdir(d)
     try:
-        invoke("generate", "--exp", "smoke")
-        invoke("precompute", "--exp", "smoke")
+        for split in ("train", "test"):  # evaluate runs the eval path and the test split
+            invoke("generate", "--exp", "smoke", "--split", split)
+            invoke("precompute", "--exp", "smoke", "--split", split)
         invoke("train", "--exp", "smoke", "--run-id", "p")
         invoke("evaluate", "--exp", "smoke", "--run", "logs/smoke/p")
         d.joinpath("plot_all.txt").write_text(invoke("plot", "--exp", "smoke", "--stage", "all"))
