@@ -31,9 +31,11 @@ test: $(SETUP)  ## run the test suite
 check: $(SETUP) ## results/ from the current config.yaml, readme.md from template + results/
 	$(PYTHON) scripts/fill_readme.py --check
 
-run: $(SETUP)   ## the whole pipeline for EXP: generate, precompute, train, evaluate, plot
+run: $(SETUP)   ## the whole pipeline for EXP: generate, precompute (training and test split), train, evaluate, plot
 	$(ENKFRL) generate --exp $(EXP) --config $(CONFIG)
 	$(ENKFRL) precompute --exp $(EXP) --config $(CONFIG)
+	$(ENKFRL) generate --exp $(EXP) --config $(CONFIG) --split test
+	$(ENKFRL) precompute --exp $(EXP) --config $(CONFIG) --split test
 	$(ENKFRL) train --exp $(EXP) --config $(CONFIG)
 	$(ENKFRL) evaluate --exp $(EXP) --config $(CONFIG)
 	$(ENKFRL) plot --exp $(EXP) --config $(CONFIG) --stage all
