@@ -237,16 +237,10 @@ def report(run_list, init, supervised_from, out_path, config_path):
     variant = words[words.index("--variant") + 1] if "--variant" in words else None
     record = fit_record(runs, init, command, time.perf_counter() - t0, study, variant, sup)
     if record["reward_target"] == "truth":  # the study's question: does it beat the EnKF it imitated?
-        from enkf.config import load_ablation, test_split
-        from enkf.spinup import read_spinup
-        from rl.report import add_enkf_comparison, enkf_inflation_sweep
+        from rl.report import compare_with_tuned_enkf
         cfg = load_run_config(runs[0] / "config.yaml")
-        scfg = test_split(cfg)
-        starts = read_spinup(scfg, spinup_file(cfg, "test"))["starts"]
-        _, enkf_runs = load_ablation(config_path, "enkf_inflation")  # the inflations studied there
-        inflations = sorted({r.cfg.filter.inflation for r in enkf_runs} | {cfg.filter.inflation})
-        sweep = enkf_inflation_sweep(scfg, starts, inflations, cfg.paths.burn_in)
-        record = add_enkf_comparison(record, sweep, cfg.filter.inflation)
+        test_cfg, spin, _ = read_split(cfg, "test")
+        record = compare_with_tuned_enkf(record, cfg, test_cfg, spin["starts"], config_path)
         record["provenance"]["wall_s"] = time.perf_counter() - t0
     atomic_write_json(out_path, record)
     click.echo(f"wrote {out_path}")

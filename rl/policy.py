@@ -49,6 +49,15 @@ class WindowLstmExtractor(BaseFeaturesExtractor):
         return output[:, -1]
 
 
+def stencil_windows(observations: th.Tensor, neighbours: th.Tensor) -> th.Tensor:
+    """(B, W, k n) windows of k per-variable features -> (B n, W, k (2S+1)): per grid point i the
+    window of its stencil neighbours[i] (the torch twin of rl.pointwise.gather_points)."""
+    B, W, F = observations.shape
+    n = neighbours.shape[0]
+    x = observations.reshape(B, W, F // n, n)[..., neighbours]  # (B, W, k, n, 2S+1)
+    return x.permute(0, 3, 1, 2, 4).reshape(B * n, W, -1)
+
+
 class LocalLstmExtractor(BaseFeaturesExtractor):
     """(B, W, k n) windows of k per-variable features -> per grid point i the window of its
     stencil (k features of variables i-S..i+S, cyclic) through one shared LSTM -> (B, n hidden)."""
@@ -62,10 +71,8 @@ class LocalLstmExtractor(BaseFeaturesExtractor):
         self.lstm = nn.LSTM(self.k * (2 * stencil + 1), hidden, num_layers=layers, batch_first=True)
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
-        B, W, _ = observations.shape
-        x = observations.reshape(B, W, self.k, self.n)[..., self.neighbours]  # (B, W, k, n, 2S+1)
-        x = x.permute(0, 3, 1, 2, 4).reshape(B * self.n, W, -1)
-        output, _ = self.lstm(x)
+        B = observations.shape[0]
+        output, _ = self.lstm(stencil_windows(observations, self.neighbours))
         return output[:, -1].reshape(B, self.n * self.hidden)
 
 

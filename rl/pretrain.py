@@ -18,6 +18,7 @@ import torch as th
 from enkf.config import Config
 from rl.env import reference_actions, reference_observations
 from rl.normalisation import Normaliser
+from rl.policy import stencil_windows
 
 
 def cloning_data(cfg: Config, norm: Normaliser, data: dict, paths: list[int]):
@@ -31,11 +32,8 @@ def _policy_mean(policy, obs: th.Tensor, recurrent: bool, neighbours: th.Tensor 
     """Mean action for obs (B, K, W, F) (recurrent: B whole sequences) or (B, W, F); with
     neighbours (pointwise agent) each cycle's n points' windows go through the policy: (B, n)."""
     if neighbours is not None:
-        B, W, F = obs.shape
-        n = neighbours.shape[0]
-        x = obs.reshape(B, W, F // n, n)[..., neighbours]            # (B, W, k, n, 2S+1)
-        x = x.permute(0, 3, 1, 2, 4).reshape(B * n, W, -1)           # as rl.pointwise.gather_points
-        return policy.get_distribution(x).distribution.mean.reshape(B, n)
+        x = stencil_windows(obs, neighbours)
+        return policy.get_distribution(x).distribution.mean.reshape(obs.shape[0], neighbours.shape[0])
     if not recurrent:
         return policy.get_distribution(obs).distribution.mean
     B, K = obs.shape[:2]

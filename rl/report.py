@@ -209,3 +209,13 @@ def add_enkf_comparison(record: dict, sweep: list[dict], stored_inflation: float
         "seeds_passing": sum(s["test"]["rl"]["rmse_vs_truth"] < best["rmse_vs_truth"] for s in record["per_seed"]),
         "of_seeds": len(record["per_seed"])}
     return record
+
+
+def compare_with_tuned_enkf(record: dict, cfg: Config, test_cfg: Config, starts, config_path) -> dict:
+    """A truth-reward record against the EnKF with every inflation of the config's enkf_inflation
+    study (and the stored one) on the same test paths."""
+    from enkf.config import load_ablation
+    _, enkf_runs = load_ablation(config_path, "enkf_inflation")
+    inflations = sorted({r.cfg.filter.inflation for r in enkf_runs} | {cfg.filter.inflation})
+    sweep = enkf_inflation_sweep(test_cfg, starts, inflations, cfg.paths.burn_in)
+    return add_enkf_comparison(record, sweep, cfg.filter.inflation)
