@@ -60,7 +60,7 @@ def read_split(cfg: Config, split: str) -> tuple[Config, dict, dict]:
 
 
 BENCH_EXPERIMENTS = ("L96_1", "L96_sakov2008", "smoke")
-"""The experiments `enkfrl bench` reads (enkf/bench.py, rl/bench.py)."""
+"""The experiments `enkfrl bench` reads (enkf/bench.py, rl/studies/bench.py)."""
 
 
 def bench_config(config_path) -> dict:

@@ -91,7 +91,7 @@ def load_run_inputs(cfg, config_file: str):
     config_file: staleness messages name it)."""
     from enkf.precompute import read_paths
     from enkf.spinup import read_spinup
-    from rl.normalisation import Normaliser
+    from rl.envs.normalisation import Normaliser
     spin = read_spinup(cfg, spinup_file(cfg), config_file)
     return (read_paths(cfg, paths_file(cfg), config_file),
             Normaliser.from_climatology(spin["clim_min"], spin["clim_max"]))
@@ -144,8 +144,8 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
     """Train the agent -> logs/<E>/<run_id>/ (config, tb/, checkpoints/, models, train.log)."""
     import shlex
     import sys
-    from rl.runs import create_run_dir, is_finished, model_steps
-    from rl.train import agents_per_path, train as run_train
+    from rl.training.runs import create_run_dir, is_finished, model_steps
+    from rl.training.train import agents_per_path, train as run_train
     if resume_dir:
         run_dir = Path(resume_dir)
         cfg = load_run_config(run_dir / "config.yaml")
@@ -181,7 +181,7 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
 def evaluate(cfg, run_dir, which, path_list, test, trust):
     """Closed-loop evaluation of the policy and the baselines on the eval path and the test set
     (cycle means after paths.burn_in) -> metrics.json, eval.h5 in the run folder."""
-    from rl.evaluate import evaluate_run, over_paths
+    from rl.training.evaluate import evaluate_run, over_paths
     run_dir = Path(run_dir) if run_dir else newest_run(cfg, needs=f"{which}_model.zip")
     cfg = load_run_config(run_dir / "config.yaml")
     paths = parse_paths(path_list, cfg.paths.n_paths) if path_list else [cfg.paths.eval_path]
@@ -226,7 +226,7 @@ def report(run_list, init, supervised_from, out_path, config_path):
     import shlex
     import sys
     from enkf.io import atomic_write_json
-    from rl.report import fit_record
+    from rl.studies.report import fit_record
     t0 = time.perf_counter()
     runs = [Path(r) for r in run_list.split(",")]
     sup = [Path(r) for r in supervised_from.split(",")] if supervised_from else None
@@ -237,7 +237,7 @@ def report(run_list, init, supervised_from, out_path, config_path):
     variant = words[words.index("--variant") + 1] if "--variant" in words else None
     record = fit_record(runs, init, command, time.perf_counter() - t0, study, variant, sup)
     if record["reward_target"] == "truth":  # the study's question: does it beat the EnKF it imitated?
-        from rl.report import compare_with_tuned_enkf
+        from rl.studies.report import compare_with_tuned_enkf
         cfg = load_run_config(runs[0] / "config.yaml")
         test_cfg, spin, _ = read_split(cfg, "test")
         record = compare_with_tuned_enkf(record, cfg, test_cfg, spin["starts"], config_path)
@@ -256,7 +256,7 @@ def report(run_list, init, supervised_from, out_path, config_path):
 def curves(records, title, out_path):
     """Learning curves on the eval path (RMSE_norm vs stored xa against PPO path-steps) of fit records."""
     import json
-    from rl.plots import plot_learning_curves
+    from rl.studies.plots import plot_learning_curves
     loaded = {}
     for item in records:
         label, _, path = item.partition("=")
@@ -287,7 +287,7 @@ def plot(cfg, stage, run_dir):
                         LOG_ROOT / cfg.experiment / "plots"))
     if stage == "data":
         return
-    from rl.plots import plot_eval, plot_training
+    from rl.studies.plots import plot_eval, plot_training
     run = Path(run_dir) if run_dir else newest_run(cfg)
     if not (run / "config.yaml").is_file():
         raise DataError(f"{run} is not a run folder (no config.yaml)")
@@ -318,7 +318,7 @@ def ablate(question, config_path, out_dir, address, max_concurrent):
     (one record per trial; finished trials are skipped) and the table results/ablations/<question>.json."""
     import shlex
     import sys
-    from rl.sweep import run_study
+    from rl.studies.sweep import run_study
     out = run_study(Path(config_path), question, DATA_ROOT, command=shlex.join(["enkfrl"] + sys.argv[1:]),
                     address=address, max_concurrent=max_concurrent, records_dir=out_dir, echo=click.echo)
     click.echo(f"wrote {out}")
@@ -334,7 +334,7 @@ def train_many(experiments, config_path, address, max_concurrent):
     """Train and evaluate every (experiment, train seed) on Ray -> logs/<E>/seed<S>-<config hash>/."""
     import shlex
     import sys
-    from rl.sweep import train_many as run
+    from rl.studies.sweep import train_many as run
     for d in run(Path(config_path), experiments.split(","), DATA_ROOT, LOG_ROOT,
                  command=shlex.join(["enkfrl"] + sys.argv[1:]), address=address,
                  max_concurrent=max_concurrent, echo=click.echo):
@@ -347,7 +347,7 @@ def train_many(experiments, config_path, address, max_concurrent):
 def bench(config_path, quick):
     """Speed ratios measured in one run (kernels vs numpy, precompute, env, PPO, RecurrentPPO)."""
     from enkf.bench import run_bench
-    from rl.bench import run_rl_bench
+    from rl.studies.bench import run_rl_bench
     from cli.common import bench_config
     import json
     from enkf.io import atomic_write_json, hash_of, provenance

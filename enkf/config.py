@@ -161,9 +161,9 @@ class CurriculumConfig:
 class AgentConfig:
     kind: Literal["window", "local", "pointwise", "recurrent"]
     """window: PPO with an LSTM over the last env.window observations. local: the same per grid
-    point, one network shared by all points over a stencil, one reward per cycle (rl/policy.py).
+    point, one network shared by all points over a stencil, one reward per cycle (rl/agents/policy.py).
     pointwise: every grid point of every path is an agent with its own reward, one shared network
-    (rl/pointwise.py). recurrent: RecurrentPPO."""
+    (rl/envs/pointwise.py). recurrent: RecurrentPPO."""
     point_net: Literal["lstm", "mlp"]
     """pointwise agent: an LSTM over the point's window (the researcher's design) or an MLP of
     the flattened window."""

@@ -217,7 +217,7 @@ def ablation_problems(rel: Path, doc: dict, config_path: Path) -> list[str]:
         _, runs = load_ablation(config_path, question)
     except ConfigError as e:
         return [f"results/{rel}: stale, config.yaml has no such study ({e})"]
-    data_only = False  # a study's trial is rerun on any change of its resolved config (rl/ablate.py)
+    data_only = False  # a study's trial is rerun on any change of its resolved config (rl/studies/ablate.py)
     key_of = hash_of
     want = {(r.experiment, r.variant, r.seed): key_of(r.cfg.to_dict()) for r in runs}
     records = doc["records"] if "records" in doc else [doc]

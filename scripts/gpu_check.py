@@ -13,8 +13,8 @@ import torch as th
 
 from enkf.config import load_config
 from enkf.io import atomic_write_json, installed_versions, provenance
-from rl.ablate import read_data
-from rl.bench import pointwise_speed
+from rl.studies.ablate import read_data
+from rl.studies.bench import pointwise_speed
 from pathlib import Path
 
 

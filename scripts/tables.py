@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from rl.ablate import markdown_table
+from rl.studies.ablate import markdown_table
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 

@@ -44,7 +44,7 @@ def ray_local():
     """One local Ray instance (2 CPUs) for every test that runs trials; yields its address, which
     a driver in a subprocess can attach to (--address)."""
     import ray
-    from rl.sweep import connect
+    from rl.studies.sweep import connect
     connect(None, cpus_per_trial=1, num_cpus=2)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cli.main import main
 from enkf.config import from_dict
-from rl.normalisation import Normaliser
+from rl.envs.normalisation import Normaliser
 
 from test_env import CONFIG, load_smoke, one_torch_thread, smoke_workdir  # noqa: F401
 
@@ -49,7 +49,7 @@ def workdir(tmp_path_factory):
     yield d
     os.chdir(old)
     train_log = logging.getLogger("enkfrl.train")
-    for h in list(train_log.handlers):  # rl/train.py leaves its file handler open
+    for h in list(train_log.handlers):  # rl/training/train.py leaves its file handler open
         h.close()
         train_log.removeHandler(h)
 

@@ -1,4 +1,4 @@
-"""The curriculum over training paths (rl/curriculum.py) and its callback driving real envs."""
+"""The curriculum over training paths (rl/training/curriculum.py) and its callback driving real envs."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +11,9 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from enkf.config import load_config
-from rl.curriculum import Curriculum, CurriculumCallback
-from rl.policy import build_model
-from rl.train import make_env_fn
+from rl.training.curriculum import Curriculum, CurriculumCallback
+from rl.agents.policy import build_model
+from rl.training.train import make_env_fn
 
 from test_env import one_torch_thread  # noqa: F401  (autouse)
 from test_env import CONFIG, load_smoke, smoke_workdir

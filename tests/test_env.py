@@ -1,8 +1,8 @@
-"""The closed-loop assimilation environment (rl/env.py) on the smoke experiment's real data.
+"""The closed-loop assimilation environment (rl/envs/assimilation.py) on the smoke experiment's real data.
 
 Also home of the helpers the RL tests share (test_curriculum, test_policy and test_cli_rl import
 them): ``smoke_workdir`` builds the smoke data once per session through the CLI, ``load_smoke``
-reads it the way rl/train.py does.
+reads it the way rl/training/train.py does.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from cli.main import main
 from enkf.config import load_config
 from enkf.precompute import read_paths
 from enkf.spinup import read_spinup
-from rl.env import AssimilationEnv, build_features, feature_sizes
-from rl.normalisation import Normaliser
+from rl.envs.assimilation import AssimilationEnv, build_features, feature_sizes
+from rl.envs.normalisation import Normaliser
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config.yaml"
@@ -328,10 +328,10 @@ def test_reset_picks_paths(smoke):
 
 
 def test_reference_observations_are_what_the_env_shows_the_oracle(tmp_path_factory):
-    """Behaviour cloning's inputs (rl.env.reference_observations, built from the stored run) equal
+    """Behaviour cloning's inputs (rl.envs.assimilation.reference_observations, built from the stored run) equal
     the env's observations along the oracle run, for every feature including the ensemble."""
     from enkf.precompute import precompute
-    from rl.env import reference_actions, reference_observations
+    from rl.envs.assimilation import reference_actions, reference_observations
     cfg, _, norm = load_smoke(smoke_workdir(tmp_path_factory))
     cfg = dataclasses.replace(
         cfg, env=dataclasses.replace(cfg.env, features=ALL_FEATURES + ["ensemble"]),

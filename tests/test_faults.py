@@ -144,8 +144,8 @@ def no_new_run(d: Path) -> None:
 
 
 def nan_metric(d: Path, request) -> None:
-    import rl.evaluate
-    summarise = rl.evaluate.summarise
+    import rl.training.evaluate
+    summarise = rl.training.evaluate.summarise
     calls = []
 
     def with_nan(ep, *args):
@@ -154,13 +154,13 @@ def nan_metric(d: Path, request) -> None:
         if len(calls) == 1:  # the first actor is the policy, "rl"
             s["rmse_norm_vs_enkf"] = float("nan")
         return s
-    request.getfixturevalue("monkeypatch").setattr(rl.evaluate, "summarise", with_nan)
+    request.getfixturevalue("monkeypatch").setattr(rl.training.evaluate, "summarise", with_nan)
 
 
 def nan_weights(d: Path, request) -> None:
     """final_model.zip with NaN weights, written (and recorded) the way the run writes models."""
-    from rl.policy import algo_class
-    from rl.runs import load_model, save_model
+    from rl.agents.policy import algo_class
+    from rl.training.runs import load_model, save_model
     run = d / RUN
     cfg = load_config(d / "config.yaml", "smoke")
     model = load_model(algo_class(cfg), run / "final_model.zip", run, device="cpu")
@@ -367,7 +367,7 @@ def test_bad_input_gives_one_line(case, work, request):
 def test_runs_started_in_the_same_second_get_their_own_folders(work, monkeypatch):
     """Eight concurrent create_run_dir calls with one clock reading; then two `train` runs
     started in the same second: every run has a folder of its own."""
-    from rl.runs import create_run_dir
+    from rl.training.runs import create_run_dir
     monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101-120000")
     made, barrier = [], threading.Barrier(8)
 
@@ -504,7 +504,7 @@ def test_kill_during_final_model_then_resume(work, base):
     assert "resumed from model_1024.zip (1024 path-steps" in line
     record("kill_final_resume", "... then `train --resume`", f"enkfrl train --exp smoke --resume {run.relative_to(work)}",
            0, line + "; final_model.zip written")
-    from rl.runs import is_finished
+    from rl.training.runs import is_finished
     assert is_finished(run, 1024)
     assert_nothing_corrupt(run)
     assert (json.loads((run / "checkpoints/curriculum_1024.json").read_text())

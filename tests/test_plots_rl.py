@@ -66,7 +66,7 @@ def workdir(tmp_path_factory, one_torch_thread):
     finally:
         os.chdir(old)
         train_log = logging.getLogger("enkfrl.train")
-        for h in list(train_log.handlers):  # rl/train.py leaves its file handler open
+        for h in list(train_log.handlers):  # rl/training/train.py leaves its file handler open
             h.close()
             train_log.removeHandler(h)
 

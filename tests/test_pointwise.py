@@ -1,4 +1,4 @@
-"""The pointwise agent's vectorised env (rl/pointwise.py) against the closed-loop env it wraps:
+"""The pointwise agent's vectorised env (rl/envs/pointwise.py) against the closed-loop env it wraps:
 per-point rewards, per-point observations, the oracle, curriculum counting, cloning's gather."""
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pytest
 import torch as th
 from stable_baselines3.common.callbacks import CallbackList
 
-from rl.curriculum import Curriculum, CurriculumCallback
-from rl.env import AssimilationEnv
-from rl.pointwise import PointwiseVecEnv, gather_points, point_rewards, pointwise_actor, stencil_neighbours
-from rl.policy import build_model
-from rl.pretrain import _policy_mean
+from rl.training.curriculum import Curriculum, CurriculumCallback
+from rl.envs.assimilation import AssimilationEnv
+from rl.agents.actors import pointwise_actor
+from rl.envs.pointwise import PointwiseVecEnv, gather_points, point_rewards, stencil_neighbours
+from rl.agents.policy import build_model
+from rl.agents.clone import _policy_mean
 
 from test_env import load_smoke, max_rel, one_torch_thread, smoke_workdir  # noqa: F401
 

@@ -1,4 +1,4 @@
-"""The agent's networks (rl/policy.py): FastRecurrentPolicy against upstream sb3-contrib on real
+"""The agent's networks (rl/agents/policy.py): FastRecurrentPolicy against upstream sb3-contrib on real
 rollout minibatches, and the window LSTM extractor."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch as th
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 
-from rl.policy import FastRecurrentPolicy, WindowLstmExtractor, build_model
-from rl.train import make_vec_env
+from rl.agents.policy import FastRecurrentPolicy, WindowLstmExtractor, build_model
+from rl.training.train import make_vec_env
 
 from test_env import one_torch_thread  # noqa: F401  (autouse)
 from test_env import load_smoke, smoke_workdir
@@ -189,7 +189,7 @@ def test_local_policy_is_translation_equivariant_and_reloads(tmp_path_factory, t
     (one network shared by all points); the model saves and loads with its stencil."""
     from stable_baselines3 import PPO
 
-    from rl.policy import LocalActorCriticPolicy, LocalLstmExtractor
+    from rl.agents.policy import LocalActorCriticPolicy, LocalLstmExtractor
     cfg, data, norm = load_smoke(smoke_workdir(tmp_path_factory))
     cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, kind="local", stencil=2))
     venv = make_vec_env(cfg, data, norm, [1])

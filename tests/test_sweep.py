@@ -17,7 +17,7 @@ from cli.main import main
 from conftest import ROOT, read_config_yaml
 from enkf.config import ConfigError, load_sweep
 from enkf.io import DataError
-from rl.sweep import run_study, train_many
+from rl.studies.sweep import run_study, train_many
 
 # 8 trials, each computing its own data (inflation variant x seed), none the experiment's own
 STUDY = {"question": "q", "measure": "enkf_skill", "experiments": ["smoke"], "seeds": [0, 1],

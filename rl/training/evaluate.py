@@ -1,72 +1,27 @@
-"""Closed-loop evaluation: a policy or a baseline drives the env over a whole path.
-
-Every "actor" maps (observation, env) to a normalised action, so the learned policy and the
-baselines run in the very same closed loop:
-    rl            the deterministic policy (its LSTM state carried over the episode)
-    no_da         xa = xb (no analysis)
-    copy_obs      xa = y where observed, xb elsewhere
-    enkf_replica  the EnKF analysis of the env's own forecast ensemble, sent through the same
-                  float32 action path: the floor any imitator can reach against the stored xa
-The stored EnKF itself ("enkf") is the reference run of paths.h5.
+"""Closed-loop evaluation: an actor (rl.agents.actors: the policy or a baseline) drives the env
+over a whole path. The stored EnKF itself ("enkf") is the reference run of paths.h5.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from enkf.io import atomic_h5, atomic_write_json
-from rl.env import AssimilationEnv
-
-Actor = Callable[[np.ndarray, AssimilationEnv], np.ndarray]
-
-
-def policy_actor(model) -> Actor:
-    """The deterministic policy; the recurrent state restarts with each call of run_episode."""
-    memory = {"state": None, "start": True}
-
-    def act(obs, env):
-        action, memory["state"] = model.predict(
-            obs, state=memory["state"], episode_start=np.array([memory["start"]]), deterministic=True)
-        memory["start"] = False
-        return action
-
-    def reset():
-        memory.update(state=None, start=True)
-
-    act.reset = reset
-    return act
+from rl.agents.actors import BASELINES, Actor, actor_factory
+from rl.envs.assimilation import AssimilationEnv
 
 
 def load_policy(cfg, run_dir: Path, which: str = "best", trust: bool = False):
     """best_model.zip (falls back to final_model.zip) or final_model.zip of a run folder; a zip
-    whose sha256 is not the one the run recorded is refused unless trust (rl/runs.py)."""
-    from rl.policy import algo_class
-    from rl.runs import load_model
+    whose sha256 is not the one the run recorded is refused unless trust (rl/training/runs.py)."""
+    from rl.agents.policy import algo_class
+    from rl.training.runs import load_model
     path = Path(run_dir) / f"{which}_model.zip"
     if which == "best" and not path.exists():
         path = Path(run_dir) / "final_model.zip"
     return load_model(algo_class(cfg), path, run_dir, trust, device="cpu")
-
-
-def no_da_actor(obs, env):
-    return env.action_for(env.forecast_mean)
-
-
-def copy_obs_actor(obs, env):
-    xa = env.forecast_mean.copy()
-    xa[env.system.obs_index] = env.current_obs
-    return env.action_for(xa)
-
-
-def enkf_replica_actor(obs, env):
-    return env.action_for(env.online_analysis)
-
-
-BASELINES: dict[str, Actor] = {"no_da": no_da_actor, "copy_obs": copy_obs_actor,
-                               "enkf_replica": enkf_replica_actor}
 
 
 def run_episode(env: AssimilationEnv, act: Actor, path: int) -> dict:
@@ -214,7 +169,6 @@ def evaluate_run(run_dir: Path, cfg, data: dict, normaliser, test: tuple | None,
     every path of the test split test = (test config, its arrays), cycle means after
     paths.burn_in, with the training normaliser -> metrics.json, eval.h5.
     Returns (metrics, test result or None, the files written)."""
-    from rl.train import actor_factory
     paths = paths or [cfg.paths.eval_path]
     make_actor = actor_factory(cfg)
     actors = {"rl": make_actor(load_policy(cfg, run_dir, which, trust))}

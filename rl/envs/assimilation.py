@@ -30,7 +30,7 @@ import numpy as np
 from enkf.config import Config
 from enkf.filters import ensemble_spread
 from enkf.system import System, rmse
-from rl.normalisation import Normaliser
+from rl.envs.normalisation import Normaliser
 
 # the arrays of paths.h5 the env reads (truth only for info, never for the observation)
 DATA_KEYS = ("truth", "obs", "analysis_mean", "forecast_mean", "forecast_spread", "initial_ensemble")

@@ -92,7 +92,7 @@ def generate_data(cfg: Config, folder: Path, cpus: int) -> str:
     """spinup.h5 and paths.h5 of cfg into folder, in at most `cpus` processes."""
     from enkf.precompute import write_paths
     from enkf.spinup import write_spinup
-    from rl.ablate import compute_data
+    from rl.studies.ablate import compute_data
     limit_threads(cpus)
     t0 = time.perf_counter()
     spin, data = compute_data(cfg, cpus)
@@ -197,8 +197,8 @@ def study_trial(config: dict, job: StudyJob) -> None:
     import numba
     import torch as th
     from ray import tune
-    from rl.ablate import measure_run, record_path, trial_key, trial_record
-    from rl.train import resolve_device
+    from rl.studies.ablate import measure_run, record_path, trial_key, trial_record
+    from rl.training.train import resolve_device
     run = job.runs[config["index"]]
     limit_threads(job.cpus)
     _start_line(job.trials_dir / job.name / trial_key(run))
@@ -223,7 +223,7 @@ def run_study(config_path: Path, name: str, data_root: Path, command: str, addre
               echo=print) -> Path:
     """Every trial of ablations.<name> without a finished record, on Ray; then the table
     <records_dir>/<name>.json from all records. Returns the table's path."""
-    from rl.ablate import finished_record, markdown_table, record_path, study_table, trial_key
+    from rl.studies.ablate import finished_record, markdown_table, record_path, study_table, trial_key
     t0 = time.perf_counter()
     sweep = load_sweep(config_path)
     meta, runs = load_ablation(config_path, name)
@@ -280,9 +280,9 @@ class TrainJob:
 def train_trial(config: dict, job: TrainJob) -> None:
     """One Tune trial: train (or resume) cfgs[index] in its run folder, then evaluate it there."""
     from ray import tune
-    from rl.ablate import read_data
-    from rl.evaluate import evaluate_run, read_test_split
-    from rl.train import train
+    from rl.studies.ablate import read_data
+    from rl.training.evaluate import evaluate_run, read_test_split
+    from rl.training.train import train
     cfg, run_dir = job.cfgs[config["index"]], job.run_dirs[config["index"]]
     limit_threads(job.cpus)
     _start_line(run_dir)

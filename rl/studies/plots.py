@@ -34,7 +34,7 @@ from enkf.io import DataError  # noqa: E402
 from enkf.plots import (C_ANALYSIS, C_FORECAST, C_OBS, C_TRUTH, _cycle_label,  # noqa: E402
                         _save, _shown_variables)
 
-# every actor of rl/evaluate.py, in legend order: (colour, line width, line style, label)
+# every actor of rl/training/evaluate.py, in legend order: (colour, line width, line style, label)
 ACTORS = {
     "rl": ("tab:orange", 1.1, "-", "RL agent"),
     "supervised": ("tab:green", 1.0, "-", "supervised (behaviour cloning)"),
@@ -389,7 +389,7 @@ def plot_training(run_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def _pretrain_curve(cfg, run_dir: Path, s: dict, out: Path) -> Path:
-    # rl/train.py logs the training RMSE as the held-out one when there are no held-out paths
+    # rl/training/train.py logs the training RMSE as the held-out one when there are no held-out paths
     history = run_dir / "pretrain.json"
     held_out = not history.exists() or bool(json.loads(history.read_text()).get("val_rmse"))
     fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")

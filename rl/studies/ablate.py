@@ -14,7 +14,7 @@ overrides, so every run is an ordinary validated Config. Measures:
     clone        behaviour cloning only: the supervised policy in closed loop on the eval path
     finetune     clone, then PPO for train.total_steps: both policies on the eval path
 
-Every (experiment, variant, seed) is one trial (rl/sweep.py runs them on Ray Tune): `measure_run`
+Every (experiment, variant, seed) is one trial (rl/studies/sweep.py runs them on Ray Tune): `measure_run`
 measures it and `trial_record` is what it writes, results/ablations/NAME/<E>__<variant>__seed<S>.json.
 `study_table` assembles results/ablations/NAME.json from those files: per (experiment, variant) the
 mean and std over seeds.
@@ -36,13 +36,14 @@ from enkf.config import AblationRun, Config
 from enkf.io import DataError, provenance
 from enkf.precompute import precompute, read_paths, summary
 from enkf.spinup import read_spinup, run_spinup
-from rl.curriculum import Curriculum, CurriculumCallback
-from rl.env import AssimilationEnv
-from rl.evaluate import BASELINES, run_episode, summarise
-from rl.normalisation import Normaliser
-from rl.policy import build_model
-from rl.pretrain import behaviour_clone
-from rl.train import actor_factory, agents_per_path, make_vec_env, resolve_device, set_exploration
+from rl.training.curriculum import Curriculum, CurriculumCallback
+from rl.envs.assimilation import AssimilationEnv
+from rl.agents.actors import BASELINES, actor_factory
+from rl.training.evaluate import run_episode, summarise
+from rl.envs.normalisation import Normaliser
+from rl.agents.policy import build_model
+from rl.agents.clone import behaviour_clone
+from rl.training.train import agents_per_path, make_vec_env, resolve_device, set_exploration
 
 
 # ---- data: the experiment's files, a study's shared files, or computed in the trial --------------

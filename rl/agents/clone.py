@@ -1,13 +1,13 @@
 """Behaviour cloning warm start: fit the policy mean to the stored EnKF analyses.
 
 Inputs are the observations the env hands out along each stored training path when the agent
-emits the stored xa (rl.env.reference_observations), targets the actions that ask for the stored
-xa (rl.env.reference_actions); the loss is the MSE of the Gaussian policy's mean, in normalised
+emits the stored xa (rl.envs.assimilation.reference_observations), targets the actions that ask for the stored
+xa (rl.envs.assimilation.reference_actions); the loss is the MSE of the Gaussian policy's mean, in normalised
 units. The result, before any PPO, is the "supervised" policy the evaluation reports: the same
 network and features as the RL agent, run in the same closed loop.
 
 window/local agent: samples are single windows, shuffled. pointwise agent: the same cycles, each
-cycle's n points' windows (rl.pointwise) through the shared network, batch_size in cycles. recurrent agent: samples are whole paths,
+cycle's n points' windows (rl.envs.pointwise) through the shared network, batch_size in cycles. recurrent agent: samples are whole paths,
 the LSTM state starting at zero as in an episode.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ import numpy as np
 import torch as th
 
 from enkf.config import Config
-from rl.env import reference_actions, reference_observations
-from rl.normalisation import Normaliser
-from rl.policy import stencil_windows
+from rl.envs.assimilation import reference_actions, reference_observations
+from rl.envs.normalisation import Normaliser
+from rl.agents.policy import stencil_windows
 
 
 def cloning_data(cfg: Config, norm: Normaliser, data: dict, paths: list[int]):
@@ -81,7 +81,7 @@ def behaviour_clone(model, cfg: Config, norm: Normaliser, data: dict, log=print)
     policy, device = model.policy, model.device
     neighbours = None
     if cfg.agent.kind == "pointwise":
-        from rl.pointwise import stencil_neighbours
+        from rl.envs.pointwise import stencil_neighbours
         neighbours = th.as_tensor(stencil_neighbours(cfg.model.n, cfg.agent.stencil), device=device)
     obs, act = cloning_data(cfg, norm, data, train_paths)
     if not recurrent:  # single windows

@@ -8,7 +8,7 @@ kind: local      SB3 PPO with LocalActorCriticPolicy: one small network shared b
                  stencil (variables i-S..i+S of every feature) through a shared LSTM, a shared
                  MLP head gives its own analysis x_i and its share of the value (the value is the
                  mean over points). One episode is n times more samples for the same weights.
-kind: pointwise  SB3 PPO on rl.pointwise.PointwiseVecEnv: every grid point is an agent with its
+kind: pointwise  SB3 PPO on rl.envs.pointwise.PointwiseVecEnv: every grid point is an agent with its
                  own reward; its observation is the window of its stencil, and one policy (an
                  LSTM over the window as the window agent's, or with point_net: mlp SB3's MLP of
                  the flattened window) gives its scalar analysis.
@@ -51,7 +51,7 @@ class WindowLstmExtractor(BaseFeaturesExtractor):
 
 def stencil_windows(observations: th.Tensor, neighbours: th.Tensor) -> th.Tensor:
     """(B, W, k n) windows of k per-variable features -> (B n, W, k (2S+1)): per grid point i the
-    window of its stencil neighbours[i] (the torch twin of rl.pointwise.gather_points)."""
+    window of its stencil neighbours[i] (the torch twin of rl.envs.pointwise.gather_points)."""
     B, W, F = observations.shape
     n = neighbours.shape[0]
     x = observations.reshape(B, W, F // n, n)[..., neighbours]  # (B, W, k, n, 2S+1)
@@ -169,7 +169,7 @@ class FastRecurrentPolicy(RecurrentActorCriticPolicy):
 def build_model(cfg: Config, env, tensorboard_log: str | None, device: str, seed: int):
     """A fresh PPO / RecurrentPPO model for the vectorised env, from the config's agent/ppo."""
     a, p = cfg.agent, cfg.ppo
-    # log_std_init auto: set by rl.train once the error left at the start of PPO is measured
+    # log_std_init auto: set by rl.training.train once the error left at the start of PPO is measured
     log_std = 0.0 if a.log_std_init == "auto" else a.log_std_init
     common_policy = dict(net_arch=dict(pi=list(a.pi_arch), vf=list(a.vf_arch)),
                          activation_fn=ACTIVATIONS[a.activation], ortho_init=a.ortho_init,
@@ -179,7 +179,7 @@ def build_model(cfg: Config, env, tensorboard_log: str | None, device: str, seed
                        clip_range=p.clip_range, ent_coef=p.ent_coef, vf_coef=p.vf_coef,
                        max_grad_norm=p.max_grad_norm, tensorboard_log=tensorboard_log,
                        device=device, seed=seed, verbose=0)
-    if a.kind == "pointwise":  # one agent per grid point (rl/pointwise.py): plain PPO per point
+    if a.kind == "pointwise":  # one agent per grid point (rl/envs/pointwise.py): plain PPO per point
         if a.point_net == "lstm":
             common_policy = dict(common_policy, features_extractor_class=WindowLstmExtractor,
                                  features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers))

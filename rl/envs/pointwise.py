@@ -1,6 +1,6 @@
 """The pointwise agent: every grid point of every path is an agent with its own reward.
 
-The local agent (rl/policy.py) shares one network over the grid points but receives one scalar
+The local agent (rl/agents/policy.py) shares one network over the grid points but receives one scalar
 reward per cycle for n simultaneous decisions, so PPO cannot tell which point's choice made the
 reward better or worse. Here the closed-loop env is re-read as a multi-agent problem with
 parameter sharing (as PettingZoo/SuperSuit vectorise it): PointwiseVecEnv is an SB3 VecEnv of
@@ -19,7 +19,7 @@ agent kind are comparable. All n agents of a path end their episode together; on
 a path carries the path's episode (info["episode_owner"]) so the curriculum and the episode
 statistics count path-episodes, not agent-episodes.
 
-Evaluation drives the ordinary AssimilationEnv: pointwise_actor gathers the same per-point
+Evaluation drives the ordinary AssimilationEnv: rl.agents.actors.pointwise_actor gathers the same per-point
 windows from its observation (gather_points), so the deployed policy sees exactly what it saw in
 training.
 """
@@ -33,8 +33,8 @@ import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from enkf.config import Config
-from rl.env import AssimilationEnv, feature_sizes
-from rl.normalisation import Normaliser
+from rl.envs.assimilation import AssimilationEnv, feature_sizes
+from rl.envs.normalisation import Normaliser
 
 
 def stencil_neighbours(n: int, stencil: int) -> np.ndarray:
@@ -46,7 +46,7 @@ def gather_points(obs: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     """Env observation(s) (..., W, k n) -> per-point windows (..., n, W, k (2S+1)).
 
     Point i's row w holds, feature block after feature block, the values of variables
-    neighbours[i] in window row w: the same order as rl.policy.LocalLstmExtractor."""
+    neighbours[i] in window row w: the same order as rl.agents.policy.LocalLstmExtractor."""
     *lead, W, F = obs.shape
     n = neighbours.shape[0]
     k = F // n
@@ -170,12 +170,3 @@ class PointwiseVecEnv(VecEnv):
         self._obs[m] = gather_points(obs, self.neighbours)
         self._returns[m], self._lengths[m] = 0.0, 0
         self._t0[m] = time.perf_counter()
-
-
-def pointwise_actor(model, neighbours: np.ndarray):
-    """Closed-loop actor for rl.evaluate: the AssimilationEnv observation (W, k n) -> the n
-    points' windows -> the shared deterministic policy -> the analysis action (n,)."""
-    def act(obs, env):
-        action, _ = model.predict(gather_points(obs, neighbours), deterministic=True)
-        return action.reshape(-1)
-    return act

@@ -3,8 +3,8 @@
     1. run folder logs/<E>/<run_id>/ with the resolved config, command and code version
     2. reference data and the normaliser (spin-up climatology)
     3. n_envs closed-loop environments (curriculum decides their paths)
-    4. the model (rl/policy.py), or the last checkpoint when resuming; optionally warm-started by
-       behaviour cloning (rl/pretrain.py), saved as pretrained_model.zip
+    4. the model (rl/agents/policy.py), or the last checkpoint when resuming; optionally warm-started by
+       behaviour cloning (rl/agents/clone.py), saved as pretrained_model.zip
     5. callbacks: curriculum, checkpoints, evaluation on the held-out path, diagnostics, progress
     6. model.learn(...), then final_model.zip
 
@@ -30,14 +30,15 @@ from tqdm import tqdm
 from enkf.config import Config, dump_config, load_run_config
 from enkf.io import (DataError, atomic_path, atomic_write_json, atomic_write_text, code_version,
                      installed_versions, remove_stale_temps)
-from rl.curriculum import Curriculum, CurriculumCallback
-from rl.env import AssimilationEnv
-from rl.evaluate import policy_actor, run_episode, summarise
-from rl.normalisation import Normaliser
-from rl.pointwise import PointwiseVecEnv, pointwise_actor, stencil_neighbours
-from rl.policy import algo_class, build_model, lstm_modules
-from rl.pretrain import behaviour_clone, copy_obs_rmse, split_training_paths
-from rl.runs import (Timing, is_recorded, keep_progress_csv, load_model, newest_checkpoint,
+from rl.training.curriculum import Curriculum, CurriculumCallback
+from rl.envs.assimilation import AssimilationEnv
+from rl.agents.actors import actor_factory
+from rl.training.evaluate import run_episode, summarise
+from rl.envs.normalisation import Normaliser
+from rl.envs.pointwise import PointwiseVecEnv, stencil_neighbours
+from rl.agents.policy import algo_class, build_model, lstm_modules
+from rl.agents.clone import behaviour_clone, copy_obs_rmse, split_training_paths
+from rl.training.runs import (Timing, is_recorded, keep_progress_csv, load_model, newest_checkpoint,
                      save_checkpoint, save_model)
 
 log = logging.getLogger("enkfrl.train")
@@ -46,7 +47,7 @@ log = logging.getLogger("enkfrl.train")
 # ---- callbacks ----------------------------------------------------------------------------------
 class CheckpointCallback(BaseCallback):
     """Every `freq` path-steps: curriculum state and model (the normaliser and config sit in the
-    run folder already) under checkpoints/ (rl/runs.py), so --resume can continue from the newest
+    run folder already) under checkpoints/ (rl/training/runs.py), so --resume can continue from the newest
     complete one. timing.json is brought up to date with each checkpoint and rollout (a killed
     segment's time counts too). SB3 counts agent-steps: `agents_per_path` of them make one
     path-step (n for the pointwise agent); checkpoints and timing count path-steps."""
@@ -192,14 +193,6 @@ def agents_per_path(cfg: Config) -> int:
     return cfg.model.n if cfg.agent.kind == "pointwise" else 1
 
 
-def actor_factory(cfg: Config):
-    """model -> closed-loop actor on the AssimilationEnv (rl.evaluate)."""
-    if cfg.agent.kind == "pointwise":
-        neighbours = stencil_neighbours(cfg.model.n, cfg.agent.stencil)
-        return lambda model: pointwise_actor(model, neighbours)
-    return policy_actor
-
-
 def set_exploration(model, cfg: Config, normaliser: Normaliser, data: dict, history: dict | None) -> dict:
     """agent.log_std_init auto: the policy's std := the error left at the start of PPO (the clone's
     held-out RMSE; without cloning, copy-obs' RMSE vs the reward's target on the same paths), so
@@ -253,7 +246,7 @@ def setup_logging(run_dir: Path) -> None:
 # ---- the training run --------------------------------------------------------------------------
 def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
           resume: bool = False, command: str = "", trust: bool = False) -> Path:
-    """Train a new run in run_dir (new and empty: rl/runs.py create_run_dir), or with resume
+    """Train a new run in run_dir (new and empty: rl/training/runs.py create_run_dir), or with resume
     continue the run in run_dir from its newest complete checkpoint (trust: accept model zips
     whose checksum is not the recorded one). Returns run_dir."""
     # 1. run folder: the resolved config is the run's config from now on

@@ -8,7 +8,7 @@
        (FastRecurrentPolicy), same config and seed, on L96_1 (1000-cycle episodes) and on
        smoke (60-cycle episodes: many episode starts per minibatch, upstream's slow case)
 
-Data: data/<E>/ when it matches the config, else computed in memory (rl.ablate.reference_data).
+Data: data/<E>/ when it matches the config, else computed in memory (rl.studies.ablate.reference_data).
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from enkf.config import load_config
-from rl.ablate import reference_data
+from rl.studies.ablate import reference_data
 from enkf.system import System
-from rl.env import AssimilationEnv
-from rl.pointwise import PointwiseVecEnv
-from rl.policy import FastRecurrentPolicy, build_model
+from rl.envs.assimilation import AssimilationEnv
+from rl.envs.pointwise import PointwiseVecEnv
+from rl.agents.policy import FastRecurrentPolicy, build_model
 
 
 def _env_steps_per_s(cfg, data, norm, steps: int) -> float:
