@@ -98,9 +98,9 @@ def load_run_inputs(cfg, config_file: str):
 
 
 def newest_run(cfg, needs: str = "config.yaml") -> Path:
-    """The newest run folder under logs/<E>/ holding the file `needs` (newest by that file)."""
-    runs = sorted((p.parent for p in (LOG_ROOT / cfg.experiment).glob(f"*/{needs}")),
-                  key=lambda d: (d / needs).stat().st_mtime)
+    """The newest run of the experiment (by run.json's created) holding the file `needs`."""
+    from rl.training.runs import find_runs
+    runs = [d for d, _ in find_runs(LOG_ROOT, cfg.experiment) if (d / needs).is_file()]
     if not runs:
         raise DataError(f"no run with {needs} under {LOG_ROOT / cfg.experiment}: run "
                         f"`enkfrl train --exp {cfg.experiment}` first")
@@ -109,7 +109,7 @@ def newest_run(cfg, needs: str = "config.yaml") -> Path:
 
 def training_config(cfg, config_path, study: str | None, variant: str | None, seed: int | None):
     """The config a training run uses: the experiment's with train.seed = seed (one of
-    train.seeds), or a variant of a `measure: train` study. Returns (config, run label)."""
+    train.seeds), or a variant of a `measure: train` study."""
     from enkf.config import ConfigError, from_dict, load_ablation
     if (study is None) != (variant is None):
         raise ConfigError("--study and --variant go together")
@@ -117,7 +117,7 @@ def training_config(cfg, config_path, study: str | None, variant: str | None, se
         seed = cfg.train.seed if seed is None else seed
         if seed not in cfg.train.seeds and seed != cfg.train.seed:
             raise ConfigError(f"--seed {seed}: not one of train.seeds {cfg.train.seeds}")
-        return from_dict(dict(cfg.to_dict(), train=dict(cfg.to_dict()["train"], seed=seed))), f"s{seed}"
+        return from_dict(dict(cfg.to_dict(), train=dict(cfg.to_dict()["train"], seed=seed)))
     meta, runs = load_ablation(config_path, study)
     if meta["measure"] != "train":
         raise ConfigError(f"--study {study}: measure {meta['measure']} is not a training study (measure: train)")
@@ -125,7 +125,7 @@ def training_config(cfg, config_path, study: str | None, variant: str | None, se
               and (seed is None or r.seed == seed)]
     if not chosen:
         raise ConfigError(f"--study {study} --variant {variant} --seed {seed}: no such run for {cfg.experiment}")
-    return chosen[0].cfg, f"{study}-{variant}-s{chosen[0].seed}"
+    return chosen[0].cfg
 
 
 @main.command()
@@ -133,7 +133,7 @@ def training_config(cfg, config_path, study: str | None, variant: str | None, se
 @click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="Continue this run folder (its own config.yaml) from its newest checkpoint.")
 @click.option("--run-id", default=None,
-              help="Run folder name (default: [study-variant-]s<seed>-date-time, -2, -3... on a clash).")
+              help="Run folder name (default: [study-variant-]s<seed>-<config hash>-date-time, -2, -3... on a clash).")
 @click.option("--seed", type=int, default=None,
               help="Training seed: one of train.seeds (default: train.seed), or of the study's seeds.")
 @click.option("--study", default=None, help="A `measure: train` study under ablations: in the config ...")
@@ -144,7 +144,7 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
     """Train the agent -> logs/<E>/<run_id>/ (config, tb/, checkpoints/, models, train.log)."""
     import shlex
     import sys
-    from rl.training.runs import create_run_dir, is_finished, model_steps
+    from rl.training.runs import check_name, create_run_dir, is_finished, model_steps
     from rl.training.train import agents_per_path, train as run_train
     if resume_dir:
         run_dir = Path(resume_dir)
@@ -158,9 +158,11 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
         ensure_writable(run_dir)
         data, normaliser = load_run_inputs(cfg, str(run_dir / "config.yaml"))
     else:
-        cfg, label = training_config(cfg, config_path, study, variant, seed)
+        if run_id is not None:
+            check_name(run_id, "--run-id")
+        cfg = training_config(cfg, config_path, study, variant, seed)
         data, normaliser = load_run_inputs(cfg, config_file())
-        run_dir = create_run_dir(LOG_ROOT / cfg.experiment, run_id, label)
+        run_dir = create_run_dir(LOG_ROOT / cfg.experiment, cfg, study, variant, run_id)
     run_train(cfg, data, normaliser, run_dir, resume=bool(resume_dir), trust=trust,
               command=shlex.join(["enkfrl"] + sys.argv[1:]))
     click.echo(f"run folder: {run_dir}")
@@ -230,22 +232,37 @@ def report(run_list, init, supervised_from, out_path, config_path):
     t0 = time.perf_counter()
     runs = [Path(r) for r in run_list.split(",")]
     sup = [Path(r) for r in supervised_from.split(",")] if supervised_from else None
-    commands = [(r / "command.txt").read_text().strip() + f" && enkfrl evaluate --run {r}" for r in runs]
-    command = " ; ".join(commands + [shlex.join(["enkfrl"] + sys.argv[1:])])
-    words = shlex.split((runs[0] / "command.txt").read_text())  # the training command: its study/variant
-    study = words[words.index("--study") + 1] if "--study" in words else None
-    variant = words[words.index("--variant") + 1] if "--variant" in words else None
-    record = fit_record(runs, init, command, time.perf_counter() - t0, study, variant, sup)
+    record = fit_record(runs, init, shlex.join(["enkfrl"] + sys.argv[1:]), 0.0, sup)
     if record["reward_target"] == "truth":  # the study's question: does it beat the EnKF it imitated?
         from rl.studies.report import compare_with_tuned_enkf
         cfg = load_run_config(runs[0] / "config.yaml")
         test_cfg, spin, _ = read_split(cfg, "test")
         record = compare_with_tuned_enkf(record, cfg, test_cfg, spin["starts"], config_path)
-        record["provenance"]["wall_s"] = time.perf_counter() - t0
+    record["provenance"]["wall_s"] = time.perf_counter() - t0
     atomic_write_json(out_path, record)
     click.echo(f"wrote {out_path}")
     for name, c in record["checks"].items():
         click.echo(f"  {name:28s} mean {'pass' if c['mean'] else 'FAIL'}, {c['seeds_passing']}/{c['of_seeds']} seeds")
+
+
+@main.command("runs")
+@click.option("--exp", "experiment", required=True, help="Experiment whose runs (logs/<E>/) to list.")
+@click.option("--study", default=None, help="Only runs of this `measure: train` study ...")
+@click.option("--variant", default=None, help="... and variant.")
+@click.option("--final", is_flag=True, help="Only runs of no study (the experiment's own config).")
+@click.option("--evaluated", is_flag=True, help="Only runs whose final model has a test-set evaluation.")
+@click.option("--newest-per-seed", is_flag=True, help="The newest run of each training seed.")
+@click.option("--csv", "as_csv", is_flag=True, help="The folders on one line, comma-separated (for `report --runs`).")
+def list_runs(experiment, study, variant, final, evaluated, newest_per_seed, as_csv):
+    """Run folders of an experiment, selected by what their run.json says."""
+    from rl.training.runs import select_runs
+    runs = select_runs(LOG_ROOT, experiment, study, variant, final, evaluated, newest_per_seed)
+    if as_csv:
+        click.echo(",".join(str(d) for d, _ in runs))
+        return
+    for d, i in runs:
+        setting = "final" if i["study"] is None else f"{i['study']}/{i['variant']}"
+        click.echo(f"{d}  seed {i['seed']}  {setting}  {i['agent']}  config {i['config_hash'][:8]}  {i['created']}")
 
 
 @main.command()
@@ -331,7 +348,7 @@ def ablate(question, config_path, out_dir, address, max_concurrent):
 @ADDRESS
 @MAX_CONCURRENT
 def train_many(experiments, config_path, address, max_concurrent):
-    """Train and evaluate every (experiment, train seed) on Ray -> logs/<E>/seed<S>-<config hash>/."""
+    """Train and evaluate every (experiment, train seed) on Ray -> a run folder each under logs/<E>/."""
     import shlex
     import sys
     from rl.studies.sweep import train_many as run

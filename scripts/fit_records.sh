@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fit records over training seeds from the evaluated run folders under logs/ (the newest folder
-# per seed with a test-set evaluation), then the learning-curve figures:
+# Fit records over training seeds from the evaluated run folders under logs/ (the newest run per
+# seed with a test-set evaluation, selected by run.json: `enkfrl runs`), then the learning-curve figures:
 #   results/fit/<E>.json                    the final defaults (config.yaml as it is), every seed
 #   results/fit_pointwise/<E>_clone.json    the same runs: pointwise PPO started from the clone
 #   results/fit_pointwise/<E>_scratch.json  `pointwise` study, variant scratch (no cloning)
@@ -15,25 +15,13 @@ PYTHON=${PYTHON:-.venv/bin/python}
 EXPS=("$@")
 [ ${#EXPS[@]} -gt 0 ] || EXPS=(L96_1 L96_2 L96_3 L63)
 
-runs_of() {  # newest evaluated run folder per seed for a label prefix (s<seed>- or <study>-<variant>-s<seed>-)
-    local exp=$1 prefix=$2
-    $PYTHON - "$exp" "$prefix" <<'EOF'
-import json, re, sys
-from pathlib import Path
-exp, prefix = sys.argv[1], sys.argv[2]
-newest = {}
-for d in sorted(Path("logs", exp).glob(f"{prefix}s*-*"), key=lambda d: d.stat().st_mtime):
-    m = re.fullmatch(re.escape(prefix) + r"s(\d+)-\d{8}-\d{6}(-\d+)?", d.name)
-    f = d / "metrics.json"
-    if m and f.is_file() and "test" in json.loads(f.read_text()):
-        newest[int(m[1])] = str(d)
-print(",".join(newest[s] for s in sorted(newest)))
-EOF
+runs_of() {  # the newest evaluated run per seed, by run.json: final runs, or a study's variant
+    $PYTHON -m cli.main runs --exp "$1" "${@:2}" --evaluated --newest-per-seed --csv
 }
 
 mkdir -p results/fit results/fit_pointwise
 for exp in "${EXPS[@]}"; do
-    clone=$(runs_of "$exp" "")
+    clone=$(runs_of "$exp" --final)
     if [ -n "$clone" ]; then
         $PYTHON -m cli.main report --runs "$clone" --init clone --out "results/fit/$exp.json"
         kind=$($PYTHON -c "import json,sys; print(json.load(open(sys.argv[1]))['agent'])" "results/fit/$exp.json")
@@ -44,7 +32,7 @@ for exp in "${EXPS[@]}"; do
     curves=()
     [ -f "results/fit_pointwise/${exp}_clone.json" ] && curves+=(--record "pointwise, from the clone=results/fit_pointwise/${exp}_clone.json")
     for variant in scratch truth_scratch scratch_mlp local_global; do
-        runs=$(runs_of "$exp" "pointwise-$variant-")
+        runs=$(runs_of "$exp" --study pointwise --variant "$variant")
         [ -n "$runs" ] || continue
         init=scratch; [ "$variant" = local_global ] && init=clone
         sup=(); [ $init = scratch ] && [ -n "$clone" ] && sup=(--supervised-from "$clone")

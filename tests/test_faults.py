@@ -198,6 +198,14 @@ EVAL = ["evaluate", "--exp", "smoke", "--run", RUN]
 TRAIN = ["train", "--exp", "smoke"]
 
 
+def REPORT(runs: str) -> list[str]:
+    return ["report", "--runs", runs, "--init", "clone", "--out", "record.json"]
+
+
+def no_record(d: Path) -> None:
+    assert not (d / "record.json").exists(), "a record was written"
+
+
 def _corrupt_checkpoint(d, request):
     (d / RUN / "final_model.zip").unlink()
     (d / RUN / "checkpoints/model_1024.zip").write_bytes(b"")
@@ -285,6 +293,17 @@ CASES = [
          "is finished (final_model.zip at 1024 of 1024 path-steps): nothing to resume"),
     Case("resume_corrupt_checkpoint", "`train --resume`, newest checkpoint 0 bytes, no final_model.zip",
          TRAIN + ["--resume", RUN], 0, "resumed from model_512.zip", _corrupt_checkpoint),
+    # run selection and fit records
+    Case("report_same_seed_twice", "`report` listing one run (one seed) twice", REPORT(f"{RUN},{RUN}"), 1,
+         "--runs lists seed 0 more than once: one run per seed", check=lambda d, before: no_record(d)),
+    Case("report_missing_run", "`report` on a run folder that does not exist", REPORT("logs/smoke/nope"), 1,
+         "logs/smoke/nope is not a run folder", check=lambda d, before: no_record(d)),
+    Case("report_without_run_json", "`report` on a run folder without run.json", REPORT(RUN), 1,
+         "has no run.json (made before run folders described themselves): `enkfrl train --resume",
+         lambda d, request: (d / RUN / "run.json").unlink(), check=lambda d, before: no_record(d)),
+    Case("report_malformed_metrics", "`report` on a run whose metrics.json is not JSON", REPORT(RUN), 1,
+         "metrics.json is not readable JSON", lambda d, request: (d / RUN / "metrics.json").write_text("{"),
+         check=lambda d, before: no_record(d)),
     Case("evaluate_newest_with_model", "`evaluate` without --run; the newest run folder has no model",
          ["evaluate", "--exp", "smoke"], 0, "wrote logs/smoke/base/metrics.json",
          lambda d, request: _newer_run_without_model(d)),
@@ -366,14 +385,16 @@ def test_bad_input_gives_one_line(case, work, request):
 # ---- races and staleness -----------------------------------------------------------------------------
 def test_runs_started_in_the_same_second_get_their_own_folders(work, monkeypatch):
     """Eight concurrent create_run_dir calls with one clock reading; then two `train` runs
-    started in the same second: every run has a folder of its own."""
-    from rl.training.runs import create_run_dir
+    started in the same second: every run has a folder of its own, named by the one rule, and a
+    run.json that says what it is."""
+    from rl.training.runs import create_run_dir, read_run_info
+    cfg = load_config(work / "config.yaml", "smoke")
     monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101-120000")
     made, barrier = [], threading.Barrier(8)
 
     def make():
         barrier.wait()
-        made.append(create_run_dir(work / "logs/race"))
+        made.append(create_run_dir(work / "logs/race", cfg))
     threads = [threading.Thread(target=make) for _ in range(8)]
     for t in threads:
         t.start()
@@ -384,10 +405,15 @@ def test_runs_started_in_the_same_second_get_their_own_folders(work, monkeypatch
         result = invoke(TRAIN)
         assert result.exit_code == 0, result.output
     runs = sorted(p.name for p in (work / "logs/smoke").iterdir() if p.name != "base")
-    assert runs == ["s0-20260101-120000", "s0-20260101-120000-2"]
+    name = f"s0-{cfg.hash()[:8]}-20260101-120000"
+    assert runs == [name, name + "-2"]
     for r in runs:
         assert (work / "logs/smoke" / r / "final_model.zip").is_file()
         assert (work / "logs/smoke" / r / "train.log").read_text().count("done: 1024 path-steps") == 1
+        info = read_run_info(work / "logs/smoke" / r)
+        assert {k: info[k] for k in ("experiment", "seed", "study", "variant", "agent", "config_hash")} == {
+            "experiment": "smoke", "seed": 0, "study": None, "variant": None, "agent": cfg.agent.kind,
+            "config_hash": cfg.hash()}
 
 
 def test_settings_that_change_no_stored_array_do_not_make_data_stale(work):

@@ -127,7 +127,12 @@ def test_train_many_trains_and_evaluates_every_seed_then_skips_them(in_tmp, ray_
     lines = []
     dirs = train_many(in_tmp / "config.yaml", ["smoke"], in_tmp / "data", in_tmp / "logs", command="c",
                       echo=lines.append)
-    assert [d.name.split("-")[0] for d in dirs] == ["seed0", "seed1"]
+    from rl.training.runs import read_run_info, select_runs
+    assert [d.name.split("-")[0] for d in dirs] == ["s0", "s1"]  # the one naming rule of run folders
+    assert [read_run_info(d)["made_by"] for d in dirs] == ["train-many", "train-many"]
+    # fit records select runs by run.json: train-many's runs are found like any other
+    assert [d.resolve() for d, _ in select_runs(in_tmp / "logs", "smoke", final=True, evaluated=True,
+                                      newest_per_seed=True)] == dirs
     assert (in_tmp / "data/smoke/paths.h5").exists()  # the experiment's data, generated once
     for seed, d in zip([0, 1], dirs):
         cfg = yaml.safe_load((d / "config.yaml").read_text())

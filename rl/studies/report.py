@@ -12,18 +12,52 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from enkf.config import Config, from_dict
+from enkf.config import Config
 from enkf.io import DataError
 
 ACTORS = ("rl", "supervised", "copy_obs", "no_da", "enkf_replica")
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
+    """A JSON mapping, or a one-line DataError naming the file."""
+    if not Path(path).is_file():
         raise DataError(f"{path} not found")
-    return json.loads(path.read_text())
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is not readable JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{path} is not a JSON mapping")
+    return doc
+
+
+def run_description(run_dir: Path) -> dict:
+    """run.json of an evaluated run (rl/training/runs.py): what the run is."""
+    from rl.training.runs import read_run_info
+    if not Path(run_dir).is_dir():
+        raise DataError(f"{run_dir} is not a run folder")
+    info = read_run_info(run_dir)
+    if info is None:
+        raise DataError(f"{run_dir} has no run.json (made before run folders described themselves): "
+                        f"`enkfrl train --resume {run_dir}` writes it")
+    return info
+
+
+def select_runs(run_dirs: list[Path]) -> dict:
+    """The study, variant and experiment the runs share, by their run.json; runs of different
+    settings, or two runs of one seed, are refused."""
+    infos = [run_description(d) for d in run_dirs]
+    for key in ("experiment", "study", "variant", "agent"):
+        values = sorted({str(i[key]) for i in infos})
+        if len(values) > 1:
+            raise DataError(f"--runs mixes runs of different settings ({key}: {', '.join(values)}): "
+                            f"a fit record is over the seeds of one setting")
+    seeds = [i["seed"] for i in infos]
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise DataError(f"--runs lists seed {', '.join(map(str, twice))} more than once: one run per seed")
+    return {k: infos[0][k] for k in ("experiment", "study", "variant")}
 
 
 def eval_curve(run_dir: Path) -> list[list[float]]:
@@ -41,8 +75,10 @@ def eval_curve(run_dir: Path) -> list[list[float]]:
 
 def run_summary(run_dir: Path) -> dict:
     """One evaluated run folder: its config, training figures and metrics (eval path + test)."""
+    from enkf.config import load_run_config
     run_dir = Path(run_dir)
-    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    run_description(run_dir)
+    cfg = load_run_config(run_dir / "config.yaml")
     metrics = _read_json(run_dir / "metrics.json")
     if "test" not in metrics:
         raise DataError(f"{run_dir}/metrics.json has no test set: run `enkfrl evaluate --run {run_dir}` "
@@ -52,8 +88,11 @@ def run_summary(run_dir: Path) -> dict:
     eval_path = str(cfg.paths.eval_path)
     test_means = {a: {k: (v if k == "cycles_completed" else v["mean"]) for k, v in m.items()}
                   for a, m in metrics["test"]["over_paths"].items()}
-    return {"cfg": cfg, "seed": cfg.train.seed, "run_dir": str(run_dir),
-            "command": (run_dir / "command.txt").read_text().strip(),
+    try:
+        command = (run_dir / "command.txt").read_text().strip()
+    except OSError:
+        raise DataError(f"{run_dir}/command.txt not found: the run folder is incomplete") from None
+    return {"cfg": cfg, "seed": cfg.train.seed, "run_dir": str(run_dir), "command": command,
             "train_steps": timing["train_steps"], "train_wall_s": timing["train_wall_s"],
             "path_steps_per_s": timing.get("path_steps_per_s"),
             "active_paths_at_end": curriculum["n_active"],
@@ -73,17 +112,22 @@ def _mean_over(values: list[float]) -> dict:
 
 
 def fit_record(run_dirs: list[Path], init: str, command: str, wall_s: float,
-               study: str | None = None, variant: str | None = None,
                supervised_runs: list[Path] | None = None) -> dict:
-    """The record of one setting over its seeds. `supervised_runs`: clone runs whose cloned
-    policy is the supervised reference when these runs have none (PPO from scratch)."""
+    """The record of one setting (study and variant from the runs' run.json) over its seeds.
+    `supervised_runs`: clone runs whose cloned policy is the supervised reference when these runs
+    have none (PPO from scratch)."""
     from enkf.io import provenance
+    setting = select_runs(run_dirs)
+    study, variant = setting["study"], setting["variant"]
     runs = sorted((run_summary(d) for d in run_dirs), key=lambda r: r["seed"])
+    # how every number was made: each run's training and evaluation, then this report
+    command = " ; ".join([f"{r['command']} && enkfrl evaluate --run {r['run_dir']}" for r in runs] + [command])
     cfg: Config = runs[0]["cfg"]
     seeds = [r["seed"] for r in runs]
     sup_source = None
     if "supervised" not in runs[0]["test"]:
         if supervised_runs:
+            select_runs(supervised_runs)
             sup = [run_summary(d) for d in supervised_runs]
             sup_source = [s["run_dir"] for s in sup]
             sup_test = float(np.mean([s["test"]["supervised"]["rmse_norm_vs_enkf"] for s in sup]))

@@ -12,9 +12,10 @@ study's variant data; a trial whose data are its own (an EnKF variant and seed) 
 memory. No two trials ever write the same file.
 Records and resume: a finished study trial writes <records_dir>/<Q>/<E>__<variant>__seed<S>.json at
 once (tmp + rename); a rerun skips every trial whose record holds the same resolved config and
-measure, so a killed study loses nothing finished. A train-many trial trains into
-logs/<E>/seed<S>-<config hash>/ (resumed from its newest checkpoint when it stopped part way) and
-evaluates it there; a run folder with final_model.zip and metrics.json is skipped.
+measure, so a killed study loses nothing finished. A train-many trial trains into a run folder
+the driver made (rl/training/runs.py; run.json says made_by train-many), resumed from its newest
+checkpoint when an earlier train-many of the same config stopped part way, and evaluates it
+there; a run folder with final_model.zip and metrics.json is skipped.
 """
 from __future__ import annotations
 
@@ -287,9 +288,8 @@ def train_trial(config: dict, job: TrainJob) -> None:
     limit_threads(job.cpus)
     _start_line(run_dir)
     data, norm = read_data(cfg, job.data_root / cfg.experiment)
-    if not (run_dir / "final_model.zip").exists():
+    if not (run_dir / "final_model.zip").exists():  # the driver made the folder (runs.create_run_dir)
         resume = (run_dir / "config.yaml").exists() and any((run_dir / "checkpoints").glob("model_*.zip"))
-        run_dir.mkdir(parents=True, exist_ok=True)  # the trial's own, named by (seed, config hash)
         train(cfg, data, norm, run_dir, resume=resume, command=job.command)
     evaluate_run(run_dir, cfg, data, norm, read_test_split(cfg, job.data_root / cfg.experiment))
     tune.report({"done": 1})
@@ -313,23 +313,35 @@ def ensure_test_split(cfg: Config, exp_dir: Path, echo=print) -> None:
 def train_many(config_path: Path, experiments: list[str], data_root: Path, log_root: Path, command: str,
                address: str | None = None, max_concurrent: int | None = None, num_cpus: int | None = None,
                echo=print) -> list[Path]:
-    """Every (experiment, seed of train.seeds) as a trial: train, then evaluate, in
-    logs/<E>/seed<S>-<config hash>/. Finished run folders are skipped. Returns all run folders."""
+    """Every (experiment, seed of train.seeds) as a trial: train, then evaluate, in a run folder of
+    its own (rl/training/runs.py: run.json made_by train-many). A run train-many made before with
+    the same config is continued, or skipped when finished. Returns all run folders."""
+    from rl.training.runs import create_run_dir, find_runs
     sweep = load_sweep(config_path)
-    cfgs, run_dirs = [], []
+    twice = sorted({e for e in experiments if experiments.count(e) > 1})
+    if twice:
+        raise ConfigError(f"--exp lists {', '.join(twice)} more than once: one trial per (experiment, seed)")
+    cfgs = []
     for exp in experiments:
         base = load_config(config_path, exp)
         if base.train.torch_threads > sweep.cpus_per_trial:
             raise ConfigError(f"train.torch_threads: {base.train.torch_threads} threads in a trial of "
                               f"sweep.cpus_per_trial = {sweep.cpus_per_trial} CPUs would oversubscribe it ({exp})")
-        for seed in base.train.seeds:
-            cfg = train_seed_config(base, seed)
-            cfgs.append(cfg)
-            run_dirs.append((Path(log_root) / exp / f"seed{seed}-{cfg.hash()[:8]}").resolve())
+        cfgs += [train_seed_config(base, seed) for seed in base.train.seeds]
+    # a run train-many made earlier with the same config is continued (or skipped when finished)
+    run_dirs = []
+    for cfg in cfgs:
+        earlier = find_runs(log_root, cfg.experiment, study=None, seed=cfg.train.seed,
+                            config_hash=cfg.hash(), made_by="train-many")
+        run_dirs.append(earlier[-1][0].resolve() if earlier else None)
     for exp in experiments:  # every run is evaluated on the test split too: made once, before the trials
         ensure_test_split(load_config(config_path, exp), Path(data_root) / exp, echo)
     pending = [i for i, d in enumerate(run_dirs)
-               if not ((d / "final_model.zip").exists() and (d / "metrics.json").exists())]
+               if d is None or not ((d / "final_model.zip").exists() and (d / "metrics.json").exists())]
+    for i in pending:
+        if run_dirs[i] is None:
+            run_dirs[i] = create_run_dir(Path(log_root) / cfgs[i].experiment, cfgs[i],
+                                         made_by="train-many").resolve()
     echo(f"train-many: {len(cfgs)} runs ({', '.join(experiments)} x seeds), "
          f"{len(cfgs) - len(pending)} finished, {len(pending)} to run")
     if pending:

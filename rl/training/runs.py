@@ -1,6 +1,8 @@
-"""The run folder logs/<E>/<run_id>/ and what keeps it whole under kill, races and tampering.
+"""The run folder logs/<E>/<run_id>/: its name, its description, and what keeps it whole under
+kill, races and tampering. Every command that makes a run makes it here.
 
-- A run folder is made with one atomic mkdir: two runs never share one.
+- A run folder is made with one atomic mkdir: two runs never share one. Its name follows one rule
+  (run_name), and run.json says what the run is; runs are selected by run.json, never by name.
 - Every file is written to a temporary name and renamed when complete (enkf.io.atomic_path).
 - Model zips are pickles (loading one can run any code): checksums.json keeps the sha256 of every
   model the run wrote, and a model whose sum is not the recorded one is refused unless trusted.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -26,28 +29,138 @@ PICKLE_WARNING = ("model zips are pickles, and loading one can run any code: pas
 
 
 # ---- the folder ---------------------------------------------------------------------------------
-def create_run_dir(parent: Path, run_id: str | None = None, label: str = "") -> Path:
-    """A new, empty run folder under parent, made by one atomic mkdir. A given run_id that exists
-    is refused; the default name ([label-]date-time) takes a suffix -2, -3, ... when another run
-    made it in the same second."""
+RUN_JSON = "run.json"
+"""What the run is: experiment, seed, study, variant, agent kind, config hash, when and by what it
+was made, and the resolved config it was made with (resume compares config.yaml with it)."""
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
+
+
+def check_name(name: str, what: str) -> str:
+    """A name that becomes part of a path (run id, study, variant): letters, digits, _ . + = -,
+    not starting with a dot or dash, never '..' (so it cannot leave its folder)."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise DataError(f"{what} {name!r}: a name may hold letters, digits and _ . + = - only "
+                        f"(no '/', no '..', not starting with '.' or '-')")
+    return name
+
+
+def run_name(seed: int, config_hash: str, study: str | None = None, variant: str | None = None,
+             stamp: str | None = None) -> str:
+    """The one naming rule of run folders: [<study>-<variant>-]s<seed>-<config hash[:8]>-<date>-<time>
+    (every command that makes a run: train, train --study/--variant, train-many)."""
+    prefix = "" if study is None else f"{check_name(study, '--study')}-{check_name(variant, '--variant')}-"
+    return f"{prefix}s{int(seed)}-{config_hash[:8]}-{stamp or time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_info(cfg, study: str | None = None, variant: str | None = None, made_by: str = "train") -> dict:
+    """The run.json of a new run of cfg."""
+    return {"experiment": cfg.experiment, "seed": cfg.train.seed, "study": study, "variant": variant,
+            "agent": cfg.agent.kind, "config_hash": cfg.hash(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "made_by": made_by,
+            "config": cfg.to_dict()}
+
+
+def create_run_dir(parent: Path, cfg, study: str | None = None, variant: str | None = None,
+                   run_id: str | None = None, made_by: str = "train") -> Path:
+    """A new run folder of cfg under parent, made by one atomic mkdir, with its run.json. A given
+    run_id that exists is refused; the default name (run_name) takes a suffix -2, -3, ... when
+    another run of the same setting was made in the same second."""
     ensure_writable(parent)
-    if run_id:
-        run_dir = parent / run_id
+    if run_id is not None:
+        run_dir = Path(parent) / check_name(run_id, "--run-id")
         try:
             run_dir.mkdir()
         except FileExistsError:
             raise DataError(f"{run_dir} exists: choose another --run-id, or continue it with "
                             f"--resume {run_dir}") from None
-        return run_dir
-    stamp = (f"{label}-" if label else "") + time.strftime("%Y%m%d-%H%M%S")
-    for i in range(1, 1000):
-        run_dir = parent / (stamp if i == 1 else f"{stamp}-{i}")
+    else:
+        stamp = run_name(cfg.train.seed, cfg.hash(), study, variant)
+        for i in range(1, 1000):
+            run_dir = Path(parent) / (stamp if i == 1 else f"{stamp}-{i}")
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise DataError(f"could not make a new run folder {Path(parent) / stamp}-N (999 exist)")
+    atomic_write_json(run_dir / RUN_JSON, run_info(cfg, study, variant, made_by))
+    return run_dir
+
+
+def read_run_info(run_dir: Path) -> dict | None:
+    """run.json of a run folder; None for a folder without one (made before run.json was kept);
+    a DataError when it is not a JSON mapping with the keys a run.json has."""
+    f = Path(run_dir) / RUN_JSON
+    if not f.is_file():
+        return None
+    try:
+        info = json.loads(f.read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{f} is not readable JSON") from None
+    keys = ("experiment", "seed", "study", "variant", "agent", "config_hash", "created")
+    if not isinstance(info, dict) or any(k not in info for k in keys):
+        raise DataError(f"{f} is not a run description (needs {', '.join(keys)})")
+    return info
+
+
+def inferred_run_info(run_dir: Path, cfg) -> dict:
+    """run.json of a folder made before run.json was kept: from its config.yaml and command.txt."""
+    import shlex
+    words = []
+    try:
+        words = shlex.split((Path(run_dir) / "command.txt").read_text())
+    except (OSError, ValueError):
+        pass
+    study = words[words.index("--study") + 1] if "--study" in words[:-1] else None
+    variant = words[words.index("--variant") + 1] if "--variant" in words[:-1] else None
+    created = time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                            time.localtime((Path(run_dir) / "config.yaml").stat().st_mtime))
+    return dict(run_info(cfg, study, variant, made_by="inferred from config.yaml and command.txt"),
+                created=created)
+
+
+def find_runs(log_root: Path, experiment: str, **match) -> list[tuple[Path, dict]]:
+    """(folder, run.json) of every run of experiment under log_root/<experiment>/ whose run.json
+    has the given values (e.g. study=None, seed=0), oldest first. Folders without a readable
+    run.json are no runs to select."""
+    out = []
+    for f in sorted((Path(log_root) / experiment).glob(f"*/{RUN_JSON}")):
         try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
+            info = read_run_info(f.parent)
+        except DataError:
             continue
-    raise DataError(f"could not make a new run folder {parent / stamp}-N (999 exist)")
+        if info["experiment"] == experiment and all(info.get(k) == v for k, v in match.items()):
+            out.append((f.parent, info))
+    return sorted(out, key=lambda r: (r[1]["created"], r[0].name))
+
+
+def select_runs(log_root: Path, experiment: str, study: str | None = None, variant: str | None = None,
+                final: bool = False, evaluated: bool = False,
+                newest_per_seed: bool = False) -> list[tuple[Path, dict]]:
+    """Runs of experiment by their run.json: of a study (and variant), or with final only those of
+    no study; with evaluated only those whose final model has a test-set evaluation; with
+    newest_per_seed the newest such run of each seed. Oldest first (by seed with newest_per_seed)."""
+    match = {}
+    if final:
+        match.update(study=None, variant=None)
+    if study is not None:
+        match["study"] = study
+    if variant is not None:
+        match["variant"] = variant
+    runs = [(d, i) for d, i in find_runs(log_root, experiment, **match) if not evaluated or is_evaluated(d)]
+    if newest_per_seed:
+        newest = {i["seed"]: (d, i) for d, i in runs}
+        runs = [newest[s] for s in sorted(newest)]
+    return runs
+
+
+def is_evaluated(run_dir: Path) -> bool:
+    """metrics.json holds an evaluation with the test set."""
+    try:
+        return "test" in json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 # ---- model files and their checksums ------------------------------------------------------------

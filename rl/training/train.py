@@ -38,8 +38,9 @@ from rl.envs.normalisation import Normaliser
 from rl.envs.pointwise import PointwiseVecEnv, stencil_neighbours
 from rl.agents.policy import algo_class, build_model, lstm_modules
 from rl.agents.clone import behaviour_clone, copy_obs_rmse, split_training_paths
-from rl.training.runs import (Timing, is_recorded, keep_progress_csv, load_model, newest_checkpoint,
-                     save_checkpoint, save_model)
+from rl.training.runs import (RUN_JSON, Timing, inferred_run_info, is_recorded, keep_progress_csv,
+                              load_model, newest_checkpoint, read_run_info, run_info, save_checkpoint,
+                              save_model)
 
 log = logging.getLogger("enkfrl.train")
 
@@ -254,7 +255,11 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
         cfg = load_run_config(run_dir / "config.yaml")
         for folder in (run_dir, run_dir / "checkpoints", run_dir / "tb"):
             remove_stale_temps(folder)  # left by a killed segment
+        if read_run_info(run_dir) is None:  # a run made before run.json was kept
+            atomic_write_json(run_dir / RUN_JSON, inferred_run_info(run_dir, cfg))
     else:
+        if read_run_info(run_dir) is None:  # a folder not made by runs.create_run_dir
+            atomic_write_json(run_dir / RUN_JSON, run_info(cfg))
         dump_config(cfg, run_dir / "config.yaml")
         with atomic_path(run_dir / "normaliser.npz") as tmp, open(tmp, "wb") as f:
             normaliser.save(f)
