@@ -279,12 +279,12 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self, sections: "tuple[str, ...] | None" = None) -> str:
-        """Short stable hash of the resolved config, or of some of its top-level sections."""
+        """Short stable hash of the resolved config (less NO_RESULT_EFFECT), or of some of its
+        top-level sections."""
         d = self.to_dict()
         if sections is not None:
             d = {k: d[k] for k in sections}
-        blob = json.dumps(d, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]  # = enkf.io.hash_of(d)
+        return result_hash(d)
 
     def data_settings(self) -> dict:
         """The settings that determine the arrays of paths.h5 (DATA_SECTIONS less NO_DATA_EFFECT)."""
@@ -309,6 +309,22 @@ NO_DATA_EFFECT = ("paths.workers", "paths.burn_in", "spinup.thin")
 """Keys of those sections that change no stored array the readers compare, so changing them never
 makes data stale: processes used by precompute, cycles the printed summaries skip, and the
 thinning of the plot-only spin-up states (spinup.h5 records their steps, thinned_steps)."""
+
+
+NO_RESULT_EFFECT = ("train.torch_threads", "train.env_threads", "train.block_columns", "train.device")
+"""Keys that say how a run is executed, not what it computes: threads, the batched forecast's
+column blocks (bit-identical results, tests/test_batched.py) and the device. A record made with
+other values of these still describes the config; its hash leaves them out."""
+
+
+def result_hash(d: dict) -> str:
+    """Short stable hash of a config dict less NO_RESULT_EFFECT (what Config.hash gives)."""
+    d = copy.deepcopy(d)
+    for key in NO_RESULT_EFFECT:
+        section, _, sub = key.partition(".")
+        if isinstance(d.get(section), dict):
+            d[section].pop(sub, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _without(d: dict, sections: tuple) -> dict:
