@@ -237,6 +237,11 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"]
     torch_threads: int
     """torch.set_num_threads for the training process (small nets run slower with many)."""
+    env_threads: int
+    """numba threads of the batched closed loop (its forecast and analysis kernels)."""
+    block_columns: int
+    """Batched forecast: members of several paths integrated as one column block of at most this
+    many columns (wider blocks vectorise better, too wide ones leave the caches)."""
 
 
 @dataclass(frozen=True)
@@ -274,12 +279,12 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self, sections: "tuple[str, ...] | None" = None) -> str:
-        """Short stable hash of the resolved config, or of some of its top-level sections."""
+        """Short stable hash of the resolved config (less NO_RESULT_EFFECT), or of some of its
+        top-level sections."""
         d = self.to_dict()
         if sections is not None:
             d = {k: d[k] for k in sections}
-        blob = json.dumps(d, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]  # = enkf.io.hash_of(d)
+        return result_hash(d)
 
     def data_settings(self) -> dict:
         """The settings that determine the arrays of paths.h5 (DATA_SECTIONS less NO_DATA_EFFECT)."""
@@ -304,6 +309,22 @@ NO_DATA_EFFECT = ("paths.workers", "paths.burn_in", "spinup.thin")
 """Keys of those sections that change no stored array the readers compare, so changing them never
 makes data stale: processes used by precompute, cycles the printed summaries skip, and the
 thinning of the plot-only spin-up states (spinup.h5 records their steps, thinned_steps)."""
+
+
+NO_RESULT_EFFECT = ("train.torch_threads", "train.env_threads", "train.block_columns", "train.device")
+"""Keys that say how a run is executed, not what it computes: threads, the batched forecast's
+column blocks (bit-identical results, tests/test_batched.py) and the device. A record made with
+other values of these still describes the config; its hash leaves them out."""
+
+
+def result_hash(d: dict) -> str:
+    """Short stable hash of a config dict less NO_RESULT_EFFECT (what Config.hash gives)."""
+    d = copy.deepcopy(d)
+    for key in NO_RESULT_EFFECT:
+        section, _, sub = key.partition(".")
+        if isinstance(d.get(section), dict):
+            d[section].pop(sub, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _without(d: dict, sections: tuple) -> dict:
@@ -523,7 +544,7 @@ def _check(cfg: Config, split: str = "train") -> None:
     need(t.paths_per_env >= 1, f"train.paths_per_env: must be >= 1, got {t.paths_per_env}")
     need(t.total_steps >= 1, f"train.total_steps: must be >= 1, got {t.total_steps}")
     need(t.n_envs >= 1, f"train.n_envs: must be >= 1, got {t.n_envs}")
-    for k in ("checkpoint_freq", "eval_freq", "log_interval", "torch_threads"):
+    for k in ("checkpoint_freq", "eval_freq", "log_interval", "torch_threads", "env_threads", "block_columns"):
         need(getattr(t, k) >= 1, f"train.{k}: must be >= 1, got {getattr(t, k)}")
 
 

@@ -10,7 +10,6 @@ import torch as th
 from stable_baselines3.common.callbacks import CallbackList
 
 from rl.training.curriculum import Curriculum, CurriculumCallback
-from rl.envs.assimilation import AssimilationEnv
 from rl.agents.actors import pointwise_actor
 from rl.envs.pointwise import PointwiseVecEnv, gather_points, point_rewards, stencil_neighbours
 from rl.agents.policy import build_model
@@ -30,7 +29,8 @@ def with_agent(cfg, **changes):
     return dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, **changes))
 
 
-def oracle_actions(env: AssimilationEnv, data, path: int, k: int) -> np.ndarray:
+def oracle_actions(env, data, path, k: int) -> np.ndarray:
+    """The actions asking for the stored xa of `path` (one path, or one per slot) at cycle k."""
     return env.action_for(data["analysis_mean"][path, k], np.float64)
 
 
@@ -53,8 +53,8 @@ def test_point_observation_is_the_env_features_on_its_stencil(smoke, stencil):
     for _ in range(4):  # a few cycles, so the window rows differ
         points, *_ = venv.step(np.zeros((venv.num_envs, 1), np.float32))
         points = points.reshape(2, n, W, -1)
-    for m, env in enumerate(venv.envs):
-        obs = env._observation()  # (W, k n)
+    for m in range(2):
+        obs = venv.loop.observations()[m]  # (W, k n)
         assert points[m].shape == (n, W, k * (2 * S + 1))
         for i in range(n):
             for w in range(W):
@@ -69,8 +69,9 @@ def test_per_point_rewards_are_the_per_point_errors(smoke):
     venv.reset()
     rng = np.random.default_rng(0)
     for _ in range(5):
-        targets = [env.data["analysis_mean"][env.path, env.cycle] for env in venv.envs]
-        xbs = [env.forecast_mean.copy() for env in venv.envs]
+        loop = venv.loop
+        targets = [data["analysis_mean"][loop.path[m], loop.cycle[m]] for m in range(2)]
+        xbs = [loop.forecast_mean[m].copy() for m in range(2)]
         actions = rng.normal(0, 0.05, (venv.num_envs, 1)).astype(np.float32)
         _, rewards, _, infos = venv.step(actions)
         for m in range(2):
@@ -94,15 +95,14 @@ def test_oracle_through_the_wrapper_reproduces_the_stored_run(smoke):
     paths = [1, 3]
     venv = PointwiseVecEnv(cfg, data, norm, paths, n_paths=2, seed=0)
     venv.reset()
-    for m, p in enumerate(paths):  # put each slot on its own path
-        venv.envs[m].reset(options={"path": p})
+    venv.loop.reset([0, 1], paths)  # put each slot on its own path
     K = cfg.paths.n_cycles
     for k in range(K):
         actions = []
         for m, p in enumerate(paths):
-            assert max_rel(venv.envs[m].forecast_mean, data["forecast_mean"][p, k]) < 1e-10, (p, k)
-            actions.append(oracle_actions(venv.envs[m], data, p, k))
-        _, rewards, dones, infos = venv.step(np.concatenate(actions)[:, None])
+            assert max_rel(venv.loop.forecast_mean[m], data["forecast_mean"][p, k]) < 1e-10, (p, k)
+        actions.append(oracle_actions(venv.loop, data, paths, k))
+        _, rewards, dones, infos = venv.step(np.concatenate(actions).reshape(-1, 1))
         assert np.all(rewards >= 1 - 1e-9)
         assert np.all(dones == (k == K - 1))
     owners = [d for d in infos if d["episode_owner"]]
@@ -133,7 +133,7 @@ def test_curriculum_counts_path_episodes_with_several_paths_per_env(smoke):
     assert cur.episodes == path_episodes
     # never more paths than the rule allows for this many completions
     assert 1 <= cur.n_active <= 1 + (cur.episodes - halts)
-    assert all(env.active_paths == cur.active_paths for env in venv.envs)
+    assert venv.active_paths == cur.active_paths
 
 
 def test_cloning_and_the_actor_see_the_windows_the_wrapper_shows(smoke):
@@ -142,12 +142,12 @@ def test_cloning_and_the_actor_see_the_windows_the_wrapper_shows(smoke):
     venv = PointwiseVecEnv(cfg, data, norm, [1], n_paths=1, seed=0)
     model = build_model(cfg, venv, None, "cpu", 0)
     points = venv.reset()
-    obs = venv.envs[0]._observation()
+    obs = venv.loop.observations()[0]
     nb = stencil_neighbours(cfg.model.n, cfg.agent.stencil)
     np.testing.assert_array_equal(gather_points(obs, nb), points)
     with th.no_grad():
         mean = _policy_mean(model.policy, th.as_tensor(obs[None]), False, th.as_tensor(nb))[0].numpy()
         direct = model.policy.get_distribution(th.as_tensor(points)).distribution.mean[:, 0].numpy()
     np.testing.assert_allclose(mean, direct, rtol=1e-6, atol=1e-7)
-    act = pointwise_actor(model, nb)(obs, venv.envs[0])
+    act = pointwise_actor(model, nb)(obs, venv.loop)
     np.testing.assert_allclose(act, np.clip(direct, -cfg.env.obs_bound, cfg.env.obs_bound), rtol=1e-5, atol=1e-6)
