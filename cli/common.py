@@ -83,6 +83,13 @@ def exp_options(func):
                   type=click.Path(dir_okay=False), help="Config file.")
     @functools.wraps(func)
     def wrapper(experiment, config_path, **kwargs):
+        if kwargs.get("resume_dir"):  # `train --resume`: the run's own config.yaml, not this one
+            from click.core import ParameterSource
+            refuse_with_resume({"--config": "config_path"})
+            ctx = click.get_current_context()
+            if ctx.get_parameter_source("experiment") == ParameterSource.COMMANDLINE:
+                ctx.meta[EXPERIMENT_GIVEN] = experiment  # the command checks it is the run's
+            return func(cfg=None, **kwargs)
         cfg = load_config(config_path, experiment)
         click.get_current_context().meta[CONFIG_FILE] = str(config_path)
         if "config_path" in inspect.signature(func).parameters:  # commands that read more of it
@@ -91,6 +98,19 @@ def exp_options(func):
     return wrapper
 
 
+def refuse_with_resume(options: dict) -> None:
+    """ConfigError naming the first of options ({flag: parameter name}) given on the command line
+    together with --resume: a resume continues the run as it was made and would ignore it."""
+    from click.core import ParameterSource
+    ctx = click.get_current_context()
+    for flag, name in options.items():
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            raise ConfigError(f"{flag} with --resume: a resume continues the run with its own config.yaml "
+                              f"and cannot apply {flag}; leave it out, or start a new run")
+
+
+EXPERIMENT_GIVEN = "enkfrl.experiment_given"
+"""ctx.meta key: --exp as given on the command line with --resume."""
 CONFIG_FILE = "enkfrl.config_file"
 """ctx.meta key: the config file the command read (staleness messages name it)."""
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from cli.common import (DATA_ROOT, Group, LOG_ROOT, config_file, data_record_file, exp_options,
-                        parse_paths, paths_file, read_split, spinup_file, split_hint, split_option)
-from enkf.config import load_run_config, split_config
+from cli.common import (DATA_ROOT, EXPERIMENT_GIVEN, Group, LOG_ROOT, config_file, data_record_file, exp_options,
+                        parse_paths, paths_file, read_split, refuse_with_resume, spinup_file, split_hint,
+                        split_option)
+from enkf.config import ConfigError, load_run_config, split_config
 from enkf.io import DataError, atomic_write_json, ensure_writable
 
 
@@ -139,32 +140,44 @@ def training_config(cfg, config_path, study: str | None, variant: str | None, se
 @click.option("--study", default=None, help="A `measure: train` study under ablations: in the config ...")
 @click.option("--variant", default=None, help="... and its variant: the run's config is that variant's.")
 @click.option("--trust", is_flag=True,
-              help="With --resume: load checkpoints whose sha256 is not the run's record (model zips are pickles).")
+              help="With --resume: take model files whose sha256 is not the run's record.")
 def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
     """Train the agent -> logs/<E>/<run_id>/ (config, tb/, checkpoints/, models, train.log)."""
     import shlex
     import sys
-    from rl.training.runs import check_name, create_run_dir, is_finished, model_steps
+    from rl.training.runs import (RunLock, check_name, create_run_dir, is_finished, model_steps,
+                                  write_missing_weights)
     from rl.training.train import agents_per_path, train as run_train
+    command = shlex.join(["enkfrl"] + sys.argv[1:])
     if resume_dir:
+        refuse_with_resume({"--seed": "seed", "--study": "study", "--variant": "variant", "--run-id": "run_id"})
         run_dir = Path(resume_dir)
         cfg = load_run_config(run_dir / "config.yaml")
-        unit = agents_per_path(cfg)  # SB3 counts agent-steps; total_steps is in path-steps
-        if is_finished(run_dir, cfg.train.total_steps * unit, trust):
-            steps = model_steps(run_dir / "final_model.zip") // unit
-            click.echo(f"{run_dir} is finished (final_model.zip at {steps} of "
-                       f"{cfg.train.total_steps} path-steps): nothing to resume")
-            return
-        ensure_writable(run_dir)
-        data, normaliser = load_run_inputs(cfg, str(run_dir / "config.yaml"))
+        given = click.get_current_context().meta.get(EXPERIMENT_GIVEN)
+        if given is not None and given != cfg.experiment:
+            raise ConfigError(f"--exp {given} with --resume of a run of {cfg.experiment}: leave --exp out")
+        with RunLock(run_dir, command):  # one owner per run, for the whole run
+            unit = agents_per_path(cfg)  # SB3 counts agent-steps; total_steps is in path-steps
+            if is_finished(run_dir, cfg.train.total_steps * unit, trust):
+                steps = model_steps(run_dir / "final_model.zip") // unit
+                for f in write_missing_weights(cfg, run_dir, unit, trust):  # a run made before they were kept
+                    click.echo(f"wrote {f} (the policy's weights, from the run's own zip)")
+                click.echo(f"{run_dir} is finished (final_model.zip at {steps} of "
+                           f"{cfg.train.total_steps} path-steps): nothing to resume")
+                return
+            ensure_writable(run_dir)
+            data, normaliser = load_run_inputs(cfg, str(run_dir / "config.yaml"))
+            run_train(cfg, data, normaliser, run_dir, resume=True, trust=trust, command=command)
     else:
+        if trust:
+            raise ConfigError("--trust goes with --resume: a new run loads no model file")
         if run_id is not None:
             check_name(run_id, "--run-id")
         cfg = training_config(cfg, config_path, study, variant, seed)
         data, normaliser = load_run_inputs(cfg, config_file())
         run_dir = create_run_dir(LOG_ROOT / cfg.experiment, cfg, study, variant, run_id)
-    run_train(cfg, data, normaliser, run_dir, resume=bool(resume_dir), trust=trust,
-              command=shlex.join(["enkfrl"] + sys.argv[1:]))
+        with RunLock(run_dir, command):
+            run_train(cfg, data, normaliser, run_dir, command=command)
     click.echo(f"run folder: {run_dir}")
 
 
@@ -173,26 +186,29 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
 @click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="Run folder (default: the newest under logs/<E>/ that has the model).")
 @click.option("--model", "which", type=click.Choice(["best", "final"]), default="final", show_default=True,
-              help="final_model.zip, or best_model.zip (chosen on the eval path itself: not for reporting).")
+              help="The final model, or the best (chosen on the eval path itself: not for fit records).")
 @click.option("--paths", "path_list", default=None,
               help="Comma-separated paths of the training data to evaluate (default: the eval path).")
 @click.option("--test/--no-test", default=True, show_default=True,
               help="Also every path of the independent test split (data/<E>/test_paths.h5).")
 @click.option("--trust", is_flag=True,
-              help="Load model zips whose sha256 is not the run's record (model zips are pickles).")
+              help="Take model weights whose sha256 is not the run's record.")
 def evaluate(cfg, run_dir, which, path_list, test, trust):
     """Closed-loop evaluation of the policy and the baselines on the eval path and the test set
     (cycle means after paths.burn_in) -> metrics.json, eval.h5 in the run folder."""
     from rl.training.evaluate import evaluate_run, over_paths
-    run_dir = Path(run_dir) if run_dir else newest_run(cfg, needs=f"{which}_model.zip")
+    run_dir = Path(run_dir) if run_dir else newest_run(cfg, needs=f"{which}_model.safetensors")
     cfg = load_run_config(run_dir / "config.yaml")
     paths = parse_paths(path_list, cfg.paths.n_paths) if path_list else [cfg.paths.eval_path]
     ensure_writable(run_dir)
     data, normaliser = load_run_inputs(cfg, str(run_dir / "config.yaml"))
     test_inputs = read_split(cfg, "test") if test else None  # fails early, before any work
+    data_files = {"spinup": spinup_file(cfg), "paths": paths_file(cfg)}
+    if test:
+        data_files.update(test_spinup=spinup_file(cfg, "test"), test_paths=paths_file(cfg, "test"))
     metrics, test_result, files = evaluate_run(
         run_dir, cfg, data, normaliser, (test_inputs[0], test_inputs[2]) if test_inputs else None,
-        paths, which, trust)
+        paths, which, trust, data_files)
     for f in files:
         click.echo(f"wrote {f}")
     header = "cycles completed (worst) / RMSE_norm vs stored EnKF xa / RMSE vs truth, after {} cycles"
@@ -272,14 +288,14 @@ def list_runs(experiment, study, variant, final, evaluated, newest_per_seed, as_
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 def curves(records, title, out_path):
     """Learning curves on the eval path (RMSE_norm vs stored xa against PPO path-steps) of fit records."""
-    import json
     from rl.studies.plots import plot_learning_curves
+    from rl.studies.report import read_fit_record
     loaded = {}
     for item in records:
         label, _, path = item.partition("=")
         if not path or not Path(path).is_file():
             raise DataError(f"--record {item}: expected LABEL=path/to/record.json of an existing file")
-        loaded[label] = json.loads(Path(path).read_text())
+        loaded[label] = read_fit_record(Path(path))
     click.echo(f"wrote {plot_learning_curves(loaded, Path(out_path), title)}")
 
 

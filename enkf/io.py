@@ -59,7 +59,8 @@ def git_state() -> tuple[str, bool]:
 
 
 KEY_PACKAGES = ("enkfrl", "numpy", "numba", "llvmlite", "scipy", "h5py", "PyYAML", "click",
-                "torch", "gymnasium", "stable_baselines3", "sb3_contrib", "tensorboard", "ray")
+                "torch", "gymnasium", "stable_baselines3", "sb3_contrib", "tensorboard", "ray",
+                "safetensors")
 
 
 def installed_versions(packages=KEY_PACKAGES) -> dict:
@@ -187,12 +188,18 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def check_arrays(path: str | Path, data: dict, shapes: dict, hint: str) -> None:
-    """Each dataset in ``shapes`` has that shape and every floating dataset is finite; else a
-    DataError naming the file and the dataset (the arrays are checked once, when loaded)."""
+def check_arrays(path: str | Path, data: dict, shapes: dict, hint: str, integers: tuple = ()) -> None:
+    """Every dataset is floating point (those named in ``integers``: integers), each dataset in
+    ``shapes`` has that shape, and every floating dataset is finite; else a DataError naming the
+    file and the dataset (the arrays are checked once, when loaded)."""
+    for name, arr in data.items():
+        kind = np.asarray(arr).dtype.kind
+        if kind not in ("iu" if name in integers else "f"):
+            raise DataError(f"{path}: dataset {name} has dtype {np.asarray(arr).dtype}, expected "
+                            f"{'integers' if name in integers else 'floating point numbers'}: {hint}")
     for name, shape in shapes.items():
-        if name in data and tuple(data[name].shape) != tuple(shape):
-            raise DataError(f"{path}: dataset {name} has shape {tuple(data[name].shape)}, the config "
+        if name in data and tuple(np.shape(data[name])) != tuple(shape):
+            raise DataError(f"{path}: dataset {name} has shape {tuple(np.shape(data[name]))}, the config "
                             f"needs {tuple(shape)}: {hint}")
     for name, arr in data.items():
         if np.asarray(arr).dtype.kind in "fc":

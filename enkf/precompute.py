@@ -153,8 +153,9 @@ def read_paths(cfg: Config, path, config_file="config.yaml") -> dict:
     from config_file), or has a wrong shape or a non-finite value."""
     import yaml
     hint = f"run `enkfrl precompute --exp {cfg.experiment}` first"
-    data, attrs = read_all(path, hint, ["truth", "obs", "forecast_mean", "analysis_mean",
-                                        "initial_ensemble", "starts"])
+    stored = [k for k in _MEANING if k not in ("forecast_ensemble", "analysis_ensemble")
+              or cfg.paths.store_ensembles]  # what precompute always writes
+    data, attrs = read_all(path, hint, ["starts"] + stored)
     rerun = f"rerun `enkfrl precompute --exp {cfg.experiment}`"
     if "config" in attrs:
         changed = stale_keys(yaml.safe_load(attrs["config"]), cfg.data_settings())

@@ -84,7 +84,8 @@ def read_spinup(cfg: Config, path, config_file="config.yaml") -> dict:
     """The arrays of spinup.h5, refused (DataError, one line) when the file is stale for cfg (read
     from config_file), or has a wrong shape or a non-finite value."""
     hint = f"run `enkfrl generate --exp {cfg.experiment}` first"
-    data, attrs = read_all(path, hint, ["starts", "clim_min", "clim_max", "clim_mean", "clim_std"])
+    data, attrs = read_all(path, hint, ["x0", "starts", "start_steps", "clim_min", "clim_max", "clim_mean",
+                                        "clim_std"])
     rerun = f"rerun `enkfrl generate --exp {cfg.experiment}`"
     if "settings" in attrs:
         changed = stale_keys(json.loads(attrs["settings"]), cfg.spinup_settings())
@@ -95,7 +96,8 @@ def read_spinup(cfg: Config, path, config_file="config.yaml") -> dict:
                         f"({', '.join(changed)}): {rerun}")
     n, P = cfg.model.n, cfg.paths.n_paths
     check_arrays(path, data, {"x0": (n,), "starts": (P, n), "start_steps": (P,), "clim_min": (n,),
-                              "clim_max": (n,), "clim_mean": (n,), "clim_std": (n,)}, rerun)
+                              "clim_max": (n,), "clim_mean": (n,), "clim_std": (n,)}, rerun,
+                 integers=("start_steps", "thinned_steps"))
     if not np.all(data["clim_max"] > data["clim_min"]):
         raise DataError(f"{path}: dataset clim_max is not above clim_min everywhere (the normaliser "
                         f"would divide by zero): {rerun}")

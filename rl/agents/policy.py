@@ -166,35 +166,55 @@ class FastRecurrentPolicy(RecurrentActorCriticPolicy):
         return th.flatten(lstm_output.transpose(0, 1), start_dim=0, end_dim=1), lstm_states
 
 
-def build_model(cfg: Config, env, tensorboard_log: str | None, device: str, seed: int):
-    """A fresh PPO / RecurrentPPO model for the vectorised env, from the config's agent/ppo."""
-    a, p = cfg.agent, cfg.ppo
+def policy_spec(cfg: Config) -> tuple[type, dict]:
+    """(policy class, policy_kwargs) of the config's agent: what build_model hands SB3 and
+    build_policy rebuilds a saved policy from."""
+    a = cfg.agent
     # log_std_init auto: set by rl.training.train once the error left at the start of PPO is measured
     log_std = 0.0 if a.log_std_init == "auto" else a.log_std_init
-    common_policy = dict(net_arch=dict(pi=list(a.pi_arch), vf=list(a.vf_arch)),
-                         activation_fn=ACTIVATIONS[a.activation], ortho_init=a.ortho_init,
-                         log_std_init=log_std)
-    common_algo = dict(learning_rate=p.learning_rate, n_steps=p.n_steps, batch_size=p.batch_size,
-                       n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda,
-                       clip_range=p.clip_range, ent_coef=p.ent_coef, vf_coef=p.vf_coef,
-                       max_grad_norm=p.max_grad_norm, tensorboard_log=tensorboard_log,
-                       device=device, seed=seed, verbose=0)
+    common = dict(net_arch=dict(pi=list(a.pi_arch), vf=list(a.vf_arch)),
+                  activation_fn=ACTIVATIONS[a.activation], ortho_init=a.ortho_init, log_std_init=log_std)
+    window_lstm = dict(features_extractor_class=WindowLstmExtractor,
+                       features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers))
     if a.kind == "pointwise":  # one agent per grid point (rl/envs/pointwise.py): plain PPO per point
-        if a.point_net == "lstm":
-            common_policy = dict(common_policy, features_extractor_class=WindowLstmExtractor,
-                                 features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers))
-        return PPO("MlpPolicy", env, policy_kwargs=common_policy, **common_algo)
+        return ActorCriticPolicy, dict(common, **window_lstm) if a.point_net == "lstm" else common
     if a.kind == "window":
-        policy_kwargs = dict(common_policy, features_extractor_class=WindowLstmExtractor,
-                             features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers))
-        return PPO("MlpPolicy", env, policy_kwargs=policy_kwargs, **common_algo)
+        return ActorCriticPolicy, dict(common, **window_lstm)
     if a.kind == "local":
-        policy_kwargs = dict(common_policy, stencil=a.stencil, features_extractor_class=LocalLstmExtractor,
-                             features_extractor_kwargs=dict(n=cfg.model.n, stencil=a.stencil,
-                                                            hidden=a.lstm_hidden, layers=a.lstm_layers))
-        return PPO(LocalActorCriticPolicy, env, policy_kwargs=policy_kwargs, **common_algo)
-    policy_kwargs = dict(common_policy, lstm_hidden_size=a.lstm_hidden, n_lstm_layers=a.lstm_layers)
-    return RecurrentPPO(FastRecurrentPolicy, env, policy_kwargs=policy_kwargs, **common_algo)
+        return LocalActorCriticPolicy, dict(
+            common, stencil=a.stencil, features_extractor_class=LocalLstmExtractor,
+            features_extractor_kwargs=dict(n=cfg.model.n, stencil=a.stencil, hidden=a.lstm_hidden,
+                                           layers=a.lstm_layers))
+    return FastRecurrentPolicy, dict(common, lstm_hidden_size=a.lstm_hidden, n_lstm_layers=a.lstm_layers)
+
+
+def agent_spaces(cfg: Config) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """(observation space, action space) of one agent: a grid point's (pointwise agent) or a path's."""
+    from rl.envs.assimilation import path_spaces
+    from rl.envs.pointwise import point_action_space, point_observation_space
+    if cfg.agent.kind == "pointwise":
+        return point_observation_space(cfg), point_action_space(cfg)
+    return path_spaces(cfg)
+
+
+def build_policy(cfg: Config, device: str = "cpu"):
+    """The config's policy network (untrained, on device), as SB3 builds it inside a model: the
+    frame that saved weights (rl/training/runs.py load_policy) are loaded into."""
+    policy_class, kwargs = policy_spec(cfg)
+    obs_space, act_space = agent_spaces(cfg)
+    lr = cfg.ppo.learning_rate
+    return policy_class(obs_space, act_space, lambda _: lr, **kwargs).to(device)
+
+
+def build_model(cfg: Config, env, tensorboard_log: str | None, device: str, seed: int):
+    """A fresh PPO / RecurrentPPO model for the vectorised env, from the config's agent/ppo."""
+    p = cfg.ppo
+    policy_class, policy_kwargs = policy_spec(cfg)
+    return algo_class(cfg)(policy_class, env, policy_kwargs=policy_kwargs, learning_rate=p.learning_rate,
+                           n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs, gamma=p.gamma,
+                           gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef,
+                           vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm,
+                           tensorboard_log=tensorboard_log, device=device, seed=seed, verbose=0)
 
 
 def algo_class(cfg: Config):

@@ -94,6 +94,15 @@ def reference_actions(cfg: Config, norm: Normaliser, data: dict, path: int) -> n
     return norm.diff_norm(xa - data["forecast_mean"][path])
 
 
+def path_spaces(cfg: Config) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """(observation space, action space) of one agent per path: the window (W, F) of feature
+    vectors and the analysis (n,), both within env.obs_bound."""
+    n_features = sum(feature_sizes(cfg)[f] for f in cfg.env.features)
+    b = cfg.env.obs_bound
+    return (gym.spaces.Box(-b, b, (cfg.env.window, n_features), np.float32),
+            gym.spaces.Box(-b, b, (cfg.model.n,), np.float32))
+
+
 class AssimilationEnv(gym.Env):
     """Closed-loop EnKF-analysis environment over the reference paths of one experiment.
 
@@ -113,10 +122,7 @@ class AssimilationEnv(gym.Env):
         self.n = cfg.model.n
         self.burn_in = cfg.paths.burn_in  # cycles the evaluation summaries leave out
         self.active_paths = list(paths)
-        n_features = sum(feature_sizes(cfg)[f] for f in cfg.env.features)
-        b = cfg.env.obs_bound
-        self.observation_space = gym.spaces.Box(-b, b, (cfg.env.window, n_features), np.float32)
-        self.action_space = gym.spaces.Box(-b, b, (self.n,), np.float32)
+        self.observation_space, self.action_space = path_spaces(cfg)
         self.step_seconds = 0.0  # time spent inside step(), read by the training diagnostics
         self.path = self.cycle = -1
 

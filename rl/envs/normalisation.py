@@ -41,5 +41,5 @@ class Normaliser:
 
     @classmethod
     def load(cls, path: str | Path) -> "Normaliser":
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             return cls(centre=f["centre"], half_range=f["half_range"])

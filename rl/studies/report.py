@@ -32,6 +32,22 @@ def _read_json(path: Path) -> dict:
     return doc
 
 
+def read_fit_record(path: Path) -> dict:
+    """A fit record (results/fit*/...json) with what the learning-curve figure reads, or a
+    one-line DataError."""
+    rec = _read_json(path)
+    seeds = rec.get("per_seed")
+    if not isinstance(seeds, list) or not all(isinstance(s, dict) for s in seeds) \
+            or not isinstance(rec.get("eval_path"), dict):
+        raise DataError(f"{path} is not a fit record (needs per_seed, a list of seeds, and eval_path): "
+                        f"write it with `enkfrl report`")
+    for s in seeds:
+        curve = s.get("eval_curve", [])
+        if not (isinstance(curve, list) and all(isinstance(c, list) and len(c) == 3 for c in curve)):
+            raise DataError(f"{path}: per_seed eval_curve must be a list of [path-steps, RMSE_norm, RMSE] rows")
+    return rec
+
+
 def run_description(run_dir: Path) -> dict:
     """run.json of an evaluated run (rl/training/runs.py): what the run is."""
     from rl.training.runs import read_run_info
@@ -80,12 +96,22 @@ def run_summary(run_dir: Path) -> dict:
     run_description(run_dir)
     cfg = load_run_config(run_dir / "config.yaml")
     metrics = _read_json(run_dir / "metrics.json")
+    model = (metrics.get("models") or {}).get("rl")
+    if not isinstance(model, dict) or "which" not in model:
+        raise DataError(f"{run_dir}/metrics.json does not name the model it evaluated (made before "
+                        f"records named their inputs): rerun `enkfrl evaluate --run {run_dir}`")
+    if model["which"] != "final":
+        raise DataError(f"{run_dir}/metrics.json evaluates the {model['which']} model (chosen on the "
+                        f"eval path itself): a fit record needs the final one, `enkfrl evaluate --run {run_dir}`")
     if "test" not in metrics:
         raise DataError(f"{run_dir}/metrics.json has no test set: run `enkfrl evaluate --run {run_dir}` "
                         f"after `enkfrl generate/precompute --split test`")
     timing = _read_json(run_dir / "timing.json")
     curriculum = _read_json(run_dir / "curriculum_final.json")
     eval_path = str(cfg.paths.eval_path)
+    if eval_path not in metrics:
+        raise DataError(f"{run_dir}/metrics.json has no evaluation of the eval path {eval_path}: "
+                        f"rerun `enkfrl evaluate --run {run_dir}`")
     test_means = {a: {k: (v if k == "cycles_completed" else v["mean"]) for k, v in m.items()}
                   for a, m in metrics["test"]["over_paths"].items()}
     try:
@@ -98,7 +124,8 @@ def run_summary(run_dir: Path) -> dict:
             "active_paths_at_end": curriculum["n_active"],
             "eval_path": metrics[eval_path], "test": test_means,
             "test_paths": metrics["test"]["paths"], "test_n_paths": metrics["test"]["n_paths"],
-            "test_seed": metrics["test"]["spinup_seed"], "eval_curve": eval_curve(run_dir)}
+            "test_seed": metrics["test"]["spinup_seed"], "eval_curve": eval_curve(run_dir),
+            "models": metrics["models"], "data": metrics.get("data", {})}
 
 
 def _actor_entry(m: dict) -> dict:
@@ -176,7 +203,7 @@ def fit_record(run_dirs: list[Path], init: str, command: str, wall_s: float,
                            "test": {a: _actor_entry(r["test"][a]) for a in actors + ["enkf"]},
                            "eval_path": {a: _actor_entry(r["eval_path"][a]) for a in actors + ["enkf"]
                                          if a in r["eval_path"]},
-                           "eval_curve": r["eval_curve"]}
+                           "eval_curve": r["eval_curve"], "models": r["models"], "data": r["data"]}
                           for r in runs]
     record["checks"] = checks(record, runs, cfg, init)
     if init == "clone" and "supervised" in actors:

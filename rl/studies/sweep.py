@@ -276,6 +276,13 @@ class TrainJob:
     data_root: Path
     cpus: int
     command: str
+    driver: tuple[int, str] = (0, "")
+    """(pid, host) of the driver: a trial whose driver is gone stops writing."""
+
+
+LOCK_WAIT_S = 30.0
+"""How long a train-many trial waits for a run's lock: an orphan of a killed driver notices within
+a second that its driver is gone and lets go."""
 
 
 def train_trial(config: dict, job: TrainJob) -> None:
@@ -284,14 +291,19 @@ def train_trial(config: dict, job: TrainJob) -> None:
     from rl.studies.ablate import read_data
     from rl.training.evaluate import evaluate_run, read_test_split
     from rl.training.train import train
+    from rl.training.runs import RunLock, process_alive
     cfg, run_dir = job.cfgs[config["index"]], job.run_dirs[config["index"]]
     limit_threads(job.cpus)
-    _start_line(run_dir)
-    data, norm = read_data(cfg, job.data_root / cfg.experiment)
-    if not (run_dir / "final_model.zip").exists():  # the driver made the folder (runs.create_run_dir)
-        resume = (run_dir / "config.yaml").exists() and any((run_dir / "checkpoints").glob("model_*.zip"))
-        train(cfg, data, norm, run_dir, resume=resume, command=job.command)
-    evaluate_run(run_dir, cfg, data, norm, read_test_split(cfg, job.data_root / cfg.experiment))
+    with RunLock(run_dir, f"{job.command} (trial of driver pid {job.driver[0]})", wait_s=LOCK_WAIT_S):
+        _start_line(run_dir)
+        data, norm = read_data(cfg, job.data_root / cfg.experiment)
+        if not (run_dir / "final_model.zip").exists():  # the driver made the folder (runs.create_run_dir)
+            resume = (run_dir / "config.yaml").exists() and any((run_dir / "checkpoints").glob("model_*.zip"))
+            train(cfg, data, norm, run_dir, resume=resume, command=job.command,
+                  owner_alive=lambda: process_alive(*job.driver))
+        exp_dir = job.data_root / cfg.experiment
+        evaluate_run(run_dir, cfg, data, norm, read_test_split(cfg, exp_dir),
+                     data_files={n: exp_dir / f"{n}.h5" for n in ("spinup", "paths", "test_spinup", "test_paths")})
     tune.report({"done": 1})
 
 
@@ -353,7 +365,7 @@ def train_many(config_path: Path, experiments: list[str], data_root: Path, log_r
         own = {c.experiment: c.data_hash() for c in cfgs}
         generate_shared(shared_data([cfgs[i] for i in pending], own, Path(data_root)), sweep.cpus_per_trial, echo)
         job = TrainJob([cfgs[i] for i in pending], [run_dirs[i] for i in pending], Path(data_root).resolve(),
-                       sweep.cpus_per_trial, command)
+                       sweep.cpus_per_trial, command, (os.getpid(), socket.gethostname()))
         names = [f"{c.experiment}__seed{c.train.seed}" for c in job.cfgs]
 
         def done(i):

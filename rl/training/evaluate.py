@@ -13,17 +13,6 @@ from rl.agents.actors import BASELINES, Actor, actor_factory
 from rl.envs.batched import BatchedLoop
 
 
-def load_policy(cfg, run_dir: Path, which: str = "best", trust: bool = False):
-    """best_model.zip (falls back to final_model.zip) or final_model.zip of a run folder; a zip
-    whose sha256 is not the one the run recorded is refused unless trust (rl/training/runs.py)."""
-    from rl.agents.policy import algo_class
-    from rl.training.runs import load_model
-    path = Path(run_dir) / f"{which}_model.zip"
-    if which == "best" and not path.exists():
-        path = Path(run_dir) / "final_model.zip"
-    return load_model(algo_class(cfg), path, run_dir, trust, device="cpu")
-
-
 def run_paths(loop: BatchedLoop, act: Actor, paths: list[int]) -> dict[int, dict]:
     """Every path of `paths` in closed loop at once, slot q on paths[q] (the loop has len(paths)
     slots). Returns {path: episode}; per-cycle arrays are NaN after the path's halt."""
@@ -111,11 +100,13 @@ def non_finite(metrics: dict, where: str = "") -> list[str]:
 
 
 def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: BatchedLoop,
-               test: dict | None = None) -> tuple[Path, Path]:
+               test: dict | None = None, inputs: dict | None = None) -> tuple[Path, Path]:
     """metrics.json and eval.h5 in the run folder, each written whole or not at all.
 
-    metrics.json: {"<eval path>": {actor: summary}, "burn_in": b, and with a test set
-    "test": {"n_paths", "spinup_seed", "paths": {"<p>": {actor: summary}}, "over_paths": ...}}.
+    metrics.json: {"<eval path>": {actor: summary}, "burn_in": b, with a test set
+    "test": {"n_paths", "spinup_seed", "paths": {"<p>": {actor: summary}}, "over_paths": ...}},
+    and what was measured, inputs = {"models": {actor: {which, file, steps, sha256}},
+    "data": {name: {file, sha256, ...}}} (rl.training.runs.load_policy, describe_files).
     eval.h5: per path a group path_<p> (test paths: test_path_<p>) with the truth, the stored
     EnKF and every actor's per-cycle arrays. test = {"metrics", "episodes", "env", "seed"}.
     Non-finite metrics are refused (DataError) and leave the earlier files as they were."""
@@ -129,6 +120,7 @@ def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: BatchedLoop,
                        "paths": {str(p): m for p, m in test["metrics"].items()},
                        "over_paths": over_paths(test["metrics"])}
         groups.append(("test_path", test["episodes"], test["env"]))
+    doc.update(inputs or {})
     bad = non_finite(doc)
     if bad:
         raise DataError(f"evaluation gave non-finite metrics ({', '.join(bad[:4])}"
@@ -161,17 +153,23 @@ def read_test_split(cfg, exp_dir: Path):
 
 
 def evaluate_run(run_dir: Path, cfg, data: dict, normaliser, test: tuple | None,
-                 paths: list[int] | None = None, which: str = "final", trust: bool = False):
+                 paths: list[int] | None = None, which: str = "final", trust: bool = False,
+                 data_files: dict | None = None):
     """What `enkfrl evaluate` does: the run's policy (and its cloned start, when it has one) and
     the baselines in closed loop on `paths` of the training data (default: the eval path) and on
     every path of the test split test = (test config, its arrays), cycle means after
-    paths.burn_in, with the training normaliser -> metrics.json, eval.h5.
+    paths.burn_in, with the training normaliser -> metrics.json, eval.h5, which name the models
+    (which, steps, sha256 of the weights) and the data files ({name: path}: their sha256).
     Returns (metrics, test result or None, the files written)."""
     paths = paths or [cfg.paths.eval_path]
+    from rl.training.runs import describe_files, load_policy
     make_actor = actor_factory(cfg)
-    actors = {"rl": make_actor(load_policy(cfg, run_dir, which, trust))}
-    if (Path(run_dir) / "pretrained_model.zip").exists():
-        actors["supervised"] = make_actor(load_policy(cfg, run_dir, "pretrained", trust))
+    policy, model = load_policy(cfg, run_dir, which, trust)
+    actors = {"rl": make_actor(policy)}
+    models = {"rl": model}
+    if any((Path(run_dir) / f"pretrained_model.{ext}").exists() for ext in ("zip", "safetensors")):
+        policy, models["supervised"] = load_policy(cfg, run_dir, "pretrained", trust)
+        actors["supervised"] = make_actor(policy)
     actors.update(BASELINES)
     env = BatchedLoop(cfg, data, normaliser, len(paths))
     metrics, episodes = evaluate(env, actors, paths, cfg.paths.burn_in)
@@ -184,5 +182,6 @@ def evaluate_run(run_dir: Path, cfg, data: dict, normaliser, test: tuple | None,
         test_metrics, test_episodes = evaluate(test_env, actors, test_paths, cfg.paths.burn_in)
         test_result = {"metrics": test_metrics, "episodes": test_episodes, "env": test_env,
                        "seed": test_cfg.seed}
-    files = write_eval(run_dir, metrics, episodes, env, test_result)
+    files = write_eval(run_dir, metrics, episodes, env, test_result,
+                       {"models": models, "data": describe_files(data_files or {})})
     return metrics, test_result, files

@@ -4,16 +4,20 @@ kill, races and tampering. Every command that makes a run makes it here.
 - A run folder is made with one atomic mkdir: two runs never share one. Its name follows one rule
   (run_name), and run.json says what the run is; runs are selected by run.json, never by name.
 - Every file is written to a temporary name and renamed when complete (enkf.io.atomic_path).
-- Model zips are pickles (loading one can run any code): checksums.json keeps the sha256 of every
-  model the run wrote, and a model whose sum is not the recorded one is refused unless trusted.
-- A checkpoint is its curriculum state (written first) and its model zip (written last, then
-  recorded): it is complete only when both are there, valid, and the model's sum recorded.
+- Every model is its policy's weights (safetensors: evaluation, reports and plots load only these,
+  into the network the run's config.yaml describes) and SB3's zip beside them (to resume; only
+  its tensors are read back, by torch's weights-only loader). checksums.json keeps the sha256 of
+  every model file the run wrote; a file whose sum is not the recorded one is refused unless
+  trusted. Nothing in a run folder is unpickled (docs/design.md: what a planted folder can do).
+- A checkpoint is its curriculum state (written first) and its model (written last, then
+  recorded): it is complete only when both are there, valid, and the model's sums recorded.
 - timing.json lists every training segment (the fresh run, each resume) and sums them.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import zipfile
@@ -24,8 +28,7 @@ from enkf.io import DataError, atomic_path, atomic_write_json, ensure_writable, 
 log = logging.getLogger("enkfrl.train")
 
 CHECKSUMS = "checksums.json"
-PICKLE_WARNING = ("model zips are pickles, and loading one can run any code: pass --trust only "
-                  "for a file you made yourself")
+LINK_HINT = "a run folder holds its own files (copy the target in place of the link)"
 
 
 # ---- the folder ---------------------------------------------------------------------------------
@@ -155,88 +158,362 @@ def select_runs(log_root: Path, experiment: str, study: str | None = None, varia
     return runs
 
 
+RESUME_MAY_CHANGE = ("train.total_steps", "train.checkpoint_freq", "train.eval_freq", "train.log_interval",
+                     "train.device", "train.torch_threads", "train.env_threads", "train.block_columns",
+                     "train.subproc", "paths.burn_in", "paths.workers")
+"""Keys of a run's config.yaml a resume applies: how long and how it runs, what it logs and when,
+how evaluations summarise. Every other key describes the trained network, its optimiser, its data
+or its environment, and a resume refuses a change to it."""
+
+
+def _changed(made: dict, now: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(made) | set(now), key=str):
+        a, b = made.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def check_resumable(run_dir: Path, cfg) -> None:
+    """DataError when the run's config.yaml (cfg) changed, since the run was made (run.json), a key
+    a resume cannot apply to the run (anything outside RESUME_MAY_CHANGE)."""
+    info = read_run_info(run_dir)
+    if info is None or not isinstance(info.get("config"), dict):
+        return  # made before run.json kept its config: nothing to compare with
+    made, now = info["config"], cfg.to_dict()
+    changed = [k for k in _changed(made, now) if k not in RESUME_MAY_CHANGE]
+    if changed:
+        def value(d, key):
+            for part in key.split("."):
+                d = d.get(part) if isinstance(d, dict) else None
+            return d
+        k = changed[0]
+        more = f" (and {', '.join(changed[1:4])}{', ...' if len(changed) > 4 else ''})" if len(changed) > 1 else ""
+        raise DataError(f"{Path(run_dir) / 'config.yaml'}: {k} changed since the run was made "
+                        f"({value(made, k)!r} -> {value(now, k)!r}){more}: a resume continues the trained "
+                        f"network as it was made; start a new run for the new setting "
+                        f"(`enkfrl train --exp {cfg.experiment}`)")
+
+
+def check_no_links(run_dir: Path) -> None:
+    """DataError when anything a run reads or writes inside its folder is a symbolic link (a linked
+    checkpoints/ or model file would let the run read or write outside its folder)."""
+    run_dir = Path(run_dir)
+    for p in [run_dir / n for n in ("checkpoints", "tb", "plots", CHECKSUMS, RUN_JSON, "config.yaml")] \
+            + sorted(run_dir.glob("*_model.*")) + sorted((run_dir / "checkpoints").glob("*")):
+        if p.is_symlink():
+            raise DataError(f"{p} is a symbolic link: {LINK_HINT}")
+
+
 def is_evaluated(run_dir: Path) -> bool:
-    """metrics.json holds an evaluation with the test set."""
+    """metrics.json holds an evaluation of the final model with the test set."""
     try:
-        return "test" in json.loads((Path(run_dir) / "metrics.json").read_text())
-    except (OSError, ValueError, TypeError):
+        m = json.loads((Path(run_dir) / "metrics.json").read_text())
+        return "test" in m and m["models"]["rl"]["which"] == "final"
+    except (OSError, ValueError, TypeError, KeyError):
         return False
 
 
+# ---- one owner per run ------------------------------------------------------------------------------
+LOCK = "owner.lock"
+
+
+class RunAbandoned(DataError):
+    """The process that started this run (a Ray driver) is gone: the run stops without writing."""
+
+
+class RunLock:
+    """An exclusive lock (fcntl.flock) on run_dir/owner.lock, held by whoever trains the run (train,
+    train --resume, a train-many trial) for the whole run; the kernel drops it when the owner dies,
+    however it dies. A second owner waits up to wait_s seconds, then gets a DataError naming the
+    holder's pid. owner.lock holds the holder's pid, host, start time and command."""
+
+    def __init__(self, run_dir: Path, command: str = "", wait_s: float = 0.0):
+        self.path, self.command, self.wait_s = Path(run_dir) / LOCK, command, wait_s
+        self.fd = None
+
+    def holder(self) -> dict:
+        try:
+            info = json.loads(self.path.read_text())
+            return info if isinstance(info, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if self.path.is_symlink():
+                raise DataError(f"{self.path} is a symbolic link: {LINK_HINT}") from None
+            raise DataError(f"cannot open {self.path} ({e.strerror or e})") from None
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    h = self.holder()
+                    since = f" since {h['since']}" if h.get("since") else ""
+                    raise DataError(f"{self.path.parent} is in use by pid {h.get('pid', '?')} on "
+                                    f"{h.get('host', '?')}{since} ({h.get('command') or 'enkfrl'}): one "
+                                    f"process owns a run; wait for it to end or stop it") from None
+                time.sleep(0.2)
+        import socket
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                 "command": self.command}).encode() + b"\n")
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def process_alive(pid: int, host: str | None = None) -> bool:
+    """pid runs (on this host; a process on another host counts as alive: it cannot be seen)."""
+    import socket
+    if host is not None and host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # ---- model files and their checksums ------------------------------------------------------------
+# Every model is saved twice, side by side:
+#   <name>.safetensors  the policy's weights (tensors and a text header only: nothing in it can run);
+#                       evaluation, reports and plots rebuild the policy from the run's config.yaml
+#                       (rl.agents.policy.build_policy) and load these
+#   <name>.zip          SB3's file, to resume training; only its weights and optimiser state are read
+#                       back (torch's weights-only loader, rl.training.runs.load_for_resume), never the
+#                       pickled objects SB3 keeps beside them
+# checksums.json keeps the sha256 of both: a file whose sum is not the recorded one is refused
+# unless trusted (--trust).
+WEIGHTS_FORMAT = "enkfrl-policy-weights/1"
+
+
+def weights_file(zip_path: Path) -> Path:
+    """<name>.safetensors beside <name>.zip."""
+    return Path(zip_path).with_suffix(".safetensors")
+
+
 def _record_key(run_dir: Path, path: Path) -> str:
-    return Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
+    """path relative to run_dir, as written (a link is not followed)."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(run_dir)).as_posix()
+    except ValueError:
+        raise DataError(f"{path} lies outside the run folder {run_dir}") from None
 
 
 def recorded_checksums(run_dir: Path) -> dict:
     f = Path(run_dir) / CHECKSUMS
+    if f.is_symlink():
+        raise DataError(f"{f} is a symbolic link: {LINK_HINT}")
     if not f.is_file():
         return {}
     try:
         sums = json.loads(f.read_text())
     except (OSError, ValueError):
-        raise DataError(f"{f} is not readable JSON: the run's model checksums are lost; "
-                        f"{PICKLE_WARNING}") from None
+        raise DataError(f"{f} is not readable JSON: the run's model checksums are lost (pass --trust "
+                        f"only for a run you made yourself)") from None
     return sums if isinstance(sums, dict) else {}
 
 
-def save_model(model, path: Path, run_dir: Path) -> Path:
-    """model.save(path) through a temporary file, then its sha256 into run_dir/checksums.json."""
+def save_model(model, path: Path, run_dir: Path, steps: int) -> Path:
+    """The policy's weights (<name>.safetensors, with steps in its header) and model.save(path)
+    (<name>.zip), each through a temporary file, then both sha256 into run_dir/checksums.json."""
+    from safetensors.torch import save_model as save_weights
     path = Path(path)
+    check_no_links(run_dir)
+    weights = weights_file(path)
+    with atomic_path(weights) as tmp:
+        save_weights(model.policy, str(tmp), metadata={"format": WEIGHTS_FORMAT, "steps": str(int(steps)),
+                                                        "num_timesteps": str(int(model.num_timesteps))})
+        weights_sum = sha256_file(tmp)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             model.save(f)
-        digest = sha256_file(tmp)
+        zip_sum = sha256_file(tmp)
     sums = recorded_checksums(run_dir)
-    sums[_record_key(run_dir, path)] = digest
+    sums[_record_key(run_dir, weights)] = weights_sum
+    sums[_record_key(run_dir, path)] = zip_sum
     atomic_write_json(Path(run_dir) / CHECKSUMS, dict(sorted(sums.items())))
     return path
 
 
-def check_model(path: Path, run_dir: Path, trust: bool = False) -> None:
-    """DataError unless path is a complete zip whose sha256 is the one the run recorded when it
-    wrote the file (with trust: a complete zip is enough)."""
+def check_file(path: Path, run_dir: Path, trust: bool = False) -> str:
+    """DataError unless path is a plain file (no link) whose sha256 is the one the run recorded
+    when it wrote the file (with trust: any plain file). Returns its sha256."""
     path = Path(path)
+    if path.is_symlink():
+        raise DataError(f"{path} is a symbolic link: {LINK_HINT}")
     if not path.is_file():
         raise DataError(f"{path} not found: train the run first")
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{path} is not a model zip (empty, truncated or corrupt): resume the run "
-                        f"to write it again")
+    digest = sha256_file(path)
     if trust:
-        return
+        return digest
     recorded = recorded_checksums(run_dir).get(_record_key(run_dir, path))
     if recorded is None:
-        raise DataError(f"{path} has no sha256 in {Path(run_dir) / CHECKSUMS} (not written by "
-                        f"this run, or before checksums were kept); {PICKLE_WARNING}")
-    if sha256_file(path) != recorded:
-        raise DataError(f"{path} differs from the file this run wrote (sha256 mismatch with "
-                        f"{CHECKSUMS}); {PICKLE_WARNING}")
+        raise DataError(f"{path} has no sha256 in {Path(run_dir) / CHECKSUMS}: not written by this run, "
+                        f"or the run was killed while writing it (then `enkfrl train --resume {run_dir}` "
+                        f"writes it again)")
+    if digest != recorded:
+        raise DataError(f"{path} differs from the file this run wrote (sha256 mismatch with {CHECKSUMS}): "
+                        f"`enkfrl train --resume {run_dir}` writes it again; --trust takes it as it is")
+    return digest
+
+
+def check_model(path: Path, run_dir: Path, trust: bool = False) -> None:
+    """check_file of a model zip that is also a complete zip."""
+    path = Path(path)
+    if path.is_file() and not path.is_symlink() and not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not a model zip (empty, truncated or corrupt): resume the run "
+                        f"to write it again")
+    check_file(path, run_dir, trust)
 
 
 def is_recorded(path: Path, run_dir: Path) -> bool:
-    """path is a complete zip with the sha256 the run recorded for it."""
+    """path is a plain file with the sha256 the run recorded for it (a zip: a complete one)."""
     try:
-        check_model(path, run_dir)
+        (check_model if Path(path).suffix == ".zip" else check_file)(path, run_dir)
     except DataError:
         return False
     return True
 
 
-def load_model(algo, path: Path, run_dir: Path, trust: bool = False, **kwargs):
-    """algo.load(path) after check_model; a zip SB3 cannot read, or weights that are not all
-    finite, give a one-line DataError."""
-    check_model(path, run_dir, trust)
-    try:
-        model = algo.load(path, **kwargs)
-    except Exception as e:  # SB3 raises anything from KeyError to pickle errors on a bad zip
-        first = (str(e).splitlines() or [""])[0][:200]
-        raise DataError(f"{path} could not be loaded as a {algo.__name__} model "
-                        f"({type(e).__name__}: {first})") from None
-    bad = [name for name, p in model.policy.named_parameters() if not bool(p.isfinite().all())]
+def _first_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+
+
+def _refuse_non_finite(path: Path, module) -> None:
+    bad = [name for name, p in module.named_parameters() if not bool(p.isfinite().all())]
     if bad:
         raise DataError(f"{path} has non-finite weights (NaN/inf) in {', '.join(bad[:3])}"
                         f"{', ...' if len(bad) > 3 else ''}: resume from an earlier checkpoint")
+
+
+def load_policy(cfg, run_dir: Path, which: str = "final", trust: bool = False, device: str = "cpu"):
+    """The policy of a run folder, for evaluation: the network of the run's config (cfg) with the
+    weights of <which>_model.safetensors (best falls back to final when the run has no best).
+    Nothing is unpickled. Returns (policy, the model's description for records: which, file,
+    steps, sha256)."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_model as load_weights
+    from rl.agents.policy import build_policy
+    run_dir = Path(run_dir)
+    check_no_links(run_dir)
+    if which == "best" and not (run_dir / "best_model.safetensors").exists() \
+            and not (run_dir / "best_model.zip").exists():
+        which = "final"
+    path = run_dir / f"{which}_model.safetensors"
+    if not path.exists() and (run_dir / f"{which}_model.zip").is_file():
+        raise DataError(f"{path} not found: the run was made before policy weights were kept apart from "
+                        f"the model zip; `enkfrl train --resume {run_dir}` writes them from the run's own zips")
+    digest = check_file(path, run_dir, trust)
+    policy = build_policy(cfg, device)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        missing, unexpected = load_weights(policy, str(path), strict=False, device=device)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DataError(f"{path} is not a policy weights file ({_first_line(e)})") from None
+    except RuntimeError as e:  # load_state_dict: a tensor of another shape
+        raise DataError(f"{path} does not fit the network {run_dir / 'config.yaml'} describes "
+                        f"({_first_line(e)})") from None
+    if missing or unexpected:
+        raise DataError(f"{path} does not fit the network {run_dir / 'config.yaml'} describes (missing "
+                        f"{', '.join(missing[:3]) or 'nothing'}; unexpected {', '.join(unexpected[:3]) or 'nothing'})")
+    _refuse_non_finite(path, policy)
+    policy.set_training_mode(False)
+    steps = meta.get("steps")
+    return policy, {"which": which, "file": path.name, "steps": int(steps) if str(steps).isdigit() else None,
+                    "sha256": digest}
+
+
+def load_for_resume(cfg, path: Path, run_dir: Path, env, device: str, trust: bool = False):
+    """The model to continue training: a fresh model of the run's config (rl.agents.policy.build_model)
+    with the weights and optimiser state of the checkpoint zip, read by torch's weights-only loader
+    (SB3's set_parameters: the zip's pickled objects are never loaded), and its step counters from
+    the zip's JSON part. The zip must be the one this run recorded (or trust)."""
+    from rl.agents.policy import build_model
+    check_model(path, run_dir, trust)
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = json.loads(z.read("data"))
+        counters = {k: int(data[k]) for k in ("num_timesteps", "_n_updates")}
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} has no readable step counters ({_first_line(e)}): not an SB3 model zip") from None
+    model = build_model(cfg, env, tensorboard_log=None, device=device, seed=cfg.train.seed)
+    try:
+        model.set_parameters(str(path), exact_match=True, device=device)
+    except Exception as e:  # torch's weights-only unpickler, load_state_dict: anything on a bad zip
+        raise DataError(f"{path} could not be loaded as this run's {type(model).__name__} model "
+                        f"({_first_line(e)})") from None
+    _refuse_non_finite(path, model.policy)
+    model.num_timesteps, model._n_updates = counters["num_timesteps"], counters["_n_updates"]
     return model
+
+
+def write_missing_weights(cfg, run_dir: Path, unit: int, trust: bool = False) -> list[Path]:
+    """<name>.safetensors for every recorded model zip of the run that has none (a run made before
+    weights were kept apart): the policy's weights read from the zip by torch's weights-only
+    loader, into the network of the run's config. Returns the files written."""
+    from stable_baselines3.common.save_util import load_from_zip_file
+    from rl.agents.policy import build_policy
+    from safetensors.torch import save_model as save_weights
+    written = []
+    for name in ("final_model", "best_model", "pretrained_model"):
+        path = Path(run_dir) / f"{name}.zip"
+        if not path.exists() or weights_file(path).exists():
+            continue
+        check_model(path, run_dir, trust)
+        policy = build_policy(cfg)
+        try:
+            _, params, _ = load_from_zip_file(str(path), load_data=False, device="cpu")
+            policy.load_state_dict(params["policy"])
+        except Exception as e:
+            raise DataError(f"{path} could not be read as this run's policy ({_first_line(e)})") from None
+        steps = (model_steps(path) or 0) // unit
+        with atomic_path(weights_file(path)) as tmp:
+            save_weights(policy, str(tmp), metadata={"format": WEIGHTS_FORMAT, "steps": str(steps),
+                                                      "num_timesteps": str(model_steps(path) or 0)})
+            digest = sha256_file(tmp)
+        sums = recorded_checksums(run_dir)
+        sums[_record_key(run_dir, weights_file(path))] = digest
+        atomic_write_json(Path(run_dir) / CHECKSUMS, dict(sorted(sums.items())))
+        written.append(weights_file(path))
+    return written
+
+
+def describe_files(files: dict) -> dict:
+    """{name: {file, sha256 (and the HDF5 file's data_hash / spinup_hash)}} of the input files an
+    evaluation read: a record names its data."""
+    import h5py
+    out = {}
+    for name, path in files.items():
+        entry = {"file": str(path), "sha256": sha256_file(path)}
+        try:
+            with h5py.File(path, "r") as f:
+                entry.update({k: str(f.attrs[k]) for k in ("data_hash", "spinup_hash") if k in f.attrs})
+        except OSError:
+            pass
+        out[name] = entry
+    return out
 
 
 def model_steps(path: Path) -> int | None:
@@ -262,7 +539,7 @@ def save_checkpoint(model, curriculum_state: dict, run_dir: Path, step: int) -> 
     its recorded sum) marks the checkpoint complete."""
     folder = Path(run_dir) / "checkpoints"
     atomic_write_json(folder / f"curriculum_{step}.json", curriculum_state)
-    save_model(model, folder / f"model_{step}.zip", run_dir)
+    save_model(model, folder / f"model_{step}.zip", run_dir, step)
 
 
 def newest_checkpoint(run_dir: Path, trust: bool = False) -> tuple[Path, dict, int]:

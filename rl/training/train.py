@@ -40,9 +40,9 @@ from rl.envs.normalisation import Normaliser
 from rl.envs.pointwise import PointwiseVecEnv, stencil_neighbours
 from rl.agents.policy import algo_class, build_model, lstm_modules
 from rl.agents.clone import behaviour_clone, copy_obs_rmse, split_training_paths
-from rl.training.runs import (RUN_JSON, Timing, inferred_run_info, is_recorded, keep_progress_csv,
-                              load_model, newest_checkpoint, read_run_info, run_info, save_checkpoint,
-                              save_model)
+from rl.training.runs import (RUN_JSON, RunAbandoned, Timing, check_no_links, check_resumable, inferred_run_info, is_recorded, keep_progress_csv,
+                              load_for_resume, newest_checkpoint, read_run_info, run_info,
+                              save_checkpoint, save_model)
 
 log = logging.getLogger("enkfrl.train")
 
@@ -122,7 +122,7 @@ class EvalCallback(BaseCallback):
                  s["rmse_norm_vs_enkf"], s["rmse_vs_truth"])
         if s["total_reward"] > self.best:
             self.best = s["total_reward"]
-            save_model(self.model, self.run_dir / "best_model.zip", self.run_dir)
+            save_model(self.model, self.run_dir / "best_model.zip", self.run_dir, self.num_timesteps // self.unit)
             atomic_write_json(self.run_dir / "best.json", dict(s, steps=self.num_timesteps // self.unit))
         return s
 
@@ -168,6 +168,28 @@ class DiagnosticsCallback(BaseCallback):
         env_seconds = sum(self.training_env.env_method("pop_step_seconds"))
         self.logger.record("time/env_step_share", env_seconds / max(now - self._t_last, 1e-9))
         self._t_last = now
+
+
+class OwnerCallback(BaseCallback):
+    """Every `interval_s` seconds of training: is the process that started this run still there
+    (owner_alive(), e.g. a Ray trial's driver)? If not, the run stops at once, before it writes
+    anything more (RunAbandoned): an orphaned trial never overlaps the rerun that follows."""
+
+    def __init__(self, owner_alive, interval_s: float = 1.0):
+        super().__init__()
+        self.owner_alive, self.interval_s = owner_alive, interval_s
+        self._next = 0.0
+
+    def check(self) -> None:
+        if not self.owner_alive():
+            raise RunAbandoned("the process that started this run is gone: stopped without writing more")
+
+    def _on_step(self) -> bool:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.interval_s
+            self.check()
+        return True
 
 
 class ProgressCallback(BaseCallback):
@@ -248,13 +270,17 @@ def setup_logging(run_dir: Path) -> None:
 
 # ---- the training run --------------------------------------------------------------------------
 def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
-          resume: bool = False, command: str = "", trust: bool = False) -> Path:
+          resume: bool = False, command: str = "", trust: bool = False, owner_alive=None) -> Path:
     """Train a new run in run_dir (new and empty: rl/training/runs.py create_run_dir), or with resume
     continue the run in run_dir from its newest complete checkpoint (trust: accept model zips
-    whose checksum is not the recorded one). Returns run_dir."""
+    whose checksum is not the recorded one). owner_alive: a check that the process that started
+    the run is still there (a Ray trial's driver); when it fails the run stops without writing
+    more. The caller holds the run's lock (rl/training/runs.py RunLock). Returns run_dir."""
     # 1. run folder: the resolved config is the run's config from now on
     if resume:
         cfg = load_run_config(run_dir / "config.yaml")
+        check_resumable(run_dir, cfg)  # a changed network or PPO setting: refused, before any write
+        check_no_links(run_dir)
         for folder in (run_dir, run_dir / "checkpoints", run_dir / "tb"):
             remove_stale_temps(folder)  # left by a killed segment
         if read_run_info(run_dir) is None:  # a run made before run.json was kept
@@ -292,7 +318,7 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
         keep_progress_csv(run_dir, step)  # SB3 reopens progress.csv with "w": keep the earlier rows
     logger = configure(str(run_dir / "tb"), ["tensorboard", "csv"])
     if resume:
-        model = load_model(algo_class(cfg), model_path, run_dir, trust, env=venv, device=device)
+        model = load_for_resume(cfg, model_path, run_dir, venv, device, trust)
         log.info("resumed from %s (%d path-steps, %d paths active)", model_path.name, step, curriculum.n_active)
     else:
         model = build_model(cfg, venv, tensorboard_log=None, device=device, seed=cfg.train.seed)
@@ -306,7 +332,7 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
             logger.record("pretrain/train_rmse", tr)
             logger.record("pretrain/heldout_rmse", va)
             logger.dump(step=epoch)
-        save_model(model, run_dir / "pretrained_model.zip", run_dir)
+        save_model(model, run_dir / "pretrained_model.zip", run_dir, 0)
         atomic_write_json(run_dir / "pretrain.json", dict(history, wall_s=time.perf_counter() - t0))
     # 4c. exploration at the scale of the error left (agent.log_std_init: auto), recorded
     if not resume:
@@ -319,7 +345,9 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
     timing = Timing(run_dir, model.num_timesteps // unit)  # this segment, after the earlier ones
     checkpoints = CheckpointCallback(run_dir, cfg.train.checkpoint_freq, curriculum, timing,
                                      last_saved=step if resume else -1, agents_per_path=unit)
+    owner = OwnerCallback(owner_alive or (lambda: True))
     callbacks = CallbackList([
+        owner,  # first: nothing below writes once the owner is gone
         CurriculumCallback(curriculum),
         checkpoints,
         EvalCallback(eval_env, cfg.paths.eval_path, cfg.train.eval_freq, run_dir, actor_factory(cfg), unit),
@@ -332,8 +360,9 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
     if remaining > 0:
         model.learn(remaining * unit, callback=callbacks, log_interval=cfg.train.log_interval,
                     reset_num_timesteps=not resume)
+    owner.check()
     checkpoints.save(model)
-    save_model(model, run_dir / "final_model.zip", run_dir)
+    save_model(model, run_dir / "final_model.zip", run_dir, model.num_timesteps // unit)
     record = timing.update(model.num_timesteps // unit)
     wall = record["segments"][-1]["wall_s"]
     record["path_steps_per_s"] = record["train_steps"] / max(record["train_wall_s"], 1e-9)
