@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from enkf.config import SPLITS, Config, ConfigError, load_config, split_config
+from enkf.config import SPLITS, ConfigError, split_config
+from rl.config import Config, load_config
 from enkf.io import DataError
 
 DATA_ROOT = Path("data")

@@ -8,7 +8,8 @@ import click
 
 from cli.common import (DATA_ROOT, Group, LOG_ROOT, config_file, data_record_file, exp_options,
                         parse_paths, paths_file, read_split, spinup_file, split_hint, split_option)
-from enkf.config import load_run_config, split_config
+from enkf.config import split_config
+from rl.config import load_run_config
 from enkf.io import DataError, atomic_write_json, ensure_writable
 
 
@@ -110,7 +111,8 @@ def newest_run(cfg, needs: str = "config.yaml") -> Path:
 def training_config(cfg, config_path, study: str | None, variant: str | None, seed: int | None):
     """The config a training run uses: the experiment's with train.seed = seed (one of
     train.seeds), or a variant of a `measure: train` study. Returns (config, run label)."""
-    from enkf.config import ConfigError, from_dict, load_ablation
+    from enkf.config import ConfigError
+    from rl.config import from_dict, load_ablation
     if (study is None) != (variant is None):
         raise ConfigError("--study and --variant go together")
     if study is None:

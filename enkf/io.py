@@ -76,7 +76,7 @@ def installed_versions(packages=KEY_PACKAGES) -> dict:
 
 
 def hash_of(obj) -> str:
-    """Short stable hash of a JSON-able object (Config.hash() is hash_of(config.to_dict()))."""
+    """Short stable hash of a JSON-able object (DAConfig.hash() is hash_of(config.to_dict()))."""
     import hashlib
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 

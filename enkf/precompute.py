@@ -11,7 +11,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from enkf.config import Config, stale_keys
+from enkf.config import DAConfig, stale_keys
 from enkf.filters import ensemble_spread
 from enkf.io import DataError, atomic_h5, check_arrays, code_version, put, read_all
 from enkf.spinup import spinup_hash
@@ -86,7 +86,7 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def precompute(cfg: Config, starts: np.ndarray, progress: bool = True) -> dict:
+def precompute(cfg: DAConfig, starts: np.ndarray, progress: bool = True) -> dict:
     """run_path from every start, in parallel over paths. Returns stacked arrays (P, ...)."""
     P = cfg.paths.n_paths
     workers = cfg.paths.workers or os.cpu_count() or 1
@@ -130,7 +130,7 @@ _MEANING = {
 }
 
 
-def write_paths(cfg: Config, data: dict, starts: np.ndarray, path) -> None:
+def write_paths(cfg: DAConfig, data: dict, starts: np.ndarray, path) -> None:
     import yaml
     with atomic_h5(path) as f:
         f.attrs["experiment"] = cfg.experiment
@@ -148,7 +148,7 @@ def write_paths(cfg: Config, data: dict, starts: np.ndarray, path) -> None:
                 put(f, k, data[k], meaning, shape=shape)
 
 
-def read_paths(cfg: Config, path, config_file="config.yaml") -> dict:
+def read_paths(cfg: DAConfig, path, config_file="config.yaml") -> dict:
     """The arrays of paths.h5, refused (DataError, one line) when the file is stale for cfg (read
     from config_file), or has a wrong shape or a non-finite value."""
     import yaml

@@ -6,18 +6,18 @@ import json
 import numpy as np
 
 from enkf import rng
-from enkf.config import Config, stale_keys
+from enkf.config import DAConfig, stale_keys
 from enkf.io import DataError, atomic_h5, check_arrays, code_version, put, read_all
 from enkf.models import INTEGRATOR_IDS, MODEL_IDS, params_of, spinup_run
 
 
-def spinup_hash(cfg: Config) -> str:
-    """Hash of the settings that determine spinup.h5 (Config.spinup_settings)."""
+def spinup_hash(cfg: DAConfig) -> str:
+    """Hash of the settings that determine spinup.h5 (DAConfig.spinup_settings)."""
     import hashlib
     return hashlib.sha256(json.dumps(cfg.spinup_settings(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _legacy_spinup_hash(cfg: Config) -> str:
+def _legacy_spinup_hash(cfg: DAConfig) -> str:
     """The hash spinup.h5 files carried before they stored their settings (it included
     spinup.thin): such files stay valid while everything else matches."""
     import hashlib
@@ -26,7 +26,7 @@ def _legacy_spinup_hash(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_spinup(cfg: Config) -> dict:
+def run_spinup(cfg: DAConfig) -> dict:
     """Integrate spinup.steps from N(0, init_scale^2) and sample paths.n_paths distinct starts
     from the last spinup.sample_fraction of the trajectory.
 
@@ -56,7 +56,7 @@ def run_spinup(cfg: Config) -> dict:
     }
 
 
-def write_spinup(cfg: Config, result: dict, path) -> None:
+def write_spinup(cfg: DAConfig, result: dict, path) -> None:
     n = "(n,)"
     with atomic_h5(path) as f:
         f.attrs["experiment"] = cfg.experiment
@@ -80,7 +80,7 @@ def write_spinup(cfg: Config, result: dict, path) -> None:
                 shape=n)
 
 
-def read_spinup(cfg: Config, path, config_file="config.yaml") -> dict:
+def read_spinup(cfg: DAConfig, path, config_file="config.yaml") -> dict:
     """The arrays of spinup.h5, refused (DataError, one line) when the file is stale for cfg (read
     from config_file), or has a wrong shape or a non-finite value."""
     hint = f"run `enkfrl generate --exp {cfg.experiment}` first"

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402
 
-from enkf.config import (DATA_SECTIONS, ConfigError, _without, deep_merge, from_dict,  # noqa: E402
-                         load_ablation, load_config, split_config)
+from enkf.config import DATA_SECTIONS, ConfigError, _without, deep_merge, split_config  # noqa: E402
 from enkf.io import hash_of  # noqa: E402
+from rl.config import from_dict, load_ablation, load_config  # noqa: E402
 
 TABLES = ("published_l96", "published_l63", "enkf_inflation", "enkf_variants", "sensitivity",
           "bounds", "features", "architecture", "agent_kind", "ppo_settings", "data", "fit",

@@ -11,7 +11,7 @@ import time
 
 import torch as th
 
-from enkf.config import load_config
+from rl.config import load_config
 from enkf.io import atomic_write_json, installed_versions, provenance
 from rl.studies.ablate import read_data
 from rl.studies.bench import pointwise_speed

@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#EXPS[@]} -gt 0 ] || EXPS=(L96_1 L96_2 L96_3)
 if [ -z "$SEEDS" ]; then
-    SEEDS=$($PYTHON -c "import sys; from enkf.config import load_config; print(*load_config(sys.argv[1], sys.argv[2]).train.seeds)" "$CONFIG" "${EXPS[0]}") || exit 2
+    SEEDS=$($PYTHON -c "import sys; from rl.config import load_config; print(*load_config(sys.argv[1], sys.argv[2]).train.seeds)" "$CONFIG" "${EXPS[0]}") || exit 2
 fi
 STUDY_ARGS=() LABEL=final
 if [ -n "$STUDY" ]; then STUDY_ARGS=(--study "$STUDY" --variant "$VARIANT"); LABEL="$STUDY-$VARIANT"; fi

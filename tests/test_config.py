@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from enkf.config import (ConfigError, deep_merge, dump_config, experiment_names, from_dict,
-                         load_config)
+from enkf.config import ConfigError, deep_merge, dump_config
+from rl.config import experiment_names, from_dict, load_config
 
 from conftest import CONFIG, read_config_yaml, write_config
 
@@ -149,7 +149,7 @@ def test_numbers_must_be_finite_and_seeds_non_negative(tmp_path):
     study = next(iter(raw["ablations"]))
     raw["ablations"][study]["seeds"] = [0, -2]
     (tmp_path / "abl.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    from enkf.config import load_ablation
+    from rl.config import load_ablation
     with pytest.raises(ConfigError, match=rf"ablations\.{study}\.seeds: .*>= 0"):
         load_ablation(tmp_path / "abl.yaml", study)
 
@@ -157,7 +157,7 @@ def test_numbers_must_be_finite_and_seeds_non_negative(tmp_path):
 def test_run_folder_config_refuses_duplicate_keys_and_tags(tmp_path):
     """load_run_config reads <run>/config.yaml with the same strict loader: a duplicate key or a
     YAML tag is a ConfigError naming the file, and so is a folder without config.yaml."""
-    from enkf.config import load_run_config
+    from rl.config import load_run_config
     cfg = load_config(CONFIG, "smoke")
     dump_config(cfg, tmp_path / "config.yaml")
     assert load_run_config(tmp_path / "config.yaml") == cfg

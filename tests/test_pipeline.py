@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from enkf.config import load_config
+from rl.config import load_config
 from enkf.io import DataError, atomic_h5
 from enkf.models import INTEGRATOR_IDS, MODEL_IDS, params_of, step_columns
 from enkf.precompute import read_paths

@@ -9,6 +9,7 @@ import pytest
 
 from cli.common import paths_file, read_split, spinup_file
 from enkf import config as C
+from rl.config import experiment_names, load_config
 from enkf.io import DataError
 from enkf.precompute import read_paths
 from enkf.spinup import read_spinup
@@ -27,11 +28,11 @@ def make(split, config="config.yaml"):
     ok(cli("precompute", "--exp", "smoke", "--config", config, "--split", split))
 
 
-@pytest.mark.parametrize("experiment", C.experiment_names(CONFIG))
+@pytest.mark.parametrize("experiment", experiment_names(CONFIG))
 def test_test_split_config_is_valid_and_differs_only_in_seed_and_paths(experiment):
     """test_split: master seed = test.seed, n_paths = test.n_paths, eval path 0, every other
     section unchanged; its data hash differs from the training data's."""
-    cfg = C.load_config(CONFIG, experiment)
+    cfg = load_config(CONFIG, experiment)
     t = C.test_split(cfg)
     assert t.seed == cfg.test.seed != cfg.seed
     assert t.paths.n_paths == cfg.test.n_paths and t.paths.eval_path == 0
@@ -57,7 +58,7 @@ def test_test_split_config_is_valid_and_differs_only_in_seed_and_paths(experimen
 def test_bad_test_block_is_a_one_line_config_error(tmp_path, test_block, key):
     path = write_config(tmp_path / "c.yaml", "smoke", {"test": test_block})
     with pytest.raises(C.ConfigError) as e:
-        C.load_config(path, "smoke")
+        load_config(path, "smoke")
     assert key in str(e.value) and "\n" not in str(e.value)
 
 
@@ -81,7 +82,7 @@ def test_test_split_shares_no_state_with_the_training_spinup(in_tmp):
 
     # the training paths' truth lies on the training spin-up (truth of cycle 0 of a start step
     # inside the recorded range is a recorded state) ...
-    cfg = C.load_config(in_tmp / "c.yaml", "smoke")
+    cfg = load_config(in_tmp / "c.yaml", "smoke")
     first = train_pa["truth"][0][:, 0]  # cycle-0 truth of every training path, (P, n)
     inside = train_sp["start_steps"][0] + cfg.steps_per_cycle <= 20000
     assert inside.any() and min_distance(first[inside]) < 1e-9
@@ -98,7 +99,7 @@ def test_test_split_files_are_byte_identical_on_rerun_and_leave_training_files_a
     make("test")
     assert [f.read_bytes() for f in split_files(in_tmp, "test")] == first
     assert [f.read_bytes() for f in split_files(in_tmp, "train")] == train_bytes
-    cfg = C.load_config("config.yaml", "smoke")
+    cfg = load_config("config.yaml", "smoke")
     scfg, spin, paths = read_split(cfg, "test")
     assert spin["starts"].shape == (3, 8) and paths["truth"].shape == (3, 60, 8)
     record = json.loads((in_tmp / "results/data/smoke_test.json").read_text())
@@ -115,7 +116,7 @@ def test_stale_test_split_is_refused_with_the_test_command(in_tmp):
     make("test")
     for change in ({"seed": 7}, {"n_paths": 4}):
         path = write_config(in_tmp / "other.yaml", "smoke", {"test": change})
-        cfg = C.load_config(path, "smoke")
+        cfg = load_config(path, "smoke")
         with pytest.raises(DataError, match="--split test"):
             read_split(cfg, "test")
         read_split(cfg, "train")  # unchanged
@@ -123,7 +124,7 @@ def test_stale_test_split_is_refused_with_the_test_command(in_tmp):
                                          "--split", "test"), code=1)
         assert "enkfrl generate --exp smoke --split test" in line
     # a test spin-up is never taken for the training one, nor the other way round
-    cfg = C.load_config("config.yaml", "smoke")
+    cfg = load_config("config.yaml", "smoke")
     with pytest.raises(DataError):
         read_spinup(cfg, spinup_file(cfg, "test"))
     with pytest.raises(DataError):
@@ -135,4 +136,4 @@ def test_missing_test_data_says_what_to_run(in_tmp):
     line = assert_one_line_error(cli("precompute", "--exp", "smoke", "--split", "test"), code=1)
     assert "enkfrl generate --exp smoke --split test" in line
     with pytest.raises(DataError, match="enkfrl generate --exp smoke --split test"):
-        read_split(C.load_config("config.yaml", "smoke"), "test")
+        read_split(load_config("config.yaml", "smoke"), "test")

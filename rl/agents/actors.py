@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from enkf.config import Config
+from rl.config import Config
 from rl.envs.assimilation import AssimilationEnv
 from rl.envs.pointwise import gather_points, stencil_neighbours
 

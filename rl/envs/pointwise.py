@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from enkf.config import Config
+from rl.config import Config
 from rl.envs.assimilation import AssimilationEnv, feature_sizes
 from rl.envs.normalisation import Normaliser
 

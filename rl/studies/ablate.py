@@ -32,7 +32,7 @@ import numpy as np
 
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from enkf.config import AblationRun, Config
+from rl.config import AblationRun, Config
 from enkf.io import DataError, provenance
 from enkf.precompute import precompute, read_paths, summary
 from enkf.spinup import read_spinup, run_spinup

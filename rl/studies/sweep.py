@@ -27,7 +27,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from enkf.config import AblationRun, Config, ConfigError, load_ablation, load_config, load_sweep, read_yaml
+from enkf.config import ConfigError
+from rl.config import AblationRun, Config, load_ablation, load_config, load_sweep, read_yaml
 from enkf.io import DataError, atomic_write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

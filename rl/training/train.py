@@ -27,7 +27,8 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from tqdm import tqdm
 
-from enkf.config import Config, dump_config, load_run_config
+from enkf.config import dump_config
+from rl.config import Config, load_run_config
 from enkf.io import (DataError, atomic_path, atomic_write_json, atomic_write_text, code_version,
                      installed_versions, remove_stale_temps)
 from rl.training.curriculum import Curriculum, CurriculumCallback
