@@ -35,6 +35,12 @@ class ConfigError(ValueError):
     """A config problem, the message names the key (``filter.n_ens: must be >= 2, got 1``)."""
 
 
+def hash_of(obj) -> str:
+    """Short stable hash of a JSON-able object: of a config (DAConfig.hash), of its data settings
+    (enkf.datafiles.data_hash), of a study's overrides. The one hash function of the project."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------------------------
 # Schema. Field order is the order of config.yaml; each docstring is the key's documentation.
 # --------------------------------------------------------------------------------------------
@@ -163,23 +169,7 @@ class DAConfig:
     def hash(self, sections: "tuple[str, ...] | None" = None) -> str:
         """Short stable hash of the resolved config, or of some of its top-level sections."""
         d = self.to_dict()
-        if sections is not None:
-            d = {k: d[k] for k in sections}
-        blob = json.dumps(d, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]  # = enkf.io.hash_of(d)
-
-    def data_settings(self) -> dict:
-        """The settings that determine the arrays of paths.h5 (DATA_SECTIONS less NO_DATA_EFFECT)."""
-        return _without(self.to_dict(), DATA_SECTIONS)
-
-    def spinup_settings(self) -> dict:
-        """The settings that determine the arrays of spinup.h5 (SPINUP_SECTIONS less NO_DATA_EFFECT)."""
-        return _without(self.to_dict(), SPINUP_SECTIONS)
-
-    def data_hash(self) -> str:
-        """Hash of what determines the reference data (paths.h5): not the RL settings."""
-        blob = json.dumps(self.data_settings(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return hash_of(d if sections is None else {k: d[k] for k in sections})
 
     # ---- cross-field rules -------------------------------------------------------------------
     def validate(self, split: str = "train") -> None:
@@ -226,48 +216,6 @@ class DAConfig:
             need(ts.seed != cfg.seed, f"test.seed: must differ from the master seed {cfg.seed}, got {ts.seed}")
             need(2 <= ts.n_paths <= pool,
                  f"test.n_paths: must be in [2, {pool}] (the sampled spin-up tail), got {ts.n_paths}")
-
-
-# ---- when data files are stale: the one rule (enkf/spinup.py and enkf/precompute.py apply it) ----
-DATA_SECTIONS = ("seed", "model", "obs", "filter", "spinup", "paths")
-"""Sections of the config that paths.h5 depends on."""
-SPINUP_SECTIONS = ("seed", "model", "spinup", "paths.n_paths")
-"""Sections (and single keys) that spinup.h5 depends on."""
-NO_DATA_EFFECT = ("paths.workers", "paths.burn_in", "spinup.thin")
-"""Keys of those sections that change no stored array the readers compare, so changing them never
-makes data stale: processes used by precompute, cycles the printed summaries skip, and the
-thinning of the plot-only spin-up states (spinup.h5 records their steps, thinned_steps)."""
-
-
-def _without(d: dict, sections: tuple) -> dict:
-    out = {}
-    for key in sections:
-        section, _, sub = key.partition(".")
-        if sub:
-            out.setdefault(section, {})[sub] = copy.deepcopy(d[section][sub])
-        else:
-            out[section] = copy.deepcopy(d[section])
-    for key in NO_DATA_EFFECT:
-        section, _, sub = key.partition(".")
-        if isinstance(out.get(section), dict):
-            out[section].pop(sub, None)
-    return out
-
-
-def stale_keys(stored: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose value differs between a file's stored settings and the config's (keys
-    in NO_DATA_EFFECT ignored): empty when the file is up to date."""
-    diff = []
-    for k in sorted(set(stored) | set(current)):
-        key = f"{prefix}{k}"
-        if key in NO_DATA_EFFECT:
-            continue
-        a, b = stored.get(k), current.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diff += stale_keys(a, b, key + ".")
-        elif a != b:
-            diff.append(key)
-    return diff
 
 
 # --------------------------------------------------------------------------------------------

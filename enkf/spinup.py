@@ -6,24 +6,18 @@ import json
 import numpy as np
 
 from enkf import rng
-from enkf.config import DAConfig, stale_keys
+from enkf.config import DAConfig, hash_of
+from enkf.datafiles import spinup_hash, spinup_settings, stale_keys
 from enkf.io import DataError, atomic_h5, check_arrays, code_version, put, read_all
 from enkf.models import INTEGRATOR_IDS, MODEL_IDS, params_of, spinup_run
-
-
-def spinup_hash(cfg: DAConfig) -> str:
-    """Hash of the settings that determine spinup.h5 (DAConfig.spinup_settings)."""
-    import hashlib
-    return hashlib.sha256(json.dumps(cfg.spinup_settings(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _legacy_spinup_hash(cfg: DAConfig) -> str:
     """The hash spinup.h5 files carried before they stored their settings (it included
     spinup.thin): such files stay valid while everything else matches."""
-    import hashlib
     keys = {"seed": cfg.seed, "model": cfg.to_dict()["model"], "spinup": cfg.to_dict()["spinup"],
             "n_paths": cfg.paths.n_paths}
-    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+    return hash_of(keys)
 
 
 def run_spinup(cfg: DAConfig) -> dict:
@@ -61,7 +55,7 @@ def write_spinup(cfg: DAConfig, result: dict, path) -> None:
     with atomic_h5(path) as f:
         f.attrs["experiment"] = cfg.experiment
         f.attrs["spinup_hash"] = spinup_hash(cfg)
-        f.attrs["settings"] = json.dumps(cfg.spinup_settings(), sort_keys=True)
+        f.attrs["settings"] = json.dumps(spinup_settings(cfg), sort_keys=True)
         f.attrs["seed"] = cfg.seed
         f.attrs["code_version"] = code_version()
         f.attrs["sample_first_step"] = result["sample_first_step"]
@@ -87,7 +81,7 @@ def read_spinup(cfg: DAConfig, path, config_file="config.yaml") -> dict:
     data, attrs = read_all(path, hint, ["starts", "clim_min", "clim_max", "clim_mean", "clim_std"])
     rerun = f"rerun `enkfrl generate --exp {cfg.experiment}`"
     if "settings" in attrs:
-        changed = stale_keys(json.loads(attrs["settings"]), cfg.spinup_settings())
+        changed = stale_keys(json.loads(attrs["settings"]), spinup_settings(cfg))
     else:
         changed = [] if attrs.get("spinup_hash") == _legacy_spinup_hash(cfg) else ["model/spinup settings"]
     if changed:

@@ -7,6 +7,7 @@ naming the key are enkf/config.py's machinery; the rules of these sections are h
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -233,6 +234,16 @@ def load_config(path: str | Path, experiment: str) -> Config:
     experiments.L96_1.filter.n_ens)."""
     merged, shared, own = merged_experiment(read_yaml(path), path, experiment)
     return build_experiment(Config, merged, shared, own, path, experiment)
+
+
+def seed_config(cfg: Config, seed: int | None) -> Config:
+    """The config of one training seed: cfg with train.seed = seed (None: cfg as it is). The seed
+    must be train.seed or one of train.seeds; the data keep the master seed."""
+    if seed is None:
+        return cfg
+    if seed not in cfg.train.seeds and seed != cfg.train.seed:
+        raise ConfigError(f"--seed {seed}: not one of train.seeds {cfg.train.seeds}")
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
 
 
 def load_run_config(path: str | Path) -> Config:

@@ -46,7 +46,7 @@ def run_summary(run_dir: Path) -> dict:
     metrics = _read_json(run_dir / "metrics.json")
     if "test" not in metrics:
         raise DataError(f"{run_dir}/metrics.json has no test set: run `enkfrl evaluate --run {run_dir}` "
-                        f"after `enkfrl generate/precompute --split test`")
+                        f"after `enkfrl ensure-data --exp {cfg.experiment}` (the test split)")
     timing = _read_json(run_dir / "timing.json")
     curriculum = _read_json(run_dir / "curriculum_final.json")
     eval_path = str(cfg.paths.eval_path)

@@ -36,7 +36,7 @@ from rl.envs.assimilation import AssimilationEnv
 from rl.agents.actors import actor_factory
 from rl.training.evaluate import run_episode, summarise
 from rl.envs.normalisation import Normaliser
-from rl.envs.pointwise import PointwiseVecEnv, stencil_neighbours
+from rl.envs.pointwise import PointwiseVecEnv
 from rl.agents.policy import algo_class, build_model, lstm_modules
 from rl.agents.clone import behaviour_clone, copy_obs_rmse, split_training_paths
 from rl.training.runs import (Timing, is_recorded, keep_progress_csv, load_model, newest_checkpoint,
