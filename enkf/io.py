@@ -75,12 +75,6 @@ def installed_versions(packages=KEY_PACKAGES) -> dict:
     return out
 
 
-def hash_of(obj) -> str:
-    """Short stable hash of a JSON-able object (Config.hash() is hash_of(config.to_dict()))."""
-    import hashlib
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def provenance(config: dict, config_hash: str, command: str, wall_s: float) -> dict:
     """The block every JSON under results/ carries (../shared/RESULTS_FORMAT.md): the resolved
     config (or a study's full overrides), its hash, the code version, the command, the wall time

@@ -11,9 +11,9 @@ import time
 
 import torch as th
 
-from enkf.config import load_config
+from rl.config import load_config
 from enkf.io import atomic_write_json, installed_versions, provenance
-from rl.studies.ablate import read_data
+from rl.envs.normalisation import read_inputs
 from rl.studies.bench import pointwise_speed
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from pathlib import Path
 def main() -> None:
     out, exp = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "L96_1")
     cfg = load_config("config.yaml", exp)
-    data, norm = read_data(cfg, Path("data") / exp)
+    data, norm = read_inputs(cfg, Path("data") / exp)
     th.set_num_threads(cfg.train.torch_threads)
     t0 = time.perf_counter()
     result = {"experiment": exp, "gpu": th.cuda.get_device_name(0) if th.cuda.is_available() else None}

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+import enkf.config
+import rl.config
 from enkf.config import deep_merge
+
+# The full loader moved to rl.config; tests/test_faults.py (another owner's file) still imports it
+# from enkf.config. Remove these two lines when it imports rl.config.load_config.
+enkf.config.load_config = rl.config.load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config.yaml"

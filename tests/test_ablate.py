@@ -7,7 +7,8 @@ import torch as th
 import yaml
 
 from conftest import read_config_yaml
-from enkf.config import load_config, ConfigError, ablation_names, load_ablation
+from enkf.config import ConfigError
+from rl.config import load_config, ablation_names, load_ablation
 from enkf.io import DataError, atomic_write_json
 from rl.studies.ablate import finished_record, markdown_table, measure_run, record_path, study_table, trial_record
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cli.main import main
-from enkf.config import from_dict
+from rl.config import from_dict
 from rl.envs.normalisation import Normaliser
 
 from test_env import CONFIG, load_smoke, one_torch_thread, smoke_workdir  # noqa: F401

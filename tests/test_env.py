@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from enkf.config import load_config
+from rl.config import load_config
 from enkf.precompute import read_paths
 from enkf.spinup import read_spinup
 from rl.envs.assimilation import AssimilationEnv, build_features, feature_sizes

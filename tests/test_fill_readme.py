@@ -44,7 +44,7 @@ def check(root, capsys) -> tuple[int, list[str]]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A repository in miniature: config.yaml with a smoke study, results/ written by precompute
-    (both splits) and ablate, a template, and readme.md filled from them."""
+    --record (both splits) and ablate, a template, and readme.md filled from them."""
     root = tmp_path_factory.mktemp("repo")
     raw = yaml.safe_load(CONFIG.read_text())
     raw["ablations"] = {"smoke_skill": {
@@ -56,9 +56,8 @@ def built(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.chdir(root)
     try:
-        for split in ("train", "test"):
-            run("generate", "--exp", "smoke", "--split", split)
-            run("precompute", "--exp", "smoke", "--split", split)
+        run("generate", "--exp", "smoke")
+        run("precompute", "--exp", "smoke", "--record")
         run("ablate", "--question", "smoke_skill")
     finally:
         mp.undo()
@@ -99,7 +98,7 @@ def test_check_fails_when_config_yaml_no_longer_runs_a_result(repo, capsys):
     rc, lines = check(repo, capsys)
     assert rc == 1
     stale = [line for line in lines if "stale" in line]
-    assert any(line.startswith("results/data/smoke.json: stale") and "enkfrl precompute --exp smoke`" in line
+    assert any(line.startswith("results/data/smoke.json: stale") and "enkfrl precompute --exp smoke --split train --record`" in line
                for line in stale), lines
     assert any(line.startswith("results/data/smoke_test.json: stale") and "--split test" in line
                for line in stale), lines
@@ -122,7 +121,7 @@ def test_check_fails_when_a_results_config_is_edited(repo, capsys):
     path.write_text(json.dumps(record, indent=2))
     rc, lines = check(repo, capsys)
     assert rc == 1 and lines == ["results/data/smoke.json: its recorded config does not hash to its "
-                                 "config_hash (edited by hand?): rerun `enkfrl precompute --exp smoke`"]
+                                 "config_hash (edited by hand?): rerun `enkfrl precompute --exp smoke --split train --record`"]
 
 
 def test_check_fails_when_a_readme_table_is_edited_by_hand(repo, capsys):

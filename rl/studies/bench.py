@@ -27,7 +27,7 @@ from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from enkf.config import load_config
+from rl.config import load_config
 from rl.studies.ablate import reference_data
 from enkf.system import System
 from rl.envs.assimilation import AssimilationEnv

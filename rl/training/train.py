@@ -28,7 +28,8 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from tqdm import tqdm
 
-from enkf.config import Config, dump_config, load_run_config
+from enkf.config import dump_config
+from rl.config import Config, load_run_config
 from enkf.io import (DataError, atomic_path, atomic_write_json, atomic_write_text, code_version,
                      installed_versions, remove_stale_temps)
 from rl.training.curriculum import Curriculum, CurriculumCallback
@@ -37,7 +38,7 @@ from rl.envs.batched import BatchedLoop
 from rl.agents.actors import actor_factory
 from rl.training.evaluate import run_paths, summarise
 from rl.envs.normalisation import Normaliser
-from rl.envs.pointwise import PointwiseVecEnv, stencil_neighbours
+from rl.envs.pointwise import PointwiseVecEnv
 from rl.agents.policy import algo_class, build_model, lstm_modules
 from rl.agents.clone import behaviour_clone, copy_obs_rmse, split_training_paths
 from rl.training.runs import (Timing, is_recorded, keep_progress_csv, load_model, newest_checkpoint,
