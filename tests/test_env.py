@@ -1,22 +1,19 @@
 """The closed-loop assimilation environment (rl/envs/assimilation.py) on the smoke experiment's real data.
 
 Also home of the helpers the RL tests share (test_curriculum, test_policy and test_cli_rl import
-them): ``smoke_workdir`` builds the smoke data once per session through the CLI, ``load_smoke``
-reads it the way rl/training/train.py does.
+them): ``smoke_workdir`` is the session's read-only smoke data (conftest), ``load_smoke`` reads it
+the way rl/training/train.py does.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli.main import main
+from conftest import build_smoke_data
 from enkf.config import load_config
 from enkf.precompute import read_paths
 from enkf.spinup import read_spinup
@@ -30,25 +27,9 @@ ALL_FEATURES = ["forecast_mean", "obs", "innovation", "spread", "prev_analysis"]
 
 # ---- shared helpers ------------------------------------------------------------------------------
 def smoke_workdir(tmp_path_factory) -> Path:
-    """A folder with config.yaml and the smoke data (data/smoke/spinup.h5, paths.h5 and the test
-    split's test_spinup.h5, test_paths.h5), made once per session with `enkfrl generate` and
-    `enkfrl precompute` (cli/ uses paths relative to cwd)."""
-    d = tmp_path_factory.getbasetemp() / "smoke_rl"
-    if (d / "data" / "smoke" / "test_paths.h5").exists():
-        return d
-    d.mkdir(exist_ok=True)
-    shutil.copy(CONFIG, d / "config.yaml")
-    old = os.getcwd()
-    os.chdir(d)
-    try:
-        runner = CliRunner()
-        for split in ("train", "test"):
-            for command in ("generate", "precompute"):
-                result = runner.invoke(main, [command, "--exp", "smoke", "--split", split])
-                assert result.exit_code == 0, (command, split, result.output, result.exception)
-    finally:
-        os.chdir(old)
-    return d
+    """The session's smoke data folder (conftest.build_smoke_data): config.yaml and data/smoke/ of
+    both splits. Read-only: a test that writes copies it first (conftest.copy_smoke_data)."""
+    return build_smoke_data(tmp_path_factory)
 
 
 def load_smoke(workdir: Path):
