@@ -185,6 +185,8 @@ CORE = [
 
 T_CLI = ["tests/test_cli_rl.py"]
 T_PLOTS = ["tests/test_plots_rl.py"]
+T_ABLATE = ["tests/test_ablate.py"]
+ABLATE = "rl/studies/ablate.py"
 TRAIN = "rl/training/train.py"
 EVALUATE = "rl/training/evaluate.py"
 # the mutations that the strengthened tests of the list catch (each names its test)
@@ -205,6 +207,16 @@ TESTS = [
       'self.logger.record("curriculum/n_paths", max(1, self.curriculum.n_active - 1))', T_CLI, "every_tag"),
     M("metrics_without_burn_in", EVALUATE, "metrics[p][name] = summarise(ep, burn_in)", "metrics[p][name] = summarise(ep, 0)",
       T_CLI, "writes_metrics"),
+    M("ablate_clone_training_rmse", ABLATE, '(history["val_rmse"] or history["train_rmse"] or [np.nan])[-1]',
+      '(history["train_rmse"] or [np.nan])[-1]', T_ABLATE, "clone"),
+    M("ablate_finetune_without_ppo", ABLATE, "    model.learn(cfg.train.total_steps * agents_per_path(cfg), callback=CurriculumCallback(curriculum))\n",
+      "\n", T_ABLATE, "finetune"),
+    M("ablate_bounds_threshold", ABLATE, 'out[f"{name}_outside_{b}"] = float(np.mean(np.abs(z) > b))',
+      'out[f"{name}_outside_{b}"] = float(np.mean(np.abs(z) > b + 0.1))', T_ABLATE, "bounds"),
+    M("ablate_bounds_fewer_paths", ABLATE, "paths = range(min(cfg.paths.n_paths, 5))", "paths = range(1, min(cfg.paths.n_paths, 5))",
+      T_ABLATE, "bounds"),
+    M("ablate_diverged_flipped", ABLATE, '"diverged_paths": int(np.sum(per_path > obs_per_path))',
+      '"diverged_paths": int(np.sum(per_path < obs_per_path))', T_ABLATE, "enkf_skill"),
     M("plots_no_log_scale", "rl/studies/plots.py", "LOG_Y_RATIO = 5.0 ", "LOG_Y_RATIO = 500.0 ", T_PLOTS, "halted"),
     M("plots_always_log_scale", "rl/studies/plots.py", "    if log_y:\n        ax.set_yscale", "    if True:\n        ax.set_yscale",
       T_PLOTS, "marks_nothing"),
