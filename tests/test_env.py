@@ -133,6 +133,34 @@ def test_online_target_rewards_the_online_analysis(smoke):
     assert reward == pytest.approx(expected, abs=1e-6) and reward < 1 - 1e-3
 
 
+def test_truth_target_rewards_the_distance_to_the_truth(smoke):
+    """reward.target truth: the reward and the per-point credit are the normalised distance of the
+    agent's analysis to the true state (not to the stored EnKF analysis, reported apart)."""
+    cfg, data, norm = smoke
+    cfg = dataclasses.replace(cfg, reward=dataclasses.replace(cfg.reward, target="truth"))
+    path = 2
+    env = AssimilationEnv(cfg, data, norm, [path])
+    env.reset(options={"path": path})
+    rng = np.random.default_rng(3)
+    c, h = norm.centre, norm.half_range
+    for k in range(8):
+        truth, stored = data["truth"][path, k], data["analysis_mean"][path, k]
+        a = ((stored - c) / h + rng.normal(0, 0.02 * (k + 1), env.n)).astype(np.float32)
+        _, reward, terminated, _, info = env.step(a)
+        xa = env.last_analysis
+        np.testing.assert_allclose(xa, a.astype(np.float64) * h + c, rtol=1e-12)  # absolute action
+        error = np.abs((xa - truth) / h)
+        np.testing.assert_allclose(info["point_error"], error, rtol=1e-10, atol=1e-14)
+        assert reward == pytest.approx(1 - min(np.sqrt(np.mean(error ** 2)), cfg.reward.clip), abs=1e-12)
+        assert info["rmse_vs_enkf"] == pytest.approx(np.sqrt(np.mean(((xa - stored) / h) ** 2)), rel=1e-10)
+        assert reward != pytest.approx(1 - info["rmse_vs_enkf"], abs=1e-6)  # another target than stored's
+        assert not terminated
+    # the truth itself is the best analysis there is
+    env.reset(options={"path": path})
+    _, reward, *_ = env.step(env.action_for(data["truth"][path, 0], np.float64))
+    assert reward == pytest.approx(1.0, abs=1e-12)
+
+
 # ---- halting --------------------------------------------------------------------------------------
 def run_until_halt(env, norm, halt_bound, act):
     """Step until termination, checking at every step that termination happens exactly when the
