@@ -6,6 +6,7 @@ run never leaves a file that looks finished.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -76,12 +77,6 @@ def installed_versions(packages=KEY_PACKAGES) -> dict:
     return out
 
 
-def hash_of(obj) -> str:
-    """Short stable hash of a JSON-able object (Config.hash() is hash_of(config.to_dict()))."""
-    import hashlib
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def provenance(config: dict, config_hash: str, command: str, wall_s: float) -> dict:
     """The block every JSON under results/ carries (../shared/RESULTS_FORMAT.md): the resolved
     config (or a study's full overrides), its hash, the code version, the command, the wall time
@@ -121,6 +116,15 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     return removed
 
 
+DISK_FULL_HINT = ("free some space, then run the command again (a training run continues with "
+                  "`enkfrl train --resume RUN`)")
+
+
+def is_disk_full(e: OSError) -> bool:
+    """ENOSPC, also as HDF5 reports it (an OSError whose text carries errno 28)."""
+    return e.errno == errno.ENOSPC or "errno = 28" in str(e) or "No space left on device" in str(e)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield ``path.tmp-<pid>`` to write; when the block succeeds it is synced to disk and renamed
@@ -130,17 +134,23 @@ def atomic_path(path: str | Path):
     remove_stale_temps(path.parent)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if path.name in os.environ.get(FAULT_ENV, "").split(","):
-            os.kill(os.getpid(), signal.SIGKILL)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            if path.name in os.environ.get(FAULT_ENV, "").split(","):
+                os.kill(os.getpid(), signal.SIGKILL)
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as e:
+            if is_disk_full(e):
+                raise DataError(f"no space left on device while writing {path} (the earlier file, if any, "
+                                f"is kept): {DISK_FULL_HINT}") from None
+            raise
     finally:
         if tmp.exists():
             tmp.unlink()

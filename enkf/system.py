@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from enkf import batch, rng
-from enkf.config import Config
+from enkf.config import DAConfig
 from enkf.filters import enkf_analysis, etkf_analysis, inflate, mean_preserving_rotation
 from enkf.models import INTEGRATOR_IDS, MODEL_IDS, params_of, step_columns
 
@@ -41,7 +41,7 @@ class System:
     init_spread: float
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "System":
+    def from_config(cls, cfg: DAConfig) -> "System":
         f = cfg.filter
         return cls(
             seed=cfg.seed, model_id=MODEL_IDS[cfg.model.name],

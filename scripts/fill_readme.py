@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402
 
-from enkf.config import (DATA_SECTIONS, ConfigError, _without, deep_merge, from_dict, result_hash,  # noqa: E402
-                         load_ablation, load_config, split_config)
-from enkf.io import hash_of  # noqa: E402
+from enkf.config import ConfigError, deep_merge, hash_of, result_hash, split_config  # noqa: E402
+from enkf.datafiles import DATA_SECTIONS, data_hash, settings_of  # noqa: E402
+from rl.config import from_dict, load_ablation, load_config  # noqa: E402
 
 TABLES = ("published_l96", "published_l63", "enkf_inflation", "enkf_variants", "sensitivity",
           "bounds", "features", "architecture", "agent_kind", "ppo_settings", "data", "fit",
@@ -57,7 +57,7 @@ def fit_absolute() -> str:
 
 
 def faults() -> str:
-    """The faults table from results/faults.json (written by tests/test_faults.py)."""
+    """The faults table from results/faults.json (scripts/faults_table.py)."""
     r = json.loads((tables.RESULTS / "faults.json").read_text())
     cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
     rows = ["| what was tried | command | exit | what the user sees |", "|---|---|---|---|"]
@@ -172,17 +172,17 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
     if parts[0] == "data":
         exp, split = doc["experiment"], doc.get("split", "train")
         cfg = split_config(load_config(config_path, exp), split)
-        return {cfg.data_hash()}, f"enkfrl precompute --exp {exp}" + ("" if split == "train" else f" --split {split}")
+        return {data_hash(cfg)}, f"enkfrl precompute --exp {exp} --split {split} --record"
     if parts[0] == "faults.json":  # the fault-injection cases run on the smoke experiment
         return ({load_config(config_path, "smoke").hash()},
-                "ENKFRL_FAULTS_JSON=results/faults.json python -m pytest tests/test_faults.py")
+                "python scripts/faults_table.py")
     if parts[0] == "fresh_install.json":  # scripts/time_fresh_install.sh: depends on no setting
         return {hash_of({})}, "scripts/time_fresh_install.sh"
     if parts[0] == "gpu_check.json":  # scripts/gpu_check.py on a lent GPU machine, L96_1's config
         return ({load_config(config_path, doc["experiment"]).hash()}, "python scripts/gpu_check.py (on a GPU machine)")
     if parts[0] == "bench.json":
         from cli.common import bench_config
-        return {hash_of(bench_config(config_path))}, "enkfrl bench"
+        return {hash_of(bench_config(config_path))}, "enkfrl bench --record"
     if parts[0].startswith("fit") and doc.get("study"):  # a variant of a `measure: train` study
         _, runs = load_ablation(config_path, doc["study"])
         want = {r.cfg.hash() for r in runs if r.experiment == doc["experiment"]
@@ -295,9 +295,9 @@ def result_problems(root: Path) -> list[str]:
         if not isinstance(prov, dict) or "config_hash" not in prov:
             out.append(f"results/{rel}: stale (old format, no provenance): rerun `{command}`")
         elif rel.parts[0] == "data" and isinstance(prov.get("config"), dict):
-            # the data depend on DATA_SECTIONS less NO_DATA_EFFECT: compare those settings
+            # the data depend on DATA_SECTIONS less NO_DATA_EFFECT (enkf/datafiles.py): compare those
             try:
-                recorded = hash_of(_without(prov["config"], DATA_SECTIONS))
+                recorded = hash_of(settings_of(prov["config"], DATA_SECTIONS))
             except KeyError as e:
                 recorded = f"(incomplete config: {e})"
             if prov["config_hash"] not in (hash_of(prov["config"]), recorded):

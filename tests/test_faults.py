@@ -6,10 +6,11 @@ stderr (no traceback) containing the expected text. The kill tests run the CLI i
 that the ENKFRL_FAULT hook (enkf/io.py atomic_path) kills with SIGKILL just before it renames a
 named file into place, then resume and evaluate.
 
-What every case and kill test showed the user is recorded; with ENKFRL_FAULTS_JSON=<file> set,
-the module writes it there (results/faults.json, rendered into the readme by
-scripts/fill_readme.py):
-    ENKFRL_FAULTS_JSON=results/faults.json python -m pytest tests/test_faults.py
+What every case and test showed the user is what the faults table lists: with
+ENKFRL_FAULTS_DIR=<folder> set, each writes its line to <folder>/<case>.json (no state shared
+between tests: they pass in any order), and scripts/faults_table.py runs this file that way and
+writes results/faults.json (rendered into the readme by scripts/fill_readme.py):
+    python scripts/faults_table.py
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -34,14 +35,13 @@ import yaml
 from click.testing import CliRunner
 
 from cli.main import main
-from enkf.config import load_config
-from enkf.io import FAULT_ENV, provenance
+from rl.config import load_config
+from enkf.io import FAULT_ENV
 
 from test_env import ROOT, one_torch_thread, smoke_workdir  # noqa: F401
 
 RUN = "logs/smoke/base"
-OBSERVED: list[dict] = []
-T_START = time.perf_counter()
+FAULTS_DIR = "ENKFRL_FAULTS_DIR"
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -61,8 +61,15 @@ def cli_subprocess(args: list[str], cwd: Path, fault: str | None = None, timeout
 
 
 def record(case: str, fault: str, command: str, exit_code: int, message: str) -> None:
-    OBSERVED.append({"case": case, "fault": fault, "command": command, "exit_code": exit_code,
-                     "message": message})
+    """What the user saw, into $ENKFRL_FAULTS_DIR/<case>.json (scripts/faults_table.py); the
+    table's order is ORDER's."""
+    folder = os.environ.get(FAULTS_DIR)
+    if not folder:
+        return
+    order = ORDER.index(case) if case in ORDER else len(ORDER)
+    Path(folder, f"{case}.json").write_text(json.dumps(
+        {"order": order, "case": case, "fault": fault, "command": command, "exit_code": exit_code,
+         "message": message}))
 
 
 def first_line_with(text: str, part: str) -> str:
@@ -88,8 +95,11 @@ def assert_nothing_corrupt(folder: Path) -> None:
             with h5py.File(f, "r") as h:
                 h.visit(lambda name: None)
         elif f.suffix == ".npz":
-            with np.load(f) as z:
+            with np.load(f, allow_pickle=False) as z:
                 [z[k] for k in z.files]
+        elif f.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            load_file(f)
 
 
 def make_read_only(folder: Path, request) -> None:
@@ -157,17 +167,98 @@ def nan_metric(d: Path, request) -> None:
     request.getfixturevalue("monkeypatch").setattr(rl.training.evaluate, "summarise", with_nan)
 
 
-def nan_weights(d: Path, request) -> None:
-    """final_model.zip with NaN weights, written (and recorded) the way the run writes models."""
-    from rl.agents.policy import algo_class
-    from rl.training.runs import load_model, save_model
-    run = d / RUN
-    cfg = load_config(d / "config.yaml", "smoke")
-    model = load_model(algo_class(cfg), run / "final_model.zip", run, device="cpu")
-    for p in model.policy.parameters():
-        p.data.fill_(float("nan"))
-    save_model(model, run / "final_model.zip", run)
-    (run / "pretrained_model.zip").unlink()
+def rewrite_weights(run: Path, change: Callable[[dict], dict]) -> None:
+    """final_model.safetensors with change(tensors), written and recorded the way the run writes models."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from enkf.io import atomic_write_json, sha256_file
+    f = run / "final_model.safetensors"
+    with safe_open(str(f), "pt") as g:
+        meta = g.metadata()
+    save_file(change(load_file(f)), f, metadata=meta)
+    sums = json.loads((run / "checksums.json").read_text())
+    sums["final_model.safetensors"] = sha256_file(f)
+    atomic_write_json(run / "checksums.json", sums)
+
+
+def forget_checksums(run: Path, *names: str) -> None:
+    """checksums.json without the entries of names: a kill between a model's rename and its record."""
+    sums = json.loads((run / "checksums.json").read_text())
+    for n in names:
+        del sums[n]
+    (run / "checksums.json").write_text(json.dumps(sums))
+
+
+def _evaluates(d: Path) -> None:
+    """The run evaluates again (the weights a resume wrote are recorded)."""
+    result = invoke(EVAL)
+    assert result.exit_code == 0, result.output
+
+
+def _link_out(d: Path, name: str) -> None:
+    """name moved out of the run folder (to d/outside/) and a symbolic link left in its place."""
+    target = d / "outside" / Path(name).name
+    target.parent.mkdir(exist_ok=True)
+    shutil.move(str(d / name), str(target))
+    (d / name).symlink_to(target, target_is_directory=target.is_dir())
+    (d / "outside.before").write_text(json.dumps(sorted(str(p.relative_to(d)) for p in target.parent.rglob("*"))))
+
+
+def _outside_unchanged(d: Path) -> None:
+    now = sorted(str(p.relative_to(d)) for p in (d / "outside").rglob("*"))
+    assert now == json.loads((d / "outside.before").read_text()), "something was written outside the run folder"
+
+
+def _unfinish(d: Path) -> None:
+    """The run as if killed after its last checkpoint: no final model."""
+    _unfinish_run(d / RUN)
+
+
+def _unfinish_run(run: Path) -> None:
+    for ext in ("zip", "safetensors"):
+        (run / f"final_model.{ext}").unlink()
+
+
+def _edit_run_config(d: Path, section: str, **values) -> None:
+    raw = yaml.safe_load((d / RUN / "config.yaml").read_text())
+    raw[section].update(values)
+    (d / RUN / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def _edit_metrics(d: Path, edit: Callable[[dict], None]) -> None:
+    m = json.loads((d / RUN / "metrics.json").read_text())
+    edit(m)
+    (d / RUN / "metrics.json").write_text(json.dumps(m))
+
+
+def _not_there(p: Path) -> None:
+    assert not p.exists(), f"{p} was made"
+
+
+def _retype(path: Path, name: str, dtype) -> None:
+    with h5py.File(path, "r+") as f:
+        values = f[name][()].astype(dtype)
+        del f[name]
+        f[name] = values
+
+
+def _replace_dataset(path: Path, name: str, value) -> None:
+    with h5py.File(path, "r+") as f:
+        del f[name]
+        if value is not None:
+            f[name] = value
+
+
+def _disk_full(d: Path, request) -> None:
+    """Every fsync fails with ENOSPC, as on a full disk (atomic writes sync before they rename)."""
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    request.getfixturevalue("monkeypatch").setattr(os, "fsync", full)
+
+
+CURVES_ARGS = ["curves", "--record", "x=bad.json", "--out", "c.png"]
 
 
 def unchanged(*names: str) -> Callable:
@@ -207,7 +298,7 @@ def no_record(d: Path) -> None:
 
 
 def _corrupt_checkpoint(d, request):
-    (d / RUN / "final_model.zip").unlink()
+    _unfinish(d)
     (d / RUN / "checkpoints/model_1024.zip").write_bytes(b"")
 
 
@@ -257,28 +348,51 @@ CASES = [
          "cannot write into data/smoke", lambda d, request: _read_only_before_compute(d, request, "data/smoke")),
     Case("read_only_logs", "read-only logs/smoke/ for `train`", TRAIN, 1, "cannot write into logs/smoke",
          lambda d, request: make_read_only(d / "logs/smoke", request)),
-    # run folders and model zips
-    Case("empty_model", "final_model.zip of 0 bytes", EVAL, 1, "final_model.zip is not a model zip",
-         lambda d, request: (d / RUN / "final_model.zip").write_bytes(b"")),
-    Case("swapped_model", "final_model.zip replaced by another zip", EVAL, 1,
-         "final_model.zip differs from the file this run wrote (sha256 mismatch",
-         lambda d, request: shutil.copy(d / RUN / "checkpoints/model_512.zip", d / RUN / "final_model.zip")),
+    # run folders and model files (evaluation reads the weights, final_model.safetensors)
+    Case("empty_model", "final_model.safetensors of 0 bytes", EVAL, 1,
+         "final_model.safetensors differs from the file this run wrote (sha256 mismatch",
+         lambda d, request: (d / RUN / "final_model.safetensors").write_bytes(b"")),
+    Case("swapped_model", "final_model.safetensors replaced by a checkpoint's", EVAL, 1,
+         "final_model.safetensors differs from the file this run wrote (sha256 mismatch",
+         lambda d, request: shutil.copy(d / RUN / "checkpoints/model_512.safetensors", d / RUN / "final_model.safetensors")),
     Case("swapped_model_trusted", "the same, with `--trust`", EVAL + ["--trust"], 0, "wrote logs/smoke/base/metrics.json",
-         lambda d, request: shutil.copy(d / RUN / "checkpoints/model_512.zip", d / RUN / "final_model.zip")),
+         lambda d, request: shutil.copy(d / RUN / "checkpoints/model_512.safetensors", d / RUN / "final_model.safetensors")),
     Case("no_checksums", "run folder without checksums.json", EVAL, 1, "has no sha256 in",
          lambda d, request: (d / RUN / "checksums.json").unlink()),
-    Case("not_a_model", "a zip that is no SB3 model, with `--trust`", EVAL + ["--trust"], 1,
-         "final_model.zip could not be loaded as a",
-         lambda d, request: zipfile.ZipFile(d / RUN / "final_model.zip", "w").close()),
-    Case("nan_weights", "final_model.zip with NaN weights (checksum recorded)", EVAL, 1,
-         "final_model.zip has non-finite weights (NaN/inf)", nan_weights),
+    Case("not_a_model", "a zip in place of the weights, with `--trust`", EVAL + ["--trust"], 1,
+         "final_model.safetensors is not a policy weights file",
+         lambda d, request: shutil.copy(d / RUN / "final_model.zip", d / RUN / "final_model.safetensors")),
+    Case("other_network", "weights of another network (a tensor missing; checksum recorded)", EVAL, 1,
+         "final_model.safetensors does not fit the network logs/smoke/base/config.yaml describes",
+         lambda d, request: rewrite_weights(d / RUN, lambda t: dict(list(t.items())[1:]))),
+    Case("nan_weights", "final_model.safetensors with NaN weights (checksum recorded)", EVAL, 1,
+         "final_model.safetensors has non-finite weights (NaN/inf)",
+         lambda d, request: rewrite_weights(d / RUN, lambda t: {k: v * float("nan") for k, v in t.items()})),
+    Case("unrecorded_model", "final model renamed, its checksum not yet recorded (a kill in between)", EVAL, 1,
+         "or the run was killed while writing it (then `enkfrl train --resume logs/smoke/base` writes it again)",
+         lambda d, request: forget_checksums(d / RUN, "final_model.zip", "final_model.safetensors")),
+    Case("weights_missing", "a run made before weights were kept apart (zips only)", EVAL, 1,
+         "the run was made before policy weights were kept apart from the model zip; "
+         "`enkfrl train --resume logs/smoke/base` writes them",
+         lambda d, request: [f.unlink() for f in (d / RUN).glob("*.safetensors")]),
+    Case("weights_missing_resume", "... then `train --resume` of it", ["train", "--resume", RUN], 0,
+         "wrote logs/smoke/base/final_model.safetensors (the policy's weights, from the run's own zip)",
+         lambda d, request: [f.unlink() for f in (d / RUN).glob("*.safetensors")],
+         check=lambda d, before: _evaluates(d)),
+    Case("symlinked_model", "final_model.safetensors a symbolic link (to a copy of itself)", EVAL, 1,
+         "final_model.safetensors is a symbolic link: a run folder holds its own files",
+         lambda d, request: _link_out(d, RUN + "/final_model.safetensors")),
+    Case("symlinked_checkpoints", "checkpoints/ a symbolic link out of the run folder; `train --resume`",
+         ["train", "--resume", RUN], 1, "checkpoints is a symbolic link: a run folder holds its own files",
+         lambda d, request: (_unfinish(d), _link_out(d, RUN + "/checkpoints")),
+         check=lambda d, before: _outside_unchanged(d)),
     Case("nan_metric", "an evaluation that yields a NaN metric (injected into summarise)", EVAL, 1,
          "evaluation gave non-finite metrics (0.rl.rmse_norm_vs_enkf)", nan_metric,
          check=unchanged("metrics.json", "eval.h5"), keep=("metrics.json", "eval.h5")),
     Case("run_without_config", "`evaluate --run` on a folder without config.yaml", EVAL, 2,
          "logs/smoke/base is not a run folder (it has no config.yaml)",
          lambda d, request: (d / RUN / "config.yaml").unlink()),
-    Case("resume_without_config", "`train --resume` on a folder without config.yaml", TRAIN + ["--resume", RUN],
+    Case("resume_without_config", "`train --resume` on a folder without config.yaml", ["train", "--resume", RUN],
          2, "is not a run folder", lambda d, request: (d / RUN / "config.yaml").unlink()),
     Case("yaml_tag", "a YAML tag (`!!python/object/apply:os.system`) in the run's config.yaml", EVAL, 2,
          "could not determine a constructor for the tag",
@@ -289,10 +403,78 @@ CASES = [
     Case("paths_not_a_number", "`evaluate --paths a`", EVAL + ["--paths", "a"], 1, "--paths a: 'a' is not a path number"),
     Case("run_id_taken", "`train --run-id` of an existing run", TRAIN + ["--run-id", "base"], 1,
          "logs/smoke/base exists: choose another --run-id"),
-    Case("resume_finished", "`train --resume` of a finished run", TRAIN + ["--resume", RUN], 0,
+    Case("resume_finished", "`train --resume` of a finished run", ["train", "--resume", RUN], 0,
          "is finished (final_model.zip at 1024 of 1024 path-steps): nothing to resume"),
     Case("resume_corrupt_checkpoint", "`train --resume`, newest checkpoint 0 bytes, no final_model.zip",
-         TRAIN + ["--resume", RUN], 0, "resumed from model_512.zip", _corrupt_checkpoint),
+         ["train", "--resume", RUN], 0, "resumed from model_512.zip", _corrupt_checkpoint),
+    Case("resume_flag_ignored", "`train --resume` with `--seed 1` (a flag resume cannot apply)",
+         ["train", "--resume", RUN, "--seed", "1"], 2, "--seed with --resume: a resume continues the run with its own config.yaml"),
+    Case("resume_other_experiment", "`train --exp L96_1 --resume` of a smoke run", ["train", "--exp", "L96_1", "--resume", RUN],
+         2, "--exp L96_1 with --resume of a run of smoke"),
+    Case("resume_config_flag", "`train --config c.yaml --resume`", ["train", "--config", "c.yaml", "--resume", RUN],
+         2, "--config with --resume", write_yaml("c.yaml", "shared: {}\n")),
+    Case("resume_broken_cwd_config", "`train --resume` beside a broken ./config.yaml it does not use",
+         ["train", "--resume", RUN], 0, "is finished (final_model.zip at 1024 of 1024 path-steps)",
+         write_yaml("config.yaml", "shared: [\n")),
+    Case("resume_changed_network", "`agent.lstm_hidden` edited in the run's config.yaml, then `train --resume`",
+         ["train", "--resume", RUN], 1, "agent.lstm_hidden changed since the run was made (16 -> 32): a resume "
+         "continues the trained network as it was made; start a new run",
+         lambda d, request: (_unfinish(d), _edit_run_config(d, "agent", lstm_hidden=32)),
+         check=lambda d, before: unchanged("timing.json")(d, before), keep=("timing.json",)),
+    Case("resume_changed_ppo", "`ppo.learning_rate` edited in the run's config.yaml, then `train --resume`",
+         ["train", "--resume", RUN], 1, "ppo.learning_rate changed since the run was made",
+         lambda d, request: (_unfinish(d), _edit_run_config(d, "ppo", learning_rate=0.1))),
+    Case("trust_without_resume", "`train --trust` of a new run", TRAIN + ["--trust"], 2, "--trust goes with --resume",
+         check=lambda d, before: no_new_run(d)),
+    # names that become paths
+    Case("run_id_parent", "`train --run-id ../escape`", TRAIN + ["--run-id", "../escape"], 1,
+         "--run-id '../escape': a name may hold letters, digits and _ . + = - only",
+         check=lambda d, before: (no_new_run(d), _not_there(d / "logs/escape"))),
+    Case("run_id_slash", "`train --run-id a/b`", TRAIN + ["--run-id", "a/b"], 1, "--run-id 'a/b': a name may hold",
+         check=lambda d, before: no_new_run(d)),
+    Case("variant_parent", "a study variant named `../up`", ["train", "--exp", "smoke", "--config", "c.yaml",
+         "--study", "pointwise", "--variant", "../up"], 2, "ablations.pointwise.variants: '../up': a variant name may hold",
+         edit_config("c.yaml", lambda r: r["ablations"]["pointwise"]["variants"].update({"../up": {}})),
+         check=lambda d, before: (no_new_run(d), _not_there(d / "logs/up"))),
+    Case("study_repeats_seed", "a study listing a seed twice (`seeds: [0, 0]`)",
+         ["ablate", "--question", "enkf_inflation", "--config", "c.yaml"], 2,
+         "ablations.enkf_inflation.seeds: 0 listed more than once",
+         edit_config("c.yaml", lambda r: r["ablations"]["enkf_inflation"].update(seeds=[0, 0]))),
+    Case("study_repeats_experiment", "a study listing an experiment twice",
+         ["ablate", "--question", "enkf_inflation", "--config", "c.yaml"], 2,
+         "ablations.enkf_inflation.experiments: smoke listed more than once",
+         edit_config("c.yaml", lambda r: r["ablations"]["enkf_inflation"].update(experiments=["smoke", "smoke"]))),
+    Case("train_many_repeats_experiment", "`train-many --exp smoke,smoke`", ["train-many", "--exp", "smoke,smoke"], 2,
+         "--exp lists smoke more than once"),
+    # datasets of the data files
+    Case("integer_dataset", "paths.h5 `analysis_mean` stored as integers", TRAIN, 1,
+         "data/smoke/paths.h5: dataset analysis_mean has dtype int64, expected floating point numbers",
+         lambda d, request: _retype(d / "data/smoke/paths.h5", "analysis_mean", np.int64),
+         check=lambda d, before: no_new_run(d)),
+    Case("string_dataset", "spinup.h5 `clim_max` a string", EVAL, 1,
+         "data/smoke/spinup.h5: dataset clim_max has dtype",
+         lambda d, request: _replace_dataset(d / "data/smoke/spinup.h5", "clim_max", np.bytes_("hot"))),
+    Case("missing_dataset", "paths.h5 without `forecast_spread`", TRAIN, 1,
+         "data/smoke/paths.h5 lacks forecast_spread", lambda d, request: _replace_dataset(
+             d / "data/smoke/paths.h5", "forecast_spread", None), check=lambda d, before: no_new_run(d)),
+    # numbers the policy turns into a distribution, keys named right
+    Case("log_std_huge", "`agent.log_std_init: 50`", TRAIN + ["--config", "c.yaml"], 2,
+         "agent.log_std_init: must be 'auto' or in [-10.0, 2.0]",
+         edit_config("c.yaml", lambda r: smoke_block(r)["agent"].update(log_std_init=50.0)),
+         check=lambda d, before: no_new_run(d)),
+    Case("log_std_tiny", "`agent.log_std_init: -1000`", TRAIN + ["--config", "c.yaml"], 2,
+         "agent.log_std_init: must be 'auto' or in [-10.0, 2.0]",
+         edit_config("c.yaml", lambda r: smoke_block(r)["agent"].update(log_std_init=-1000.0)),
+         check=lambda d, before: no_new_run(d)),
+    Case("paths_per_env_zero", "`train.paths_per_env: 0`", TRAIN + ["--config", "c.yaml"], 2,
+         "train.paths_per_env: must be >= 1, got 0",
+         edit_config("c.yaml", lambda r: smoke_block(r)["train"].update(paths_per_env=0))),
+    # a full disk
+    Case("disk_full_evaluate", "no space left on the device during `evaluate`", EVAL, 1,
+         "no space left on device while writing logs/smoke/base/", _disk_full,
+         check=unchanged("metrics.json", "eval.h5"), keep=("metrics.json", "eval.h5")),
+    Case("disk_full_train", "no space left on the device during `train`", TRAIN, 1,
+         "no space left on device while writing logs/smoke/", _disk_full),
     # run selection and fit records
     Case("report_same_seed_twice", "`report` listing one run (one seed) twice", REPORT(f"{RUN},{RUN}"), 1,
          "--runs lists seed 0 more than once: one run per seed", check=lambda d, before: no_record(d)),
@@ -304,6 +486,17 @@ CASES = [
     Case("report_malformed_metrics", "`report` on a run whose metrics.json is not JSON", REPORT(RUN), 1,
          "metrics.json is not readable JSON", lambda d, request: (d / RUN / "metrics.json").write_text("{"),
          check=lambda d, before: no_record(d)),
+    Case("report_best_model", "`report` on a run evaluated with `--model best`", REPORT(RUN), 1,
+         "evaluates the best model (chosen on the eval path itself): a fit record needs the final one",
+         lambda d, request: _edit_metrics(d, lambda m: m["models"]["rl"].update(which="best")),
+         check=lambda d, before: no_record(d)),
+    Case("report_unnamed_model", "`report` on a metrics.json that does not name its model", REPORT(RUN), 1,
+         "does not name the model it evaluated", lambda d, request: _edit_metrics(d, lambda m: m.pop("models")),
+         check=lambda d, before: no_record(d)),
+    Case("curves_malformed", "`curves` on a record that is not JSON", CURVES_ARGS, 1, "bad.json is not readable JSON",
+         write_yaml("bad.json", "{")),
+    Case("curves_not_a_record", "`curves` on a JSON that is no fit record", CURVES_ARGS, 1,
+         "bad.json is not a fit record", write_yaml("bad.json", "{}")),
     Case("evaluate_newest_with_model", "`evaluate` without --run; the newest run folder has no model",
          ["evaluate", "--exp", "smoke"], 0, "wrote logs/smoke/base/metrics.json",
          lambda d, request: _newer_run_without_model(d)),
@@ -555,6 +748,174 @@ def test_kill_during_evaluation_keeps_the_earlier_results(work, target):
     json.loads((run / "metrics.json").read_text())
 
 
+# ---- a planted run folder, two owners, an orphaned trial ---------------------------------------------
+class Payload:
+    """Unpickled, it runs `touch <target>`: what a crafted model file could do."""
+
+    def __init__(self, target: Path):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.target}",)
+
+
+def plant_payload(zip_path: Path, target: Path) -> None:
+    """zip_path rewritten as an SB3 zip whose pickled parts run `touch target` when unpickled: an
+    object in its data JSON (what SB3's load cloudpickles) and policy.pth (what torch.load reads)."""
+    import base64
+    import pickle
+    blob = pickle.dumps(Payload(target))
+    with zipfile.ZipFile(zip_path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    data = json.loads(parts["data"])
+    data["policy_kwargs"] = {":type:": "<class 'dict'>", ":serialized:": base64.b64encode(blob).decode()}
+    parts["data"] = json.dumps(data).encode()
+    parts["policy.pth"] = blob
+    with zipfile.ZipFile(zip_path, "w") as z:
+        for name, content in parts.items():
+            z.writestr(name, content)
+
+
+def test_a_planted_model_file_runs_no_code(work):
+    """A copied run folder whose every model zip carries a pickle payload, each with its sha256
+    written into checksums.json (so every zip is "recorded"), and made the newest run: evaluate
+    (named, newest, --model best), report, plot and train --resume (finished; without its
+    weights files; without its final model) never run it: no file appears."""
+    from enkf.io import sha256_file
+    target = work / "PWNED"
+    planted = work / "logs/smoke/planted"
+    shutil.copytree(work / RUN, planted)
+    info = json.loads((planted / "run.json").read_text())
+    (planted / "run.json").write_text(json.dumps(dict(info, created="2999-01-01T00:00:00")))  # the newest
+    sums = json.loads((planted / "checksums.json").read_text())
+    for z in [*planted.glob("*.zip"), *planted.glob("checkpoints/*.zip")]:
+        plant_payload(z, target)
+        sums[z.relative_to(planted).as_posix()] = sha256_file(z)
+    (planted / "checksums.json").write_text(json.dumps(sums))
+    # the payload is real: unpickling the zip's data the way SB3 does runs it
+    from stable_baselines3.common.save_util import json_to_data
+    with zipfile.ZipFile(planted / "final_model.zip") as z:
+        json_to_data(z.read("data").decode())
+    assert target.exists()
+    target.unlink()
+
+    run = "logs/smoke/planted"
+    commands = [(["evaluate", "--exp", "smoke", "--run", run], 0), (["evaluate", "--exp", "smoke"], 0),
+                (["evaluate", "--exp", "smoke", "--run", run, "--model", "best"], 0),
+                (["evaluate", "--exp", "smoke", "--run", run, "--no-test"], 0),
+                (["report", "--runs", run, "--init", "clone", "--out", "record.json"], 1),  # --no-test above
+                (["plot", "--exp", "smoke", "--run", run, "--stage", "all"], 0),
+                (["train", "--resume", run], 0)]
+    for argv, code in commands:
+        result = invoke(argv)
+        assert result.exit_code == code, (argv, result.output)
+        assert not target.exists(), f"`enkfrl {' '.join(argv)}` ran the payload"
+    (planted / "metrics.json").unlink()
+    assert invoke(["evaluate", "--exp", "smoke", "--run", run]).exit_code == 0
+    result = invoke(["report", "--runs", run, "--init", "clone", "--out", "record.json"])
+    assert result.exit_code == 0 and not target.exists(), result.output
+    # what is left needs the zips: resume reads only their tensors (torch's weights-only loader)
+    for f in planted.glob("*.safetensors"):
+        f.unlink()
+    result = invoke(["train", "--resume", run])
+    assert result.exit_code == 1 and "could not be read as this run's policy" in result.stderr, result.output
+    assert not target.exists()
+    for f in planted.glob("final_model.*"):
+        f.unlink()
+    result = invoke(["train", "--resume", run])
+    assert result.exit_code == 1 and "could not be loaded as this run's PPO model" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not target.exists()
+    record("planted_pickle", "a copied run folder whose every model zip runs `touch` when unpickled, "
+           "its checksums written in; evaluate, report, plot, train --resume", "enkfrl evaluate/report/plot/train --resume "
+           "logs/smoke/planted", result.exit_code, "no file appears; " + result.stderr.strip())
+
+
+def test_two_resumes_of_one_run(work):
+    """Two `train --resume` of one run: the second exits at once with one line naming the first's
+    pid, while the first finishes the run."""
+    run = work / "logs/smoke/two"
+    shutil.copytree(work / RUN, run)
+    _unfinish_run(run)
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["train"]["total_steps"] = 3072  # long enough for the second to start while the first trains
+    (run / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.pop(FAULT_ENV, None)
+    first = subprocess.Popen([sys.executable, "-m", "cli.main", "train", "--resume", str(run)], cwd=work, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):  # the first holds the lock once its pid is in owner.lock
+            try:
+                if json.loads((run / "owner.lock").read_text())["pid"] == first.pid:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.1)
+        second = cli_subprocess(["train", "--resume", str(run)], work)
+        still_running = first.poll() is None
+        out, err = first.communicate(timeout=900)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert still_running, "the first resume ended before the second was refused"
+    assert second.returncode == 1, second.stdout + second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"is in use by pid {first.pid}" in lines[0], second.stderr
+    assert first.returncode == 0, err
+    assert json.loads((run / "timing.json").read_text())["train_steps"] == 3072
+    assert (run / "train.log").read_text().count("resumed from") == 1  # one owner trained
+    record("two_resumes", "two `train --resume` of one run at once", "enkfrl train --resume logs/smoke/two (twice)",
+           second.returncode, lines[0].replace(str(first.pid), "<pid>").replace(str(work) + "/", ""))
+
+
+def test_a_trial_whose_driver_died_stops_writing(work, monkeypatch):
+    """A train-many trial checks that its driver is alive: with the driver gone, training stops
+    at its next check and writes no checkpoint, model or timing more; the lock is let go."""
+    from rl.envs.normalisation import read_inputs
+    from rl.training.runs import RunLock, create_run_dir, process_alive
+    from rl.training.train import train
+    cfg = load_config(work / "config.yaml", "smoke")
+    run = create_run_dir(work / "logs/smoke", cfg, made_by="train-many")
+    import rl.training.train
+    monkeypatch.setattr(rl.training.train, "OWNER_CHECK_S", 0.0)  # check at every step
+    driver = subprocess.Popen(["sleep", "600"])
+    data, norm = read_inputs(cfg, work / "data/smoke")
+    calls = []
+
+    def alive():
+        calls.append(1)
+        if len(calls) == 3:  # the driver dies while the trial trains
+            driver.kill()
+            driver.wait()
+        return process_alive(driver.pid)
+    from rl.training.runs import RunAbandoned
+    with pytest.raises(RunAbandoned, match="the process that started this run is gone"):
+        with RunLock(run, "trial"):
+            train(cfg, data, norm, run, command="trial", owner_alive=alive)
+    assert len(calls) >= 3
+    assert not (run / "final_model.zip").exists() and not list(run.glob("checkpoints/model_*"))
+    with RunLock(run, "next"):  # the lock was let go
+        pass
+    record("orphaned_trial", "the train-many driver killed while a trial trains", "enkfrl train-many",
+           -signal.SIGKILL, "the trial stops at its next check (1 s), writes nothing more, lets go of the run's lock")
+
+
+def test_a_resume_repairs_a_model_killed_before_its_record(work):
+    """A kill between the final model's rename and its checksum record: evaluate says so and
+    points to resume; the resume writes the final model again from the last checkpoint."""
+    forget_checksums(work / RUN, "final_model.zip", "final_model.safetensors")
+    assert invoke(EVAL).exit_code == 1
+    result = invoke(["train", "--resume", RUN])
+    assert result.exit_code == 0, result.output
+    line = first_line_with(result.output, "resumed from")
+    assert "resumed from model_1024.zip (1024 path-steps" in line
+    assert invoke(EVAL).exit_code == 0
+    record("unrecorded_model_resume", "... then `train --resume` of it", f"enkfrl train --resume {RUN}", 0,
+           line + "; final model written and recorded again")
+
+
 # ---- precompute workers die with their parent ---------------------------------------------------------
 def children(pid: int) -> list[int]:
     try:
@@ -604,23 +965,14 @@ def test_precompute_workers_die_with_their_parent(work, sig):
         if parent.poll() is None:
             parent.kill()
     assert not alive, f"workers {alive} outlived precompute after {sig.name}"
-    assert not (work / "data/smoke/paths.h5.tmp").exists()
+    left = [p.name for p in (work / "data/smoke").glob("paths.h5.tmp-*")]  # atomic_path's temporaries
+    assert not left, f"{left} left behind by precompute after {sig.name}"
     record(f"precompute_{sig.name}", f"{sig.name} to `precompute` while its pool works",
            "enkfrl precompute --exp smoke", parent.returncode, "no pool worker outlives it")
 
 
-# ---- the record for the readme --------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def write_observed():
-    """With ENKFRL_FAULTS_JSON=<file>: what every case showed the user, with provenance."""
-    yield
-    out = os.environ.get("ENKFRL_FAULTS_JSON")
-    if not out or not OBSERVED:
-        return
-    cfg = load_config(ROOT / "config.yaml", "smoke")
-    from enkf.io import atomic_write_json
-    atomic_write_json(ROOT / out if not Path(out).is_absolute() else out, {
-        "cases": OBSERVED,
-        "provenance": provenance(cfg.to_dict(), cfg.hash(),
-                                 f"ENKFRL_FAULTS_JSON={out} python -m pytest tests/test_faults.py",
-                                 time.perf_counter() - T_START)})
+# ---- the order of the faults table -------------------------------------------------------------------------
+ORDER = [c.id for c in CASES] + [
+    "planted_pickle", "two_resumes", "orphaned_trial", "unrecorded_model_resume",
+    "kill_checkpoint", "kill_checkpoint_resume", "kill_final", "kill_final_resume", "kill_eval.h5",
+    "kill_metrics.json", "precompute_SIGTERM", "precompute_SIGINT", "precompute_SIGKILL"]

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from enkf.config import Config
+from rl.config import Config
 from rl.envs.assimilation import AssimilationEnv
 from rl.envs.batched import BatchedLoop
 from rl.envs.pointwise import gather_points, stencil_neighbours

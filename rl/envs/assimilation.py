@@ -27,7 +27,7 @@ from typing import Sequence
 import gymnasium as gym
 import numpy as np
 
-from enkf.config import Config
+from rl.config import Config
 from enkf.filters import ensemble_spread
 from enkf.system import System, rmse
 from rl.envs.normalisation import Normaliser

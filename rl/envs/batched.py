@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from enkf.config import Config
+from rl.config import Config
 from enkf.io import DataError
 from enkf.system import System, rmse
 from rl.envs.assimilation import DATA_KEYS, build_features, clip_features, feature_sizes

@@ -30,7 +30,7 @@ from typing import Sequence
 import gymnasium as gym
 import numpy as np
 
-from enkf.config import Config
+from rl.config import Config
 from rl.envs.assimilation import feature_sizes
 from rl.envs.batched import PathVecEnv
 from rl.envs.normalisation import Normaliser

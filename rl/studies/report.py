@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enkf.config import Config
+from rl.config import Config
 from enkf.io import DataError
 
 ACTORS = ("rl", "supervised", "copy_obs", "no_da", "enkf_replica")
@@ -91,7 +91,7 @@ def eval_curve(run_dir: Path) -> list[list[float]]:
 
 def run_summary(run_dir: Path) -> dict:
     """One evaluated run folder: its config, training figures and metrics (eval path + test)."""
-    from enkf.config import load_run_config
+    from rl.config import load_run_config
     run_dir = Path(run_dir)
     run_description(run_dir)
     cfg = load_run_config(run_dir / "config.yaml")
@@ -105,7 +105,7 @@ def run_summary(run_dir: Path) -> dict:
                         f"eval path itself): a fit record needs the final one, `enkfrl evaluate --run {run_dir}`")
     if "test" not in metrics:
         raise DataError(f"{run_dir}/metrics.json has no test set: run `enkfrl evaluate --run {run_dir}` "
-                        f"after `enkfrl generate/precompute --split test`")
+                        f"after `enkfrl ensure-data --exp {cfg.experiment}` (the test split)")
     timing = _read_json(run_dir / "timing.json")
     curriculum = _read_json(run_dir / "curriculum_final.json")
     eval_path = str(cfg.paths.eval_path)
@@ -285,7 +285,7 @@ def add_enkf_comparison(record: dict, sweep: list[dict], stored_inflation: float
 def compare_with_tuned_enkf(record: dict, cfg: Config, test_cfg: Config, starts, config_path) -> dict:
     """A truth-reward record against the EnKF with every inflation of the config's enkf_inflation
     study (and the stored one) on the same test paths."""
-    from enkf.config import load_ablation
+    from rl.config import load_ablation
     _, enkf_runs = load_ablation(config_path, "enkf_inflation")
     inflations = sorted({r.cfg.filter.inflation for r in enkf_runs} | {cfg.filter.inflation})
     sweep = enkf_inflation_sweep(test_cfg, starts, inflations, cfg.paths.burn_in)

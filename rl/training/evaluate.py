@@ -3,7 +3,6 @@ over a whole path. The stored EnKF itself ("enkf") is the reference run of paths
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -141,15 +140,6 @@ def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: BatchedLoop,
                             a.create_dataset(k, data=v)
     atomic_write_json(metrics_path, doc)
     return metrics_path, h5_path
-
-
-def read_test_split(cfg, exp_dir: Path):
-    """(config, paths.h5 arrays) of the experiment's independent test split in exp_dir
-    (test_spinup.h5, test_paths.h5), checked for staleness against enkf.config.test_split(cfg)."""
-    from enkf.config import test_split
-    from enkf.precompute import read_paths
-    scfg = test_split(cfg)
-    return scfg, read_paths(scfg, Path(exp_dir) / "test_paths.h5")
 
 
 def evaluate_run(run_dir: Path, cfg, data: dict, normaliser, test: tuple | None,

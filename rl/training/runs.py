@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 import zipfile
 from pathlib import Path
@@ -35,15 +34,12 @@ LINK_HINT = "a run folder holds its own files (copy the target in place of the l
 RUN_JSON = "run.json"
 """What the run is: experiment, seed, study, variant, agent kind, config hash, when and by what it
 was made, and the resolved config it was made with (resume compares config.yaml with it)."""
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
-
-
 def check_name(name: str, what: str) -> str:
-    """A name that becomes part of a path (run id, study, variant): letters, digits, _ . + = -,
-    not starting with a dot or dash, never '..' (so it cannot leave its folder)."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise DataError(f"{what} {name!r}: a name may hold letters, digits and _ . + = - only "
-                        f"(no '/', no '..', not starting with '.' or '-')")
+    """A name that becomes part of a path (run id, study, variant): rl.config.is_name, so it
+    cannot leave its folder."""
+    from rl.config import NAME_RULE, is_name
+    if not is_name(name):
+        raise DataError(f"{what} {name!r}: a name {NAME_RULE}")
     return name
 
 
@@ -407,42 +403,49 @@ def _refuse_non_finite(path: Path, module) -> None:
                         f"{', ...' if len(bad) > 3 else ''}: resume from an earlier checkpoint")
 
 
-def load_policy(cfg, run_dir: Path, which: str = "final", trust: bool = False, device: str = "cpu"):
-    """The policy of a run folder, for evaluation: the network of the run's config (cfg) with the
-    weights of <which>_model.safetensors (best falls back to final when the run has no best).
-    Nothing is unpickled. Returns (policy, the model's description for records: which, file,
-    steps, sha256)."""
+def load_weights(cfg, path: Path, run_dir: Path, trust: bool = False, device: str = "cpu"):
+    """The network of the run's config (cfg) with the weights of the safetensors file path, which
+    must be the one the run recorded (or trust). Nothing is unpickled. Returns (policy, its
+    description for records: file, steps, sha256)."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_model as load_weights
+    from safetensors.torch import load_model as load_into
     from rl.agents.policy import build_policy
-    run_dir = Path(run_dir)
+    path = Path(path)
     check_no_links(run_dir)
-    if which == "best" and not (run_dir / "best_model.safetensors").exists() \
-            and not (run_dir / "best_model.zip").exists():
-        which = "final"
-    path = run_dir / f"{which}_model.safetensors"
-    if not path.exists() and (run_dir / f"{which}_model.zip").is_file():
-        raise DataError(f"{path} not found: the run was made before policy weights were kept apart from "
-                        f"the model zip; `enkfrl train --resume {run_dir}` writes them from the run's own zips")
     digest = check_file(path, run_dir, trust)
     policy = build_policy(cfg, device)
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        missing, unexpected = load_weights(policy, str(path), strict=False, device=device)
+        missing, unexpected = load_into(policy, str(path), strict=False, device=device)
     except (SafetensorError, OSError, ValueError) as e:
         raise DataError(f"{path} is not a policy weights file ({_first_line(e)})") from None
     except RuntimeError as e:  # load_state_dict: a tensor of another shape
-        raise DataError(f"{path} does not fit the network {run_dir / 'config.yaml'} describes "
+        raise DataError(f"{path} does not fit the network {Path(run_dir) / 'config.yaml'} describes "
                         f"({_first_line(e)})") from None
     if missing or unexpected:
-        raise DataError(f"{path} does not fit the network {run_dir / 'config.yaml'} describes (missing "
+        raise DataError(f"{path} does not fit the network {Path(run_dir) / 'config.yaml'} describes (missing "
                         f"{', '.join(missing[:3]) or 'nothing'}; unexpected {', '.join(unexpected[:3]) or 'nothing'})")
     _refuse_non_finite(path, policy)
     policy.set_training_mode(False)
     steps = meta.get("steps")
-    return policy, {"which": which, "file": path.name, "steps": int(steps) if str(steps).isdigit() else None,
+    return policy, {"file": _record_key(run_dir, path), "steps": int(steps) if str(steps).isdigit() else None,
                     "sha256": digest}
+
+
+def load_policy(cfg, run_dir: Path, which: str = "final", trust: bool = False, device: str = "cpu"):
+    """The policy of a run folder, for evaluation: load_weights of <which>_model.safetensors (best
+    falls back to final when the run has no best model). Returns (policy, its description for
+    records: which, file, steps, sha256)."""
+    run_dir = Path(run_dir)
+    if which == "best" and not any((run_dir / f"best_model.{ext}").exists() for ext in ("safetensors", "zip")):
+        which = "final"
+    path = run_dir / f"{which}_model.safetensors"
+    if not path.exists() and not path.is_symlink() and (run_dir / f"{which}_model.zip").is_file():
+        raise DataError(f"{path} not found: the run was made before policy weights were kept apart from "
+                        f"the model zip; `enkfrl train --resume {run_dir}` writes them from the run's own zips")
+    policy, info = load_weights(cfg, path, run_dir, trust, device)
+    return policy, {"which": which, **info}
 
 
 def load_for_resume(cfg, path: Path, run_dir: Path, env, device: str, trust: bool = False):

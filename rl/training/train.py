@@ -25,20 +25,21 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import SubprocVecEnv
 from tqdm import tqdm
 
-from enkf.config import Config, dump_config, load_run_config
+from enkf.config import dump_config
+from rl.config import LOG_STD_RANGE, Config, load_run_config
 from enkf.io import (DataError, atomic_path, atomic_write_json, atomic_write_text, code_version,
                      installed_versions, remove_stale_temps)
 from rl.training.curriculum import Curriculum, CurriculumCallback
 from rl.envs.assimilation import AssimilationEnv
-from rl.envs.batched import BatchedLoop
+from rl.envs.batched import BatchedLoop, PathVecEnv
 from rl.agents.actors import actor_factory
 from rl.training.evaluate import run_paths, summarise
 from rl.envs.normalisation import Normaliser
-from rl.envs.pointwise import PointwiseVecEnv, stencil_neighbours
-from rl.agents.policy import algo_class, build_model, lstm_modules
+from rl.envs.pointwise import PointwiseVecEnv
+from rl.agents.policy import build_model, lstm_modules
 from rl.agents.clone import behaviour_clone, copy_obs_rmse, split_training_paths
 from rl.training.runs import (RUN_JSON, RunAbandoned, Timing, check_no_links, check_resumable, inferred_run_info, is_recorded, keep_progress_csv,
                               load_for_resume, newest_checkpoint, read_run_info, run_info,
@@ -170,14 +171,19 @@ class DiagnosticsCallback(BaseCallback):
         self._t_last = now
 
 
+OWNER_CHECK_S = 1.0
+"""Seconds between two checks that the process that started a run is still there."""
+
+
 class OwnerCallback(BaseCallback):
     """Every `interval_s` seconds of training: is the process that started this run still there
     (owner_alive(), e.g. a Ray trial's driver)? If not, the run stops at once, before it writes
     anything more (RunAbandoned): an orphaned trial never overlaps the rerun that follows."""
 
-    def __init__(self, owner_alive, interval_s: float = 1.0):
+    def __init__(self, owner_alive, interval_s: float | None = None):
         super().__init__()
-        self.owner_alive, self.interval_s = owner_alive, interval_s
+        self.owner_alive = owner_alive
+        self.interval_s = OWNER_CHECK_S if interval_s is None else interval_s
         self._next = 0.0
 
     def check(self) -> None:
@@ -228,6 +234,10 @@ def set_exploration(model, cfg: Config, normaliser: Normaliser, data: dict, hist
         scale, source = history["val_rmse"][-1], "cloned policy's held-out RMSE"
     else:
         scale, source = copy_obs_rmse(cfg, normaliser, data, split_training_paths(cfg)[1]), "copy-obs RMSE"
+    lo, hi = LOG_STD_RANGE
+    if not (scale > 0 and lo <= np.log(scale) <= hi):
+        raise DataError(f"agent.log_std_init auto: the {source} is {scale:.3g}, a log std outside [{lo}, {hi}]: "
+                        f"set agent.log_std_init to a number in that range")
     with th.no_grad():
         model.policy.log_std.fill_(float(np.log(scale)))
     return {"log_std_init": float(np.log(scale)), "std": scale, "source": source, "auto": True}
@@ -243,12 +253,14 @@ def make_env_fn(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int
 
 
 def make_vec_env(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int]):
-    if cfg.agent.kind == "pointwise":  # M paths x n points in one vectorised env
+    """The training envs on the batched loop (rl.envs.batched): M paths x n points (pointwise),
+    or n_envs paths with one agent each; with train.subproc, AssimilationEnvs in subprocesses."""
+    if cfg.agent.kind == "pointwise":
         return PointwiseVecEnv(cfg, data, normaliser, paths, cfg.train.paths_per_env, cfg.train.seed)
-    fns = [make_env_fn(cfg, data, normaliser, paths, cfg.train.seed + i) for i in range(cfg.train.n_envs)]
     if cfg.train.subproc and cfg.train.n_envs > 1:
+        fns = [make_env_fn(cfg, data, normaliser, paths, cfg.train.seed + i) for i in range(cfg.train.n_envs)]
         return SubprocVecEnv(fns, start_method="fork")
-    return DummyVecEnv(fns)
+    return PathVecEnv(cfg, data, normaliser, paths, cfg.train.n_envs, cfg.train.seed)
 
 
 def resolve_device(name: str) -> str:
@@ -315,12 +327,11 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
 
     # 4. model
     if resume:
-        keep_progress_csv(run_dir, step)  # SB3 reopens progress.csv with "w": keep the earlier rows
-    logger = configure(str(run_dir / "tb"), ["tensorboard", "csv"])
-    if resume:
         model = load_for_resume(cfg, model_path, run_dir, venv, device, trust)
+        keep_progress_csv(run_dir, step)  # SB3 reopens progress.csv with "w": keep the earlier rows
         log.info("resumed from %s (%d path-steps, %d paths active)", model_path.name, step, curriculum.n_active)
-    else:
+    logger = configure(str(run_dir / "tb"), ["tensorboard", "csv"])
+    if not resume:
         model = build_model(cfg, venv, tensorboard_log=None, device=device, seed=cfg.train.seed)
     model.set_logger(logger)
 
