@@ -158,7 +158,8 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
     import shlex
     import sys
     from rl.training.runs import create_run_dir, is_finished, model_steps
-    from rl.training.train import agents_per_path, train as run_train
+    from rl.config import agents_per_path
+    from rl.training.train import train as run_train
     if resume_dir:
         run_dir = Path(resume_dir)
         cfg = load_run_config(run_dir / "config.yaml")

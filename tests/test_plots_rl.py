@@ -56,9 +56,8 @@ def workdir(tmp_path_factory, one_torch_thread):
     old = os.getcwd()
     os.chdir(d)
     try:
-        for split in ("train", "test"):  # evaluate runs the eval path and the test split
-            invoke("generate", "--exp", "smoke", "--split", split)
-            invoke("precompute", "--exp", "smoke", "--split", split)
+        invoke("generate", "--exp", "smoke")  # both splits: evaluate runs the eval path and the test split
+        invoke("precompute", "--exp", "smoke")
         invoke("train", "--exp", "smoke", "--run-id", "p")
         invoke("evaluate", "--exp", "smoke", "--run", "logs/smoke/p")
         d.joinpath("plot_all.txt").write_text(invoke("plot", "--exp", "smoke", "--stage", "all"))
@@ -77,6 +76,22 @@ def test_plot_all_writes_every_figure(workdir):
     out = (workdir / "plot_all.txt").read_text()
     assert out.count("wrote ") == len(DATA_PNGS + TRAIN_PNGS + EVAL_PNGS), out
     assert "note:" not in out
+
+
+def test_training_figure_counts_path_steps_as_the_log_does(workdir, monkeypatch):
+    """The run logs train.total_steps path-steps; TensorBoard holds SB3's agent-steps (model.n
+    per path-step for the pointwise agent): the figure's x axis ends at the path-steps."""
+    import rl.studies.plots as plots
+    from rl.config import load_run_config
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    plots.plot_training(workdir / "logs/smoke/p", workdir / "unused")
+    cfg = load_run_config(workdir / "logs/smoke/p/config.yaml")
+    assert cfg.agent.kind == "pointwise" and cfg.model.n > 1
+    labelled = [ax for ax in figures[0].axes if ax.get_xlabel()]  # the bottom row
+    assert len(labelled) == 2 and all("path-steps" in ax.get_xlabel() for ax in labelled)
+    for ax in figures[0].axes:
+        assert ax.get_xlim()[1] == pytest.approx(cfg.train.total_steps * 1.02, rel=0.1)
 
 
 def test_plot_all_without_eval_h5_notes_it(workdir):

@@ -151,7 +151,7 @@ class PointwiseVecEnv(VecEnv):
         pass
 
     def get_attr(self, attr_name, indices=None):
-        return [getattr(self, attr_name) for _ in self._indices(indices)]
+        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
 
     def set_attr(self, attr_name, value, indices=None) -> None:
         setattr(self, attr_name, value)
@@ -162,7 +162,7 @@ class PointwiseVecEnv(VecEnv):
         return [getattr(self, method_name)(*method_args, **method_kwargs)]
 
     def env_is_wrapped(self, wrapper_class, indices=None):
-        return [False for _ in self._indices(indices)]
+        return [False for _ in self._get_indices(indices)]
 
     # ---- internals ------------------------------------------------------------------------------
     def _reset_slot(self, m: int) -> None:
