@@ -155,9 +155,10 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
     """Train the agent -> logs/<E>/<run_id>/ (config, tb/, checkpoints/, models, train.log)."""
     import shlex
     import sys
+    from rl.config import agents_per_path
     from rl.training.runs import (RunLock, check_name, create_run_dir, is_finished, model_steps,
                                   write_missing_weights)
-    from rl.training.train import agents_per_path, train as run_train
+    from rl.training.train import train as run_train
     command = shlex.join(["enkfrl"] + sys.argv[1:])
     if resume_dir:
         refuse_with_resume({"--seed": "seed", "--study": "study", "--variant": "variant", "--run-id": "run_id"})

@@ -252,6 +252,12 @@ def load_config(path: str | Path, experiment: str) -> Config:
     return build_experiment(Config, merged, shared, own, path, experiment)
 
 
+def agents_per_path(cfg) -> int:
+    """Agent-steps (SB3's env steps) in one path-step (one cycle of one path): model.n for the
+    pointwise agent (every grid point acts), 1 otherwise."""
+    return cfg.model.n if cfg.agent.kind == "pointwise" else 1
+
+
 def seed_config(cfg: Config, seed: int | None) -> Config:
     """The config of one training seed: cfg with train.seed = seed (None: cfg as it is). The seed
     must be train.seed or one of train.seeds; the data keep the master seed."""

@@ -209,6 +209,24 @@ def test_plot_eval_without_a_halt_or_divergence_marks_nothing(run, tmp_path, fig
 def test_plot_all_without_eval_h5_notes_it(run, workdir):
     noeval = workdir / "logs/smoke/noeval"
     shutil.copytree(run, noeval, ignore=shutil.ignore_patterns("eval.h5", "plots"))
+
+
+def test_training_figure_counts_path_steps_as_the_log_does(workdir, monkeypatch):
+    """The run logs train.total_steps path-steps; TensorBoard holds SB3's agent-steps (model.n
+    per path-step for the pointwise agent): the figure's x axis ends at the path-steps."""
+    import rl.studies.plots as plots
+    from rl.config import load_run_config
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    plots.plot_training(workdir / "logs/smoke/p", workdir / "unused")
+    cfg = load_run_config(workdir / "logs/smoke/p/config.yaml")
+    assert cfg.agent.kind == "pointwise" and cfg.model.n > 1
+    labelled = [ax for ax in figures[0].axes if ax.get_xlabel()]  # the bottom row
+    assert len(labelled) == 2 and all("path-steps" in ax.get_xlabel() for ax in labelled)
+    for ax in figures[0].axes:
+        assert ax.get_xlim()[1] == pytest.approx(cfg.train.total_steps * 1.02, rel=0.1)
+
+
     try:
         newest = max(p.stat().st_mtime for p in (workdir / "logs/smoke").glob("*/config.yaml"))
         os.utime(noeval / "config.yaml", (newest + 10, newest + 10))  # the newest run: plot picks it without --run

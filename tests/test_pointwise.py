@@ -63,6 +63,19 @@ def test_point_observation_is_the_env_features_on_its_stencil(smoke, stencil):
                         assert points[m, i, w, f * (2 * S + 1) + j] == obs[w, f * n + (i - S + j) % n]
 
 
+def test_the_vec_env_answers_sb3s_attribute_queries_without_warnings(smoke):
+    """SB3 asks every VecEnv for render_mode (and wrappers by get_attr/env_is_wrapped): one value
+    per agent, no UserWarning that the attribute is missing."""
+    import warnings
+    cfg, data, norm = smoke
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        venv = PointwiseVecEnv(cfg, data, norm, [1], n_paths=2, seed=0)
+    assert venv.render_mode is None and venv.get_attr("render_mode") == [None] * venv.num_envs
+    assert venv.get_attr("n", indices=[0, 3]) == [cfg.model.n] * 2
+    assert venv.env_is_wrapped(object) == [False] * venv.num_envs
+
+
 def test_per_point_rewards_are_the_per_point_errors(smoke):
     cfg, data, norm = smoke
     venv = PointwiseVecEnv(cfg, data, norm, [1], n_paths=2, seed=0)

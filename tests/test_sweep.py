@@ -58,6 +58,17 @@ def test_train_seed_must_be_one_of_train_seeds(in_tmp):
     assert result.exit_code == 2 and "--seed 7: not one of train.seeds [0, 1, 2]" in result.output
 
 
+def test_ablate_refuses_a_training_study_with_one_line(in_tmp):
+    """`measure: train` studies are full training runs: `ablate` says so on one line, pointing to
+    `enkfrl train --study`, before it starts Ray or writes anything."""
+    study = next(k for k, v in read_config_yaml()["ablations"].items() if v["measure"] == "train")
+    result = CliRunner().invoke(main, ["ablate", "--question", study])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and f"enkfrl train --exp E --study {study}" in lines[0]
+    assert not (in_tmp / "results").exists() and not (in_tmp / "logs").exists()
+
+
 def _records(folder):
     return {p.name: p for p in sorted((folder / "results/ablations/tiny").glob("*.json"))}
 

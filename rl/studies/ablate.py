@@ -32,7 +32,7 @@ from enkf import datafiles
 from enkf.config import hash_of
 from enkf.io import DataError, provenance
 from enkf.precompute import summary
-from rl.config import AblationRun, Config
+from rl.config import AblationRun, Config, agents_per_path
 from rl.training.curriculum import Curriculum, CurriculumCallback
 from rl.envs.assimilation import AssimilationEnv
 from rl.envs.batched import BatchedLoop
@@ -41,7 +41,7 @@ from rl.training.evaluate import run_paths, summarise
 from rl.envs.normalisation import Normaliser, read_inputs
 from rl.agents.policy import build_model
 from rl.agents.clone import behaviour_clone
-from rl.training.train import agents_per_path, make_vec_env, resolve_device, set_exploration
+from rl.training.train import make_vec_env, resolve_device, set_exploration
 
 
 # ---- data: the experiment's files, a study's shared files, or computed in the trial --------------

@@ -33,6 +33,7 @@ from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 from enkf.io import DataError  # noqa: E402
 from enkf.plots import (C_ANALYSIS, C_FORECAST, C_OBS, C_TRUTH, _cycle_label,  # noqa: E402
                         _save, _shown_variables)
+from rl.config import agents_per_path  # noqa: E402
 
 # every actor of rl/training/evaluate.py, in legend order: (colour, line width, line style, label)
 ACTORS = {
@@ -319,7 +320,9 @@ def plot_training(run_dir: Path, out_dir: Path) -> list[Path]:
     """training_curves.png (and pretrain_curve.png when the run pre-trained) into out_dir."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     cfg = _run_config(run_dir)
-    s = read_scalars(run_dir / "tb")
+    unit = agents_per_path(cfg)  # TensorBoard counts SB3's agent-steps; the run's log path-steps
+    s = {tag: (steps if tag.startswith("pretrain/") else steps / unit, values)
+         for tag, (steps, values) in read_scalars(run_dir / "tb").items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     K = cfg.paths.n_cycles
     first, last = cfg.paths.train_paths
@@ -378,9 +381,11 @@ def plot_training(run_dir: Path, out_dir: Path) -> list[Path]:
     for ax in axes[:-1].flat:
         ax.tick_params(axis="x", labelbottom=False)
     for ax in axes[-1]:
-        ax.set_xlabel("environment steps", fontsize=8)
+        ax.set_xlabel("path-steps (cycles, summed over paths)", fontsize=8)
+    envs = (f"{cfg.train.paths_per_env} paths x {cfg.model.n} points" if cfg.agent.kind == "pointwise"
+            else f"{cfg.train.n_envs} envs")
     fig.suptitle(f"{cfg.experiment}: training of {run_dir.name} ({cfg.agent.kind} agent, "
-                 f"{cfg.train.n_envs} envs, rollout {cfg.ppo.n_steps} steps per env)", fontsize=11)
+                 f"{envs}, rollout {cfg.ppo.n_steps} cycles)", fontsize=11)
     written = [_save(fig, out_dir / "training_curves.png")]
 
     if "pretrain/train_rmse" in s and "pretrain/heldout_rmse" in s:

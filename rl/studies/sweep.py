@@ -211,6 +211,10 @@ def run_study(config_path: Path, name: str, data_root: Path, command: str, addre
     t0 = time.perf_counter()
     sweep = load_sweep(config_path)
     meta, runs = load_ablation(config_path, name)
+    if meta["measure"] == "train":  # full training runs, one command each: not trials of a study
+        raise ConfigError(f"--question {name}: a training study (measure: train), not an ablation: run "
+                          f"`enkfrl train --exp E --study {name} --variant V --seed S` per run "
+                          f"(scripts/train_concurrent.sh --study {name} --variant V for every seed)")
     study = read_yaml(config_path)["ablations"][name]
     records_dir = Path(records_dir or sweep.records_dir).resolve()
     pending = [r for r in runs if finished_record(record_path(records_dir, name, r), r, meta["measure"]) is None]

@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import SubprocVecEnv
 from tqdm import tqdm
 
 from enkf.config import dump_config
-from rl.config import LOG_STD_RANGE, Config, load_run_config
+from rl.config import LOG_STD_RANGE, Config, agents_per_path, load_run_config
 from enkf.io import (DataError, atomic_path, atomic_write_json, atomic_write_text, code_version,
                      installed_versions, remove_stale_temps)
 from rl.training.curriculum import Curriculum, CurriculumCallback
@@ -217,11 +217,6 @@ class ProgressCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         self.bar.close()
-
-
-def agents_per_path(cfg: Config) -> int:
-    """SB3 env steps that make one path-step: n for the pointwise agent, 1 otherwise."""
-    return cfg.model.n if cfg.agent.kind == "pointwise" else 1
 
 
 def set_exploration(model, cfg: Config, normaliser: Normaliser, data: dict, history: dict | None) -> dict:
