@@ -14,8 +14,10 @@ run past the limit (counted as killed by most tools; listed apart here).
 
 Every snippet must occur exactly once in its file (checked before anything runs): a snippet the
 code no longer has is reported as "stale" and skipped, so the list is kept up to date by running it.
-Files are restored in a `finally`, and a copy of every mutated file is kept under logs/mutation_backup/
-until its mutant is done.
+Files are restored in a `finally` (also on Ctrl-C or SIGTERM, which end the running tests too), and a
+copy of every mutated file is kept under logs/mutation_backup/ until its mutant is done. The check
+edits the checkout it lies in: run it where nothing else runs tests meanwhile (a fresh
+`git clone` of the commit to check is the safe place).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -238,16 +241,25 @@ def run_tests(m: Mutant, timeout: float) -> tuple[str, float, str]:
         cmd += ["-k", m.select]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
     t0 = time.perf_counter()
+    # its own process group: a timeout or an interrupt ends pytest and everything it started
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
     try:
-        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
         return "timeout", time.perf_counter() - t0, ""
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
     wall = time.perf_counter() - t0
-    last = (p.stdout.strip().splitlines() or [""])[-1]
+    last = (out.strip().splitlines() or [""])[-1]
     if p.returncode == 0:
         return "survived", wall, last
     if p.returncode == 1:
-        failed = [line.split(" ")[1] for line in p.stdout.splitlines() if line.startswith("FAILED ")]
+        failed = [line.split(" ")[1] for line in out.splitlines() if line.startswith("FAILED ")]
         return "killed", wall, (failed[0] if failed else last)
     return "error", wall, last  # collection or usage error: the mutant broke more than behaviour
 
@@ -259,6 +271,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
     ap.add_argument("--record", action="store_true", help="write results/mutation.json (else logs/)")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # restore, then stop
     mutants = [m for m in GROUPS[args.group] if m.name.startswith(args.only)]
     backup = ROOT / "logs/mutation_backup"
     backup.mkdir(parents=True, exist_ok=True)
