@@ -234,12 +234,32 @@ TESTS = [
 GROUPS = {"core": CORE, "tests": TESTS}
 
 
-def run_tests(m: Mutant, timeout: float) -> tuple[str, float, str]:
+def smoke_data(folder: Path) -> Path:
+    """The smoke data of both splits made once with the unmutated code (what tests/conftest.py
+    would make in every session): the sessions of mutants outside enkf/ read it."""
+    if (folder / "complete").exists() and (folder / "config.yaml").read_text() == (ROOT / "config.yaml").read_text():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shutil.copy(ROOT / "config.yaml", folder / "config.yaml")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for split in ("train", "test"):
+        for command in ("generate", "precompute"):
+            subprocess.run([sys.executable, "-m", "cli.main", command, "--exp", "smoke", "--split", split],
+                           cwd=folder, env=env, check=True, capture_output=True)
+    (folder / "complete").touch()
+    return folder
+
+
+def run_tests(m: Mutant, timeout: float, data: Path) -> tuple[str, float, str]:
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
            *[t for t in m.tests if (ROOT / t).exists()]]
     if m.select:
         cmd += ["-k", m.select]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
+    env.pop("ENKFRL_TEST_SMOKE_DATA", None)
+    if not m.file.startswith("enkf/"):  # the data come from enkf/ alone: unchanged by this mutant
+        env["ENKFRL_TEST_SMOKE_DATA"] = str(data)
     t0 = time.perf_counter()
     # its own process group: a timeout or an interrupt ends pytest and everything it started
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -276,6 +296,7 @@ def main(argv=None) -> int:
     backup = ROOT / "logs/mutation_backup"
     backup.mkdir(parents=True, exist_ok=True)
     rows, t_start = [], time.perf_counter()
+    data = smoke_data(ROOT / "logs/mutation_smoke_data")
     for m in mutants:
         path = ROOT / m.file
         text = path.read_text()
@@ -288,7 +309,7 @@ def main(argv=None) -> int:
         shutil.copy2(path, saved)
         try:
             path.write_text(text.replace(m.old, m.new))
-            status, wall, detail = run_tests(m, args.timeout)
+            status, wall, detail = run_tests(m, args.timeout, data)
         finally:
             path.write_text(text)
             saved.unlink()
