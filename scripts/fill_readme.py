@@ -178,6 +178,10 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
                 "python scripts/faults_table.py")
     if parts[0] == "fresh_install.json":  # scripts/time_fresh_install.sh: depends on no setting
         return {hash_of({})}, "scripts/time_fresh_install.sh"
+    if parts[0] == "test_suite.json":  # scripts/time_suite.py: the suite's time, both orders
+        return {hash_of({})}, "python scripts/time_suite.py"
+    if parts[0].startswith("mutation"):  # scripts/mutation_check.py --record: depends on no setting
+        return {hash_of({})}, "python scripts/mutation_check.py --record"
     if parts[0] == "gpu_check.json":  # scripts/gpu_check.py on a lent GPU machine, L96_1's config
         return ({load_config(config_path, doc["experiment"]).hash()}, "python scripts/gpu_check.py (on a GPU machine)")
     if parts[0] == "bench.json":

@@ -14,8 +14,10 @@ run past the limit (counted as killed by most tools; listed apart here).
 
 Every snippet must occur exactly once in its file (checked before anything runs): a snippet the
 code no longer has is reported as "stale" and skipped, so the list is kept up to date by running it.
-Files are restored in a `finally`, and a copy of every mutated file is kept under logs/mutation_backup/
-until its mutant is done.
+Files are restored in a `finally` (also on Ctrl-C or SIGTERM, which end the running tests too), and a
+copy of every mutated file is kept under logs/mutation_backup/ until its mutant is done. The check
+edits the checkout it lies in: run it where nothing else runs tests meanwhile (a fresh
+`git clone` of the commit to check is the safe place).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -217,6 +220,16 @@ TESTS = [
       T_ABLATE, "bounds"),
     M("ablate_diverged_flipped", ABLATE, '"diverged_paths": int(np.sum(per_path > obs_per_path))',
       '"diverged_paths": int(np.sum(per_path < obs_per_path))', T_ABLATE, "enkf_skill"),
+    M("best_not_restored_on_resume", TRAIN, 'self.best = json.loads(best_file.read_text())["total_reward"]',
+      'self.best = -np.inf', ["tests/test_training.py"], "restored"),
+    M("mismatched_checkpoint_skipped", "rl/training/runs.py",
+      "        check_model(model, run_dir, trust)  # a recorded sum that differs: refused\n",
+      "        if not trust and sha256_file(model) != sums[_record_key(run_dir, model)]:\n            continue\n",
+      ["tests/test_training.py"], "differs"),
+    M("bench_recurrent_ratio_inverted", "rl/studies/bench.py", '"ratio": ours / up}', '"ratio": up / ours}',
+      ["tests/test_bench.py"]),
+    M("bench_forecast_speedup_inverted", "rl/studies/bench.py", '"speedup": separate / batched}', '"speedup": batched / separate}',
+      ["tests/test_bench.py"]),
     M("plots_no_log_scale", "rl/studies/plots.py", "LOG_Y_RATIO = 5.0 ", "LOG_Y_RATIO = 500.0 ", T_PLOTS, "halted"),
     M("plots_always_log_scale", "rl/studies/plots.py", "    if log_y:\n        ax.set_yscale", "    if True:\n        ax.set_yscale",
       T_PLOTS, "marks_nothing"),
@@ -231,23 +244,52 @@ TESTS = [
 GROUPS = {"core": CORE, "tests": TESTS}
 
 
-def run_tests(m: Mutant, timeout: float) -> tuple[str, float, str]:
+def smoke_data(folder: Path) -> Path:
+    """The smoke data of both splits made once with the unmutated code (what tests/conftest.py
+    would make in every session): the sessions of mutants outside enkf/ read it."""
+    if (folder / "complete").exists() and (folder / "config.yaml").read_text() == (ROOT / "config.yaml").read_text():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shutil.copy(ROOT / "config.yaml", folder / "config.yaml")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for split in ("train", "test"):
+        for command in ("generate", "precompute"):
+            subprocess.run([sys.executable, "-m", "cli.main", command, "--exp", "smoke", "--split", split],
+                           cwd=folder, env=env, check=True, capture_output=True)
+    (folder / "complete").touch()
+    return folder
+
+
+def run_tests(m: Mutant, timeout: float, data: Path) -> tuple[str, float, str]:
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
            *[t for t in m.tests if (ROOT / t).exists()]]
     if m.select:
         cmd += ["-k", m.select]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
+    env.pop("ENKFRL_TEST_SMOKE_DATA", None)
+    if not m.file.startswith("enkf/"):  # the data come from enkf/ alone: unchanged by this mutant
+        env["ENKFRL_TEST_SMOKE_DATA"] = str(data)
     t0 = time.perf_counter()
+    # its own process group: a timeout or an interrupt ends pytest and everything it started
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
     try:
-        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
         return "timeout", time.perf_counter() - t0, ""
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
     wall = time.perf_counter() - t0
-    last = (p.stdout.strip().splitlines() or [""])[-1]
+    last = (out.strip().splitlines() or [""])[-1]
     if p.returncode == 0:
         return "survived", wall, last
     if p.returncode == 1:
-        failed = [line.split(" ")[1] for line in p.stdout.splitlines() if line.startswith("FAILED ")]
+        failed = [line.split(" ")[1] for line in out.splitlines() if line.startswith("FAILED ")]
         return "killed", wall, (failed[0] if failed else last)
     return "error", wall, last  # collection or usage error: the mutant broke more than behaviour
 
@@ -259,10 +301,12 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
     ap.add_argument("--record", action="store_true", help="write results/mutation.json (else logs/)")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # restore, then stop
     mutants = [m for m in GROUPS[args.group] if m.name.startswith(args.only)]
     backup = ROOT / "logs/mutation_backup"
     backup.mkdir(parents=True, exist_ok=True)
     rows, t_start = [], time.perf_counter()
+    data = smoke_data(ROOT / "logs/mutation_smoke_data")
     for m in mutants:
         path = ROOT / m.file
         text = path.read_text()
@@ -275,7 +319,7 @@ def main(argv=None) -> int:
         shutil.copy2(path, saved)
         try:
             path.write_text(text.replace(m.old, m.new))
-            status, wall, detail = run_tests(m, args.timeout)
+            status, wall, detail = run_tests(m, args.timeout, data)
         finally:
             path.write_text(text)
             saved.unlink()

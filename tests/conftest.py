@@ -55,12 +55,23 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 # ---- the smoke data, made once per session ---------------------------------------------------------
+SMOKE_DATA_ENV = "ENKFRL_TEST_SMOKE_DATA"
+"""A folder of smoke data made earlier (with `complete` in it) that a session reads instead of making
+its own: a run of many sessions on unchanged enkf/ code (the mutation check) makes it once."""
+
+
 def build_smoke_data(tmp_path_factory) -> Path:
     """A folder with config.yaml and the smoke data of both splits (data/smoke/spinup.h5,
     paths.h5, test_spinup.h5, test_paths.h5), made once per session with `enkfrl generate` and
     `enkfrl precompute`. Read-only for every test: one that writes copies it (copy_smoke_data)."""
     from click.testing import CliRunner
     from cli.main import main
+    given = os.environ.get(SMOKE_DATA_ENV)
+    if given:  # made earlier for this very config (scripts/mutation_check.py makes it once for all its runs)
+        d = Path(given)
+        assert (d / "complete").exists() and (d / "config.yaml").read_text() == CONFIG.read_text(), (
+            f"{SMOKE_DATA_ENV}={given} is not smoke data made with this config.yaml")
+        return d
     d = tmp_path_factory.getbasetemp() / "smoke_data"
     if (d / "complete").exists():
         return d

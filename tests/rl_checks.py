@@ -33,17 +33,25 @@ def policy_steps(model, cfg):
     return act
 
 
-def closed_loop(model, cfg, data, norm, path: int, burn_in: int) -> dict:
-    """The deterministic policy on one path, stepped by hand: cycles completed, total reward
+def closed_loop(model, cfg, data, norm, path: int, burn_in: int, copy_obs: bool = False) -> dict:
+    """The deterministic policy (copy_obs: xa = y where observed, xb elsewhere, instead) on one
+    path, stepped by hand: cycles completed, total reward
     (every step, the halting one too), and cycle means after burn_in over the completed cycles
     (all of them when it halted within the burn-in) of the reward, the normalised RMSE against
     the stored EnKF analysis and the RMSE against the truth, both recomputed from the analyses."""
     env = AssimilationEnv(cfg, data, norm, [path])
     obs, _ = env.reset(options={"path": path})
-    act = policy_steps(model, cfg)
+    act = policy_steps(model, cfg) if not copy_obs else None
+    idx = np.array(cfg.obs_index)
     rewards, vs_enkf, vs_truth = [], [], []
     for k in range(env.n_cycles):
-        obs, reward, terminated, truncated, _ = env.step(act(obs))
+        if copy_obs:
+            xa = env.forecast_mean.copy()
+            xa[idx] = data["obs"][path, k]
+            action = env.action_for(xa)
+        else:
+            action = act(obs)
+        obs, reward, terminated, truncated, _ = env.step(action)
         rewards.append(reward)
         if terminated:
             break

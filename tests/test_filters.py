@@ -216,3 +216,13 @@ def test_ensemble_mean_and_spread_match_numpy():
     E = np.random.default_rng(10).standard_normal((7, 5)) * 3 + 1
     np.testing.assert_allclose(ensemble_mean(E), E.mean(axis=0), rtol=1e-14, atol=1e-14)
     np.testing.assert_allclose(ensemble_spread(E), E.std(axis=0, ddof=1), rtol=1e-13)
+
+
+def test_mean_preserving_rotation_is_haar_distributed():
+    """Over many draws the rotations average to the projection onto the ones (the Haar measure on
+    the rotations fixing 1 has E[O] = 0 in the complement): no direction is preferred. A QR
+    factor without its sign fix has a mean far from it (0.3 here)."""
+    gen = np.random.default_rng(0)
+    N = 5
+    mean = np.mean([mean_preserving_rotation(gen, N) for _ in range(2000)], axis=0)
+    assert np.abs(mean - np.ones((N, N)) / N).max() < 0.08  # entries' standard error ~0.01

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 from cli.main import main
 from conftest import ROOT, read_config_yaml
 from enkf.config import ConfigError
-from rl.config import load_sweep
+from rl.config import load_config, load_sweep
 from enkf.io import DataError
 from rl.studies.sweep import run_study, train_many
 
@@ -155,3 +156,65 @@ def test_train_many_trains_and_evaluates_every_seed_then_skips_them(in_tmp, ray_
     again = []
     train_many(in_tmp / "config.yaml", ["smoke"], in_tmp / "data", in_tmp / "logs", command="c", echo=again.append)
     assert "2 finished, 0 to run" in again[0]
+
+
+SHARED = {"question": "q", "measure": "enkf_skill", "experiments": ["smoke"], "seeds": [0],
+          "overrides": {"paths": {"n_paths": 4, "train_paths": [1, 3]}},
+          "variants": {"g05": {"ppo": {"gamma": 0.5}}, "g09": {"ppo": {"gamma": 0.9}},
+                       "infl2": {"filter": {"inflation": 2.0}}}}
+
+
+def test_variants_that_share_their_data_get_one_data_set_made_before_the_trials(tmp_path):
+    """g05 and g09 differ in an RL setting only: one data set under data/smoke/<data hash>/, made
+    once (generate_data) and then read by both trials; infl2's data are its trial's own (computed
+    in memory); the experiment's own data go to data/smoke/ even for a single trial."""
+    from enkf.config import load_ablation
+    from rl.studies.ablate import compute_data, located_data
+    from rl.studies.sweep import generate_data, has_data, shared_data
+    path = _write(tmp_path, SHARED)
+    _, runs = load_ablation(path, "tiny")
+    by = {r.variant: r.cfg for r in runs}
+    assert by["g05"].data_hash() == by["g09"].data_hash() != by["infl2"].data_hash()
+    own = {"smoke": load_config(path, "smoke").data_hash()}
+    root = tmp_path / "data"
+    todo = shared_data([r.cfg for r in runs], own, root)
+    assert [(cfg.data_hash(), folder) for cfg, folder in todo] == [
+        (by["g05"].data_hash(), root / "smoke" / by["g05"].data_hash())]
+    cfg, folder = todo[0]
+    generate_data(cfg, folder, 1)
+    assert has_data(by["g09"], folder) and not has_data(by["infl2"], folder)
+    assert shared_data([r.cfg for r in runs], own, root) == []  # made: nothing left to make
+    data, _, source = located_data(by["g09"], root, 1)
+    assert source == str(folder)
+    _, fresh = compute_data(by["g09"], 1)
+    for key in ("truth", "obs", "analysis_mean", "initial_ensemble"):
+        np.testing.assert_array_equal(data[key], fresh[key])
+    assert located_data(by["infl2"], root, 1)[2] == "computed in memory"
+    plain = dict(SHARED, overrides={}, variants={"g05": {"ppo": {"gamma": 0.5}}})
+    _, runs = load_ablation(_write(tmp_path / "plain", plain), "tiny")
+    assert [folder for _, folder in shared_data([r.cfg for r in runs], own, root)] == [root / "smoke"]
+
+
+def test_failed_trials_are_one_error_naming_each_trial_and_its_log(tmp_path, ray_local, monkeypatch):
+    """Every trial of the study fails (its records folder is a file): one DataError naming each
+    trial, its last error line and its log; rerun once the cause is gone, the study finishes."""
+    import re
+    from pathlib import Path
+    monkeypatch.chdir(tmp_path)  # sweep.trials_dir (logs/sweep) is relative to the working directory
+    study = dict(SHARED, overrides={}, variants={"a": {}, "b": {"filter": {"inflation": 2.0}}})
+    path = _write(tmp_path, study)
+    records = tmp_path / "rec"
+    records.mkdir()
+    (records / "tiny").write_text("a file where the records folder goes")
+    with pytest.raises(DataError) as err:
+        run_study(path, "tiny", tmp_path / "data", command="c", records_dir=records, echo=lambda *a: None)
+    message = str(err.value)
+    assert message.startswith("2 of 2 trials failed (rerun the same command to run only the unfinished ones): ")
+    parts = message.split(": ", 1)[1].split("; ")
+    assert [p.split(":")[0] for p in parts] == ["smoke__a__seed0", "smoke__b__seed0"]
+    assert all("File exists" in p or "Not a directory" in p for p in parts), message
+    logs = re.findall(r"\(log: ([^)]+)\)", message)
+    assert len(logs) == 2 and all(Path(log).is_dir() for log in logs)
+    (records / "tiny").unlink()
+    out = run_study(path, "tiny", tmp_path / "data", command="c", records_dir=records, echo=lambda *a: None)
+    assert len(json.loads(out.read_text())["records"]) == 2

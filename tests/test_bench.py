@@ -1,0 +1,117 @@
+"""`enkfrl bench` on a tiny config: the structure of results/bench.json, every ratio computed from
+the measured numbers it reports (and printed as reported), the keys other commands measured kept.
+
+The RL measurements run for real but small: their repetition counts are shrunk by wrapping the
+measuring functions (the bench's own sizes are fixed in rl/studies/bench.py), and what each call
+measured is kept to compare the record with."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import rl.studies.bench as rl_bench
+from cli.common import bench_config
+from cli.main import main
+from conftest import read_config_yaml
+from enkf.io import hash_of
+
+TINY_L96 = {"spinup": {"steps": 20000, "thin": 10},
+            "paths": {"n_paths": 6, "n_cycles": 30, "train_paths": [1, 5], "burn_in": 5, "workers": 1},
+            "ppo": {"n_steps": 8, "batch_size": 32, "n_epochs": 1},
+            "train": {"paths_per_env": 2}}
+
+
+def small_ppo(cfg):
+    return dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, n_steps=16, batch_size=16, n_epochs=1),
+                               agent=dataclasses.replace(cfg.agent, lstm_hidden=min(cfg.agent.lstm_hidden, 32)))
+
+
+@pytest.fixture
+def measured(monkeypatch) -> dict:
+    """Every RL measurement, run small; name -> list of what each call returned."""
+    seen = {"env": [], "ppo": [], "pointwise": [], "forecast": []}
+    env, ppo, pointwise, forecast = (rl_bench._env_steps_per_s, rl_bench._ppo_speed, rl_bench.pointwise_speed,
+                                     rl_bench.batched_forecast)
+
+    def keep(name, value):
+        seen[name].append(value)
+        return value
+    monkeypatch.setattr(rl_bench, "_env_steps_per_s", lambda cfg, data, norm, steps: keep("env", env(cfg, data, norm, 60)))
+    monkeypatch.setattr(rl_bench, "_ppo_speed", lambda cfg, data, norm, steps, policy_class=None: keep(
+        "ppo", ppo(small_ppo(cfg), data, norm, 32, policy_class)))
+    monkeypatch.setattr(rl_bench, "pointwise_speed", lambda cfg, data, norm, rollouts, env_seconds, device="cpu": keep(
+        "pointwise", pointwise(cfg, data, norm, 1, 0.2, device)))
+    monkeypatch.setattr(rl_bench, "batched_forecast", lambda cfg, data, norm, M, repeats: keep(
+        "forecast", forecast(cfg, data, norm, M, 1)))
+    return seen
+
+
+def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
+    raw = read_config_yaml()
+    raw["experiments"]["L96_1"] = dict(raw["experiments"]["L96_1"], **TINY_L96)
+    (in_tmp / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (in_tmp / "results").mkdir()
+    (in_tmp / "results/bench.json").write_text(json.dumps({"ray_study": {"x": 1}, "rl": {"old": True}}))
+    result = CliRunner().invoke(main, ["bench", "--config", "config.yaml"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = result.output
+    res = json.loads((in_tmp / "results/bench.json").read_text())
+    assert set(res) == {"kernels", "rl", "provenance", "ray_study"} and res["ray_study"] == {"x": 1}
+    assert res["provenance"]["config_hash"] == hash_of(bench_config("config.yaml"))
+    assert res["provenance"]["command"] == "enkfrl bench"
+
+    # kernels: every ratio printed is numba's speed over numpy's (for times: numpy's over numba's)
+    k = res["kernels"]
+    assert set(k) >= {"single", "ensemble", "enkf_sakov2008", "spinup", "precompute", "total_s"}
+    assert k["spinup"]["steps"] == 20000 and k["precompute"]["target_cycles"] == 30
+    for key, label in (("single", "1 trajectory"), ("ensemble", "members")):
+        row = next(line for line in out.splitlines() if label in line and "L96 RK4" in line)
+        assert f"{k[key]['numba_steps_per_s'] / k[key]['numpy_steps_per_s']:.1f}x" in row, row
+    e = k["enkf_sakov2008"]
+    row = next(line for line in out.splitlines() if line.startswith("EnKF L96_sakov2008, N="))
+    assert f"{e['numba_cycles_per_s'] / e['numpy_cycles_per_s']:.1f}x" in row
+    row = next(line for line in out.splitlines() if "spin-up, 20,000 steps" in line)
+    assert f"{k['spinup']['numpy_wall_s_extrapolated'] / k['spinup']['wall_s']:.1f}x" in row
+    assert k["spinup"]["numpy_wall_s_extrapolated"] == pytest.approx(20000 / k["single"]["numpy_steps_per_s"])
+    # the model kernels agree with numpy to the last bit; the 2000 chaotic EnKF cycles only
+    # statistically (their analyses part), and the verdict printed says which
+    assert k["single"]["max_abs_diff"] <= 1e-9 and k["ensemble"]["max_abs_diff"] <= 1e-9
+    assert e["analysis_rmse_numba"] == pytest.approx(e["analysis_rmse_numpy"], rel=0.05)
+    agree = max(k["single"]["max_abs_diff"], k["ensemble"]["max_abs_diff"], e["max_abs_diff_analysis_mean"]) <= 1e-9
+    verdict = next(line for line in out.splitlines() if line.startswith("numba vs numpy max |diff|"))
+    assert verdict.endswith(": agree") == agree and ("DIFFER" in verdict) == (not agree)
+
+    # RL: the recorded numbers are what the measurements returned, the ratios are theirs
+    rl = res["rl"]
+    assert set(rl) == {"env_steps_per_s", "pointwise", "pointwise_mlp", "pointwise_batched_forecast", "ppo_local",
+                       "recurrent_L96_1", "recurrent_smoke"}
+    assert rl["env_steps_per_s"] == pytest.approx(measured["env"][0])
+    lstm, mlp = measured["pointwise"]
+    assert rl["pointwise"] == pytest.approx(lstm) and rl["pointwise_mlp"] == pytest.approx(mlp)
+    for pw, net in ((rl["pointwise"], "lstm"), (rl["pointwise_mlp"], "mlp")):
+        assert pw["point_net"] == net and pw["paths_per_env"] == 2
+        assert pw["ratio_to_env_only"] == pytest.approx(pw["ppo_path_steps_per_s"] / pw["env_only_path_steps_per_s"])
+        shares = pw["share_env_step"] + pw["share_policy_forward_in_rollouts"] + pw["share_ppo_updates"]
+        assert shares == pytest.approx(1.0) and 0 < pw["share_env_step"] < 1
+    bf = rl["pointwise_batched_forecast"]
+    assert bf == pytest.approx(measured["forecast"][0]) and bf["speedup"] == pytest.approx(bf["separate_s"] / bf["batched_s"])
+    local, *recurrent = measured["ppo"]
+    assert rl["ppo_local"] == {"agent": "local", "steps_per_s": pytest.approx(local[0]),
+                               "env_step_share": pytest.approx(local[1])}
+    up_l96, ours_l96, up_smoke, ours_smoke = (r[0] for r in recurrent)
+    for key, up, ours in (("recurrent_L96_1", up_l96, ours_l96), ("recurrent_smoke", up_smoke, ours_smoke)):
+        assert rl[key] == {"upstream_steps_per_s": pytest.approx(up), "ours_steps_per_s": pytest.approx(ours),
+                           "ratio": pytest.approx(ours / up)}
+        exp = key.split("_", 1)[1]
+        row = next(line for line in out.splitlines() if f"4 envs, {exp}: upstream / ours" in line)
+        assert f"{up:,.0f} / {ours:,.0f} ({ours / up:.1f}x)" in row, row
+    row = next(line for line in out.splitlines() if "pointwise PPO (lstm" in line)
+    assert f"({rl['pointwise']['ratio_to_env_only']:.0%} of env-only)" in row
+    row = next(line for line in out.splitlines() if "one numba call of all columns" in line)
+    assert re.search(rf"{bf['speedup']:.2f}x\s+speed-up", row), row
+    assert out.strip().endswith("wrote results/bench.json")
