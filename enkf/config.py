@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import math
 import re
 import types
@@ -65,8 +63,9 @@ class ObsConfig:
 
 @dataclass(frozen=True)
 class FilterConfig:
-    method: Literal["enkf", "etkf"]
-    """enkf: perturbed-observation EnKF. etkf: deterministic square-root filter (no rotation)."""
+    method: Literal["enkf", "etkf", "letkf"]
+    """enkf: perturbed-observation EnKF. etkf: deterministic square-root filter. letkf: the ETKF
+    localised on the ring (Lorenz-96), one local analysis per variable (enkf/filters.py)."""
     n_ens: int
     """Ensemble size (>= 2)."""
     inflation: float
@@ -76,7 +75,10 @@ class FilterConfig:
     centre_perturbations: bool
     """enkf only: subtract the member mean of the observation perturbations (DAPPER does)."""
     rotate: bool
-    """etkf only: apply a random mean-preserving rotation to the analysis anomalies."""
+    """etkf, letkf: apply a random mean-preserving rotation to the analysis anomalies."""
+    loc_radius: float | Literal[None]
+    """letkf only (null otherwise): localisation radius in grid points, DAPPER's loc_rad: the
+    Gaspari-Cohn taper of R^{-1} has half-width 1.82 loc_radius and reaches 0 at 3.64 loc_radius."""
     init_spread: float
     """Initial ensemble = truth + N(0, init_spread^2) per member and variable."""
 
@@ -275,11 +277,9 @@ class Config:
 
     def hash(self, sections: "tuple[str, ...] | None" = None) -> str:
         """Short stable hash of the resolved config, or of some of its top-level sections."""
+        from enkf.io import hash_of
         d = self.to_dict()
-        if sections is not None:
-            d = {k: d[k] for k in sections}
-        blob = json.dumps(d, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]  # = enkf.io.hash_of(d)
+        return hash_of(d if sections is None else {k: d[k] for k in sections})
 
     def data_settings(self) -> dict:
         """The settings that determine the arrays of paths.h5 (DATA_SECTIONS less NO_DATA_EFFECT)."""
@@ -291,8 +291,8 @@ class Config:
 
     def data_hash(self) -> str:
         """Hash of what determines the reference data (paths.h5): not the RL settings."""
-        blob = json.dumps(self.data_settings(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        from enkf.io import hash_of
+        return hash_of(self.data_settings())
 
 
 # ---- when data files are stale: the one rule (enkf/spinup.py and enkf/precompute.py apply it) ----
@@ -447,6 +447,13 @@ def _check(cfg: Config, split: str = "train") -> None:
     need(f.n_ens >= 2, f"filter.n_ens: must be >= 2, got {f.n_ens}")
     need(f.inflation > 0, f"filter.inflation: must be > 0, got {f.inflation}")
     need(f.init_spread >= 0, f"filter.init_spread: must be >= 0, got {f.init_spread}")
+    if f.method == "letkf":
+        need(m.name == "lorenz96", f"filter.method: letkf localises on a ring, Lorenz-96 only (model.name is {m.name})")
+        need(f.loc_radius is not None and f.loc_radius > 0,
+             f"filter.loc_radius: letkf needs a radius > 0 (grid points), got {f.loc_radius}")
+    else:
+        need(f.loc_radius is None, f"filter.loc_radius: only letkf localises, must be null for method "
+                                   f"{f.method}, got {f.loc_radius}")
     need(s.steps >= 2, f"spinup.steps: must be >= 2, got {s.steps}")
     need(s.init_scale > 0, f"spinup.init_scale: must be > 0, got {s.init_scale}")
     need(0 < s.sample_fraction <= 1, f"spinup.sample_fraction: must be in (0, 1], got {s.sample_fraction}")
