@@ -168,7 +168,7 @@ def test_variants_that_share_their_data_get_one_data_set_made_before_the_trials(
     """g05 and g09 differ in an RL setting only: one data set under data/smoke/<data hash>/, made
     once (generate_data) and then read by both trials; infl2's data are its trial's own (computed
     in memory); the experiment's own data go to data/smoke/ even for a single trial."""
-    from enkf.config import load_ablation
+    from rl.config import load_ablation
     from rl.studies.ablate import compute_data, located_data
     from rl.studies.sweep import generate_data, has_data, shared_data
     path = _write(tmp_path, SHARED)
