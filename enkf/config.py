@@ -332,6 +332,31 @@ def _build(cls, data: dict, prefix: str):
     return cls(**kwargs)
 
 
+def _admits_none(tp) -> bool:
+    """The schema type allows null (X | None, or a Literal with None among its values)."""
+    if tp is type(None):
+        return True
+    if typing.get_origin(tp) is typing.Literal:
+        return None in typing.get_args(tp)
+    return any(_admits_none(a) for a in typing.get_args(tp)) if typing.get_args(tp) else False
+
+
+def with_absent_nulls(cls, data: dict) -> dict:
+    """data with every null-able key of the schema cls that it lacks set to null, at any depth: the
+    config a run folder kept before the key existed (a null setting hashes as an absent one, so it
+    is the same config). Keys that cannot be null stay missing and are reported as such."""
+    out = dict(data)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if f.name not in out:
+            if _admits_none(tp):
+                out[f.name] = None
+        elif dataclasses.is_dataclass(tp) and isinstance(out[f.name], dict):
+            out[f.name] = with_absent_nulls(tp, out[f.name])
+    return out
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     """Mappings merge key by key; any other value in ``override`` replaces the one in ``base``."""
     out = copy.deepcopy(base)

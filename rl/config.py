@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from enkf.config import (ConfigError, DAConfig, _convert, _type_name, build_experiment, deep_merge,
+from enkf.config import (ConfigError, DAConfig, with_absent_nulls, _convert, _type_name, build_experiment, deep_merge,
                          load_yaml_mapping, merged_experiment, require)
 from enkf.config import read_yaml as _read_yaml
 
@@ -270,7 +270,7 @@ def seed_config(cfg: Config, seed: int | None) -> Config:
 
 def load_run_config(path: str | Path) -> Config:
     """The resolved config a run folder keeps (<run>/config.yaml); errors name that file."""
-    raw = load_yaml_mapping(path)
+    raw = with_absent_nulls(Config, load_yaml_mapping(path))
     try:
         return from_dict(raw)
     except ConfigError as e:
