@@ -133,6 +133,24 @@ def test_online_target_rewards_the_online_analysis(smoke):
     assert reward == pytest.approx(expected, abs=1e-6) and reward < 1 - 1e-3
 
 
+def test_online_target_off_the_stored_run(smoke):
+    """Once the env's own ensemble has left the stored run (a few analyses off the stored ones),
+    the online target is its own EnKF analysis, no longer the stored one: asking for it earns
+    reward 1 while it is measurably off the stored analysis."""
+    cfg, data, norm = smoke
+    cfg = dataclasses.replace(cfg, reward=dataclasses.replace(cfg.reward, target="online"))
+    path = 2
+    env = AssimilationEnv(cfg, data, norm, [path])
+    env.reset(options={"path": path})
+    for k in range(4):
+        env.step(env.action_for(data["analysis_mean"][path, k] + 0.3, np.float64))
+    online = env.online_analysis.copy()
+    assert np.abs(norm.norm(online) - norm.norm(data["analysis_mean"][path, 4])).max() > 1e-3
+    _, reward, terminated, _, info = env.step(env.action_for(online, np.float64))
+    assert reward == pytest.approx(1.0, abs=1e-9) and not terminated
+    assert info["rmse_vs_online"] < 1e-9 and info["rmse_vs_enkf"] > 1e-3
+
+
 def test_truth_target_rewards_the_distance_to_the_truth(smoke):
     """reward.target truth: the reward and the per-point credit are the normalised distance of the
     agent's analysis to the true state (not to the stored EnKF analysis, reported apart)."""
