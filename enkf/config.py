@@ -41,6 +41,22 @@ def hash_of(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
+NO_RESULT_EFFECT = ("train.torch_threads", "train.env_threads", "train.block_columns", "train.device")
+"""Keys that say how a run is executed, not what it computes: threads, the batched forecast's
+column blocks (bit-identical results, tests/test_batched.py) and the device. A record made with
+other values of these still describes the config; the config hash leaves them out."""
+
+
+def result_hash(d: dict) -> str:
+    """hash_of a config dict less NO_RESULT_EFFECT: what DAConfig.hash gives."""
+    d = copy.deepcopy(d)
+    for key in NO_RESULT_EFFECT:
+        section, _, sub = key.partition(".")
+        if isinstance(d.get(section), dict):
+            d[section].pop(sub, None)
+    return hash_of(d)
+
+
 # --------------------------------------------------------------------------------------------
 # Schema. Field order is the order of config.yaml; each docstring is the key's documentation.
 # --------------------------------------------------------------------------------------------
@@ -167,9 +183,10 @@ class DAConfig:
         return dataclasses.asdict(self)
 
     def hash(self, sections: "tuple[str, ...] | None" = None) -> str:
-        """Short stable hash of the resolved config, or of some of its top-level sections."""
+        """Short stable hash of the resolved config less NO_RESULT_EFFECT, or of some of its
+        top-level sections."""
         d = self.to_dict()
-        return hash_of(d if sections is None else {k: d[k] for k in sections})
+        return result_hash(d if sections is None else {k: d[k] for k in sections})
 
     # ---- cross-field rules -------------------------------------------------------------------
     def validate(self, split: str = "train") -> None:

@@ -138,6 +138,11 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"]
     torch_threads: int
     """torch.set_num_threads for the training process (small nets run slower with many)."""
+    env_threads: int
+    """numba threads of the batched closed loop (its forecast and analysis kernels)."""
+    block_columns: int
+    """Batched forecast: members of several paths integrated as one column block of at most this
+    many columns (wider blocks vectorise better, too wide ones leave the caches)."""
 
 
 
@@ -207,7 +212,7 @@ class Config(DAConfig):
         need(t.paths_per_env >= 1, f"train.paths_per_env: must be >= 1, got {t.paths_per_env}")
         need(t.total_steps >= 1, f"train.total_steps: must be >= 1, got {t.total_steps}")
         need(t.n_envs >= 1, f"train.n_envs: must be >= 1, got {t.n_envs}")
-        for k in ("checkpoint_freq", "eval_freq", "log_interval", "torch_threads"):
+        for k in ("checkpoint_freq", "eval_freq", "log_interval", "torch_threads", "env_threads", "block_columns"):
             need(getattr(t, k) >= 1, f"train.{k}: must be >= 1, got {getattr(t, k)}")
 
 

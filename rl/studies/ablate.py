@@ -35,8 +35,9 @@ from enkf.precompute import summary
 from rl.config import AblationRun, Config, agents_per_path
 from rl.training.curriculum import Curriculum, CurriculumCallback
 from rl.envs.assimilation import AssimilationEnv
+from rl.envs.batched import BatchedLoop
 from rl.agents.actors import BASELINES, actor_factory
-from rl.training.evaluate import run_episode, summarise
+from rl.training.evaluate import run_paths, summarise
 from rl.envs.normalisation import Normaliser, read_inputs
 from rl.agents.policy import build_model
 from rl.agents.clone import behaviour_clone
@@ -116,11 +117,11 @@ def measure_bounds(cfg: Config, data: dict, norm: Normaliser) -> dict:
     for name, z in values.items():
         for b in (1, 2, 3):
             out[f"{name}_outside_{b}"] = float(np.mean(np.abs(z) > b))
-    env = AssimilationEnv(cfg, data, norm, [0])
-    paths = range(min(cfg.paths.n_paths, 5))
+    paths = list(range(min(cfg.paths.n_paths, 5)))
+    loop = BatchedLoop(cfg, data, norm, len(paths))
     for actor in ("copy_obs", "no_da"):
         out[f"{actor}_cycles_completed"] = float(np.mean(
-            [run_episode(env, BASELINES[actor], p)["cycles_completed"] for p in paths]))
+            [ep["cycles_completed"] for ep in run_paths(loop, BASELINES[actor], paths).values()]))
     return out
 
 
@@ -139,8 +140,8 @@ def _cloned_model(cfg: Config, data: dict, norm: Normaliser):
 
 
 def _closed_loop(cfg, data, norm, model) -> dict:
-    env = AssimilationEnv(cfg, data, norm, [cfg.paths.eval_path])
-    s = summarise(run_episode(env, actor_factory(cfg)(model), cfg.paths.eval_path), cfg.paths.burn_in)
+    p = cfg.paths.eval_path
+    s = summarise(run_paths(BatchedLoop(cfg, data, norm, 1), actor_factory(cfg)(model), [p])[p], cfg.paths.burn_in)
     return {k: s[k] for k in ("cycles_completed", "rmse_norm_vs_enkf", "rmse_vs_truth")}
 
 

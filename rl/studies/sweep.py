@@ -285,6 +285,9 @@ def train_many(config_path: Path, experiments: list[str], data_root: Path, log_r
     cfgs, run_dirs = [], []
     for exp in experiments:
         base = load_config(config_path, exp)
+        if base.train.env_threads > sweep.cpus_per_trial:
+            raise ConfigError(f"train.env_threads: {base.train.env_threads} threads in a trial of "
+                              f"sweep.cpus_per_trial {sweep.cpus_per_trial} CPUs")
         if base.train.torch_threads > sweep.cpus_per_trial:
             raise ConfigError(f"train.torch_threads: {base.train.torch_threads} threads in a trial of "
                               f"sweep.cpus_per_trial = {sweep.cpus_per_trial} CPUs would oversubscribe it ({exp})")
