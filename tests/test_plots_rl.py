@@ -56,7 +56,7 @@ def describe(fig) -> dict:
                 vlines.append(float(x[0]))
             else:
                 curves.append((line.get_label(), x, y))
-        axes.append({"title": ax.get_title(), "ylabel": ax.get_ylabel(), "yscale": ax.get_yscale(), "curves": curves,
+        axes.append({"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(), "yscale": ax.get_yscale(), "curves": curves,
                      "vlines": vlines, "texts": [t.get_text() for t in ax.texts]})
     legends = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
     return {"axes": axes, "suptitle": fig._suptitle.get_text() if fig._suptitle else "", "legend": legends}
@@ -128,13 +128,17 @@ def test_plot_all_writes_every_figure(run, figures):
     assert_pngs(run.parents[0] / "plots", DATA_PNGS)
     assert_pngs(run / "plots", TRAIN_PNGS + EVAL_PNGS)
     assert set(figures) == set(DATA_PNGS + TRAIN_PNGS + EVAL_PNGS)
-    # training curves: the evaluation panel draws the logged eval RMSE, the pretrain figure the
-    # cloning history of pretrain.json
+    # training curves: the evaluation panel draws the logged eval RMSE against path-steps (the
+    # unit of the run's log; TensorBoard holds SB3's agent-steps, model.n per path-step for the
+    # pointwise agent), the pretrain figure the cloning history of pretrain.json
     ea = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
     ea.Reload()
     logged = [(e.step, e.value) for e in ea.Scalars("eval/rmse_vs_enkf")]
+    n = 8  # smoke: model.n, pointwise agent
     x, y = curve(axis(figures["training_curves.png"], "evaluation on path 0"), "RMSE vs EnKF")
-    np.testing.assert_array_equal(x, [s for s, _ in logged])
+    np.testing.assert_array_equal(x, [s / n for s, _ in logged])
+    assert {a["xlabel"] for a in figures["training_curves.png"]["axes"] if a["xlabel"]} == \
+        {"path-steps (cycles, summed over paths)"}
     np.testing.assert_allclose(y, [v for _, v in logged], rtol=1e-6)
     history = json.loads((run / "pretrain.json").read_text())
     pre = figures["pretrain_curve.png"]["axes"][0]
@@ -209,24 +213,6 @@ def test_plot_eval_without_a_halt_or_divergence_marks_nothing(run, tmp_path, fig
 def test_plot_all_without_eval_h5_notes_it(run, workdir):
     noeval = workdir / "logs/smoke/noeval"
     shutil.copytree(run, noeval, ignore=shutil.ignore_patterns("eval.h5", "plots"))
-
-
-def test_training_figure_counts_path_steps_as_the_log_does(workdir, monkeypatch):
-    """The run logs train.total_steps path-steps; TensorBoard holds SB3's agent-steps (model.n
-    per path-step for the pointwise agent): the figure's x axis ends at the path-steps."""
-    import rl.studies.plots as plots
-    from rl.config import load_run_config
-    figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
-    plots.plot_training(workdir / "logs/smoke/p", workdir / "unused")
-    cfg = load_run_config(workdir / "logs/smoke/p/config.yaml")
-    assert cfg.agent.kind == "pointwise" and cfg.model.n > 1
-    labelled = [ax for ax in figures[0].axes if ax.get_xlabel()]  # the bottom row
-    assert len(labelled) == 2 and all("path-steps" in ax.get_xlabel() for ax in labelled)
-    for ax in figures[0].axes:
-        assert ax.get_xlim()[1] == pytest.approx(cfg.train.total_steps * 1.02, rel=0.1)
-
-
     try:
         newest = max(p.stat().st_mtime for p in (workdir / "logs/smoke").glob("*/config.yaml"))
         os.utime(noeval / "config.yaml", (newest + 10, newest + 10))  # the newest run: plot picks it without --run

@@ -72,7 +72,7 @@ def test_the_vec_env_answers_sb3s_attribute_queries_without_warnings(smoke):
         warnings.simplefilter("error")
         venv = PointwiseVecEnv(cfg, data, norm, [1], n_paths=2, seed=0)
     assert venv.render_mode is None and venv.get_attr("render_mode") == [None] * venv.num_envs
-    assert venv.get_attr("n", indices=[0, 3]) == [cfg.model.n] * 2
+    assert venv.get_attr("agents_per_slot", indices=[0, 3]) == [cfg.model.n] * 2
     assert venv.env_is_wrapped(object) == [False] * venv.num_envs
 
 
