@@ -10,7 +10,7 @@ from cli.common import (DATA_ROOT, EXPERIMENT_GIVEN, Group, LOG_ROOT, config_fil
                         exp_options, parse_paths, read_split, refuse_with_resume, split_option)
 from enkf import datafiles
 from enkf.config import SPLITS, ConfigError, split_config
-from enkf.io import DataError, ensure_writable
+from enkf.io import DataError, atomic_write_json, ensure_writable
 from rl.config import load_run_config
 
 
@@ -156,8 +156,8 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
     import shlex
     import sys
     from rl.config import agents_per_path
-    from rl.training.runs import (RunLock, check_name, create_run_dir, is_finished, model_steps,
-                                  write_missing_weights)
+    from rl.training.runs import (RUN_JSON, RunLock, check_name, create_run_dir, inferred_run_info, is_finished,
+                                  model_steps, read_run_info, write_missing_weights)
     from rl.training.train import train as run_train
     command = shlex.join(["enkfrl"] + sys.argv[1:])
     if resume_dir:
@@ -173,6 +173,9 @@ def train(cfg, config_path, resume_dir, run_id, seed, study, variant, trust):
                 steps = model_steps(run_dir / "final_model.zip") // unit
                 for f in write_missing_weights(cfg, run_dir, unit, trust):  # a run made before they were kept
                     click.echo(f"wrote {f} (the policy's weights, from the run's own zip)")
+                if read_run_info(run_dir) is None:  # a run made before run.json was kept
+                    atomic_write_json(run_dir / RUN_JSON, inferred_run_info(run_dir, cfg))
+                    click.echo(f"wrote {run_dir / RUN_JSON} (from its config.yaml and command.txt)")
                 click.echo(f"{run_dir} is finished (final_model.zip at {steps} of "
                            f"{cfg.train.total_steps} path-steps): nothing to resume")
                 return
