@@ -372,3 +372,21 @@ def test_reference_observations_are_what_the_env_shows_the_oracle(tmp_path_facto
     for k in range(env.n_cycles):
         np.testing.assert_array_equal(obs, expected[k])
         obs, *_ = env.step(actions[k])
+
+
+@pytest.mark.parametrize("mode", ["absolute", "increment"])
+def test_reference_actions_ask_for_the_stored_analysis(smoke, mode):
+    """Behaviour cloning's targets (rl.envs.assimilation.reference_actions) in either action mode:
+    fed to the env they are the stored analyses, every reward 1."""
+    from rl.envs.assimilation import reference_actions
+    cfg, data, norm = smoke
+    cfg = with_env(cfg, action_mode=mode)
+    path = 3
+    actions = reference_actions(cfg, norm, data, path)
+    assert actions.shape == (cfg.paths.n_cycles, cfg.model.n)
+    env = AssimilationEnv(cfg, data, norm, [path])
+    env.reset(options={"path": path})
+    for k in range(cfg.paths.n_cycles):
+        _, reward, terminated, _, _ = env.step(actions[k])
+        assert reward >= 1 - 1e-9 and not terminated, k
+        assert max_rel(env.last_analysis, data["analysis_mean"][path, k]) < 1e-10, k
