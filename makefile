@@ -34,16 +34,14 @@ check: $(SETUP) ## results/ from the current config.yaml, readme.md from templat
 run: $(SETUP)   ## the whole pipeline for EXP: generate, precompute (training and test split), train, evaluate, plot
 	$(ENKFRL) generate --exp $(EXP) --config $(CONFIG)
 	$(ENKFRL) precompute --exp $(EXP) --config $(CONFIG)
-	$(ENKFRL) generate --exp $(EXP) --config $(CONFIG) --split test
-	$(ENKFRL) precompute --exp $(EXP) --config $(CONFIG) --split test
 	$(ENKFRL) train --exp $(EXP) --config $(CONFIG)
 	$(ENKFRL) evaluate --exp $(EXP) --config $(CONFIG)
 	$(ENKFRL) plot --exp $(EXP) --config $(CONFIG) --stage all
 
-generate: $(SETUP)   ## spin-up and start states -> data/EXP/spinup.h5
+generate: $(SETUP)   ## spin-up and start states -> data/EXP/spinup.h5, test_spinup.h5
 	$(ENKFRL) generate --exp $(EXP) --config $(CONFIG)
 
-precompute: $(SETUP) ## reference EnKF runs -> data/EXP/paths.h5
+precompute: $(SETUP) ## reference EnKF runs -> data/EXP/paths.h5, test_paths.h5
 	$(ENKFRL) precompute --exp $(EXP) --config $(CONFIG)
 
 train: $(SETUP)      ## train L96_1..3 concurrently (scripts/train_concurrent.sh), in the foreground

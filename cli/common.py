@@ -3,60 +3,36 @@ from __future__ import annotations
 
 import functools
 import inspect
-import re
 from pathlib import Path
 
 import click
 
-from enkf.config import SPLITS, Config, ConfigError, load_config, split_config
+from enkf import datafiles
+from enkf.config import SPLITS, ConfigError
+from enkf.datafiles import experiment_dir
 from enkf.io import DataError
+from rl.config import load_config
 
 DATA_ROOT = Path("data")
 LOG_ROOT = Path("logs")
 RESULTS_ROOT = Path("results")
 
 
-def _prefix(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return "" if split == "train" else f"{split}_"
+def data_dir(cfg) -> Path:
+    """data/<E>/: where the experiment's data files lie (enkf/datafiles.py names them)."""
+    return experiment_dir(DATA_ROOT, cfg)
 
 
-def spinup_file(cfg: Config, split: str = "train") -> Path:
-    """data/<E>/spinup.h5 (training split) or data/<E>/test_spinup.h5."""
-    return DATA_ROOT / cfg.experiment / f"{_prefix(split)}spinup.h5"
-
-
-def paths_file(cfg: Config, split: str = "train") -> Path:
-    """data/<E>/paths.h5 (training split) or data/<E>/test_paths.h5."""
-    return DATA_ROOT / cfg.experiment / f"{_prefix(split)}paths.h5"
-
-
-def data_record_file(cfg: Config, split: str = "train") -> Path:
+def data_record_file(cfg, split: str = "train") -> Path:
     """results/data/<E>.json (training split) or results/data/<E>_test.json: the precompute summary."""
     return RESULTS_ROOT / "data" / (f"{cfg.experiment}.json" if split == "train" else
                                     f"{cfg.experiment}_{split}.json")
 
 
-def split_hint(split: str, message: str) -> str:
-    """A DataError message of enkf/ (which names the training-split commands) for ``split``."""
-    if split == "train":
-        return message
-    return re.sub(r"`enkfrl (generate|precompute) --exp (\S+)`",
-                  lambda m: f"`enkfrl {m[1]} --exp {m[2]} --split {split}`", message)
-
-
-def read_split(cfg: Config, split: str) -> tuple[Config, dict, dict]:
-    """(config of the split, its spinup.h5 arrays, its paths.h5 arrays), checked for staleness
-    against split_config(cfg, split). The normaliser always comes from the training spin-up."""
-    from enkf.precompute import read_paths
-    from enkf.spinup import read_spinup
-    scfg = split_config(cfg, split)
-    try:
-        return (scfg, read_spinup(scfg, spinup_file(cfg, split)),
-                read_paths(scfg, paths_file(cfg, split)))
-    except DataError as e:
-        raise DataError(split_hint(split, str(e))) from None
+def read_split(cfg, split: str) -> tuple:
+    """(config of the split, its spinup.h5 arrays, its paths.h5 arrays) of data/<E>/, checked for
+    staleness against the config file the command read."""
+    return datafiles.read(cfg, data_dir(cfg), split, config_file())
 
 
 BENCH_EXPERIMENTS = ("L96_1", "L96_sakov2008", "smoke")
@@ -69,10 +45,11 @@ def bench_config(config_path) -> dict:
 
 
 def split_option(func):
-    """--split train|test (default train)."""
-    return click.option("--split", type=click.Choice(list(SPLITS)), default="train", show_default=True,
-                        help="train: the training data (paths of one spin-up); test: the test "
-                             "split (a separate spin-up with test.seed, test.n_paths paths).")(func)
+    """--split train|test (default: both)."""
+    return click.option("--split", type=click.Choice(list(SPLITS)), default=None,
+                        help="Only this split (default: both). train: the training data (paths of "
+                             "one spin-up); test: the test split (a separate spin-up with test.seed, "
+                             "test.n_paths paths).")(func)
 
 
 def exp_options(func):
@@ -96,7 +73,8 @@ CONFIG_FILE = "enkfrl.config_file"
 
 
 def config_file() -> str:
-    return click.get_current_context().meta.get(CONFIG_FILE, "config.yaml")
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(CONFIG_FILE, "config.yaml") if ctx else "config.yaml"
 
 
 def parse_paths(text: str, n_paths: int) -> list[int]:

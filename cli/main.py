@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
-from cli.common import (DATA_ROOT, Group, LOG_ROOT, config_file, data_record_file, exp_options,
-                        parse_paths, paths_file, read_split, spinup_file, split_hint, split_option)
-from enkf.config import load_run_config, split_config
-from enkf.io import DataError, atomic_write_json, ensure_writable
+from cli.common import (DATA_ROOT, Group, LOG_ROOT, config_file, data_dir, data_record_file, exp_options,
+                        parse_paths, read_split, split_option)
+from enkf import datafiles
+from enkf.config import SPLITS, split_config
+from enkf.io import DataError, ensure_writable
+from rl.config import load_run_config
 
 
 @click.group(cls=Group)
@@ -26,75 +28,87 @@ def show_config(cfg):
     click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
 
 
+def _splits(split: str | None) -> tuple[str, ...]:
+    return SPLITS if split is None else (split,)
+
+
 @main.command()
 @exp_options
 @split_option
 def generate(cfg, split):
-    """Spin-up trajectory, start states and climatology -> data/<E>/spinup.h5 (--split test:
-    data/<E>/test_spinup.h5, a separate spin-up with test.seed)."""
-    from enkf.spinup import run_spinup, write_spinup
-    scfg = split_config(cfg, split)
-    t0 = time.perf_counter()
-    which = "" if split == "train" else f" ({split} split, seed {scfg.seed})"
-    click.echo(f"spin-up {cfg.experiment}{which}: {scfg.spinup.steps} steps "
-               f"of {scfg.model.name} (n={scfg.model.n}, {scfg.model.integrator}, dt={scfg.model.dt})")
-    out = spinup_file(cfg, split)
-    ensure_writable(out.parent)
-    result = run_spinup(scfg)
-    write_spinup(scfg, result, out)
-    click.echo(f"{scfg.paths.n_paths} starts from steps "
-               f"[{result['start_steps'].min()}, {result['start_steps'].max()}]; climatology "
-               f"min {result['clim_min'].min():.2f} max {result['clim_max'].max():.2f} "
-               f"-> {out} ({time.perf_counter() - t0:.1f} s)")
+    """Spin-up trajectory, start states and climatology -> data/<E>/spinup.h5, and the test
+    split's (a separate spin-up from test.seed) -> data/<E>/test_spinup.h5."""
+    folder = data_dir(cfg)
+    ensure_writable(folder)
+    for sp in _splits(split):
+        scfg = split_config(cfg, sp)
+        t0 = time.perf_counter()
+        which = "" if sp == "train" else f" ({sp} split, seed {scfg.seed})"
+        click.echo(f"spin-up {cfg.experiment}{which}: {scfg.spinup.steps} steps "
+                   f"of {scfg.model.name} (n={scfg.model.n}, {scfg.model.integrator}, dt={scfg.model.dt})")
+        result, out = datafiles.make_spinup(cfg, folder, sp)
+        click.echo(f"{scfg.paths.n_paths} starts from steps "
+                   f"[{result['start_steps'].min()}, {result['start_steps'].max()}]; climatology "
+                   f"min {result['clim_min'].min():.2f} max {result['clim_max'].max():.2f} "
+                   f"-> {out} ({time.perf_counter() - t0:.1f} s)")
 
 
 @main.command()
 @exp_options
 @split_option
-def precompute(cfg, split):
-    """Reference EnKF run from every start -> data/<E>/paths.h5 and results/data/<E>.json
-    (--split test: data/<E>/test_paths.h5 and results/data/<E>_test.json)."""
-    from enkf.config import DATA_SECTIONS
+@click.option("--record", is_flag=True,
+              help="Also write the summary with its provenance to results/data/<E>[_test].json (evidence).")
+def precompute(cfg, split, record):
+    """Reference EnKF run from every start -> data/<E>/paths.h5, and the test split's ->
+    data/<E>/test_paths.h5; prints the RMSE summary (--record: also into results/data/)."""
     from enkf.io import atomic_write_json, provenance
-    from enkf.precompute import precompute as run, summary, write_paths
-    from enkf.spinup import read_spinup
-    scfg = split_config(cfg, split)
-    try:
-        starts = read_spinup(scfg, spinup_file(cfg, split), config_file())["starts"]
-    except DataError as e:
-        raise DataError(split_hint(split, str(e))) from None
-    out, out_json = paths_file(cfg, split), data_record_file(cfg, split)
-    ensure_writable(out.parent)
-    ensure_writable(out_json.parent)
-    t0 = time.perf_counter()
-    data = run(scfg, starts)
-    wall = time.perf_counter() - t0
-    write_paths(scfg, data, starts, out)
-    s = summary(data, scfg.paths.burn_in)
-    click.echo(f"{scfg.paths.n_paths} paths x {scfg.paths.n_cycles} cycles in {wall:.1f} s -> {out}")
-    click.echo(f"time-mean RMSE vs truth after {scfg.paths.burn_in} cycles, mean ± std over paths:")
-    for k, label in [("forecast_rmse", "forecast"), ("analysis_rmse", "analysis"),
-                     ("obs_rmse", "observation")]:
-        click.echo(f"  {label:12s} {s[k][0]:.4f} ± {s[k][1]:.4f}")
-    command = f"enkfrl precompute --exp {cfg.experiment}" + ("" if split == "train" else f" --split {split}")
-    data_cfg = {k: scfg.to_dict()[k] for k in DATA_SECTIONS}
-    record = {"experiment": cfg.experiment, "split": split, "command": command,
-              "data_hash": scfg.data_hash(), "n_paths": scfg.paths.n_paths,
-              "n_cycles": scfg.paths.n_cycles, "burn_in": scfg.paths.burn_in, "wall_s": wall,
-              **{k: {"mean": v[0], "std_over_paths": v[1]} for k, v in s.items()},
-              "provenance": provenance(data_cfg, scfg.data_hash(), command, wall)}
-    atomic_write_json(out_json, record)
+    from enkf.precompute import summary
+    folder = data_dir(cfg)
+    ensure_writable(folder)
+    if record:
+        ensure_writable(data_record_file(cfg).parent)
+    for sp in _splits(split):
+        scfg = split_config(cfg, sp)
+        t0 = time.perf_counter()
+        data, out = datafiles.make_paths(cfg, folder, sp, config_file=config_file())
+        wall = time.perf_counter() - t0
+        s = summary(data, scfg.paths.burn_in)
+        which = "" if sp == "train" else f" ({sp} split)"
+        click.echo(f"{scfg.paths.n_paths} paths x {scfg.paths.n_cycles} cycles{which} in {wall:.1f} s -> {out}")
+        click.echo(f"time-mean RMSE vs truth after {scfg.paths.burn_in} cycles, mean ± std over paths:")
+        for k, label in [("forecast_rmse", "forecast"), ("analysis_rmse", "analysis"),
+                         ("obs_rmse", "observation")]:
+            click.echo(f"  {label:12s} {s[k][0]:.4f} ± {s[k][1]:.4f}")
+        if not record:
+            continue
+        command = f"enkfrl precompute --exp {cfg.experiment} --split {sp} --record"
+        data_cfg = {k: scfg.to_dict()[k] for k in datafiles.DATA_SECTIONS}
+        doc = {"experiment": cfg.experiment, "split": sp, "command": command,
+               "data_hash": datafiles.data_hash(scfg), "n_paths": scfg.paths.n_paths,
+               "n_cycles": scfg.paths.n_cycles, "burn_in": scfg.paths.burn_in, "wall_s": wall,
+               **{k: {"mean": v[0], "std_over_paths": v[1]} for k, v in s.items()},
+               "provenance": provenance(data_cfg, datafiles.data_hash(scfg), command, wall)}
+        click.echo(f"wrote {atomic_write_json(data_record_file(cfg, sp), doc)}")
+
+
+@main.command("ensure-data")
+@exp_options
+def ensure_data(cfg):
+    """Make the data files of an experiment (both splits) that are missing or stale, as generate
+    and precompute would; current files are left alone (scripts call this before training)."""
+    folder = data_dir(cfg)
+    ensure_writable(folder)
+    for sp in SPLITS:
+        made = datafiles.ensure(cfg, folder, sp)
+        names = f"{datafiles.spinup_file(folder, sp)}, {datafiles.paths_file(folder, sp)}"
+        click.echo(f"{'made' if made else 'current'}: {names}")
 
 
 def load_run_inputs(cfg, config_file: str):
     """paths.h5 arrays and the normaliser (spin-up climatology) for a run of cfg (read from
     config_file: staleness messages name it)."""
-    from enkf.precompute import read_paths
-    from enkf.spinup import read_spinup
-    from rl.envs.normalisation import Normaliser
-    spin = read_spinup(cfg, spinup_file(cfg), config_file)
-    return (read_paths(cfg, paths_file(cfg), config_file),
-            Normaliser.from_climatology(spin["clim_min"], spin["clim_max"]))
+    from rl.envs.normalisation import read_inputs
+    return read_inputs(cfg, data_dir(cfg), config_file)
 
 
 def newest_run(cfg, needs: str = "config.yaml") -> Path:
@@ -110,14 +124,13 @@ def newest_run(cfg, needs: str = "config.yaml") -> Path:
 def training_config(cfg, config_path, study: str | None, variant: str | None, seed: int | None):
     """The config a training run uses: the experiment's with train.seed = seed (one of
     train.seeds), or a variant of a `measure: train` study. Returns (config, run label)."""
-    from enkf.config import ConfigError, from_dict, load_ablation
+    from enkf.config import ConfigError
+    from rl.config import load_ablation, seed_config
     if (study is None) != (variant is None):
         raise ConfigError("--study and --variant go together")
     if study is None:
-        seed = cfg.train.seed if seed is None else seed
-        if seed not in cfg.train.seeds and seed != cfg.train.seed:
-            raise ConfigError(f"--seed {seed}: not one of train.seeds {cfg.train.seeds}")
-        return from_dict(dict(cfg.to_dict(), train=dict(cfg.to_dict()["train"], seed=seed))), f"s{seed}"
+        cfg = seed_config(cfg, seed)
+        return cfg, f"s{cfg.train.seed}"
     meta, runs = load_ablation(config_path, study)
     if meta["measure"] != "train":
         raise ConfigError(f"--study {study}: measure {meta['measure']} is not a training study (measure: train)")
@@ -280,11 +293,8 @@ def plot(cfg, stage, run_dir):
 
     if stage in ("data", "all"):
         from enkf.plots import plot_data
-        from enkf.precompute import read_paths
-        from enkf.spinup import read_spinup
-        wrote(plot_data(cfg, read_spinup(cfg, spinup_file(cfg), config_file()),
-                        read_paths(cfg, paths_file(cfg), config_file()),
-                        LOG_ROOT / cfg.experiment / "plots"))
+        _, spin, data = read_split(cfg, "train")
+        wrote(plot_data(cfg, spin, data, LOG_ROOT / cfg.experiment / "plots"))
     if stage == "data":
         return
     from rl.studies.plots import plot_eval, plot_training
@@ -344,20 +354,24 @@ def train_many(experiments, config_path, address, max_concurrent):
 @main.command()
 @click.option("--config", "config_path", default="config.yaml", show_default=True)
 @click.option("--quick", is_flag=True, help="Fewer repetitions (for a smoke test of the bench).")
-def bench(config_path, quick):
+@click.option("--record", is_flag=True, help="Write the measurements to results/bench.json (evidence).")
+def bench(config_path, quick, record):
     """Speed ratios measured in one run (kernels vs numpy, precompute, env, PPO, RecurrentPPO)."""
+    import json
     from enkf.bench import run_bench
+    from enkf.config import hash_of
+    from enkf.io import atomic_write_json, provenance
     from rl.studies.bench import run_rl_bench
     from cli.common import bench_config
-    import json
-    from enkf.io import atomic_write_json, hash_of, provenance
+    if record and quick:
+        raise DataError("--record with --quick: a quick run is a smoke test of the bench, not a measurement to keep")
     t0 = time.perf_counter()
     results = {"kernels": run_bench(config_path, quick=quick, echo=click.echo)}
     click.echo("")
     results["rl"] = run_rl_bench(config_path, quick=quick, echo=click.echo, data_root=DATA_ROOT)
-    if not quick:  # a quick run is a smoke test of the bench, not a measurement to keep
+    if record:
         configs = bench_config(config_path)
-        results["provenance"] = provenance(configs, hash_of(configs), "enkfrl bench",
+        results["provenance"] = provenance(configs, hash_of(configs), "enkfrl bench --record",
                                            time.perf_counter() - t0)
         previous = Path("results/bench.json")
         if previous.is_file():  # keys other commands measure (scripts/bench_ray_study.py: ray_study) stay

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from enkf.config import load_config
+from enkf.config import load_da_config
 from enkf.models import LORENZ96, RK4, params_of, step_columns
 from enkf.precompute import precompute, run_path
 from enkf.spinup import run_spinup
@@ -129,8 +129,8 @@ def _warm_up(cfg96, cfg_sakov) -> None:
 def run_bench(config_path: str, quick: bool, echo) -> dict:
     """Run the four measurements, print a table with ``echo``, return every number in a dict."""
     t_total = time.perf_counter()
-    cfg96 = load_config(config_path, "L96_1")
-    cfg_sakov = load_config(config_path, "L96_sakov2008")
+    cfg96 = load_da_config(config_path, "L96_1")
+    cfg_sakov = load_da_config(config_path, "L96_sakov2008")
     if cfg96.model.name != "lorenz96" or cfg96.model.integrator != "rk4":
         raise ValueError("the bench needs L96_1 to be Lorenz-96 with rk4")
     cores = os.cpu_count() or 1

@@ -75,23 +75,6 @@ def installed_versions(packages=KEY_PACKAGES) -> dict:
     return out
 
 
-def without_nulls(obj):
-    """obj with every mapping entry whose value is None left out, at any depth."""
-    if isinstance(obj, dict):
-        return {k: without_nulls(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, list):
-        return [without_nulls(v) for v in obj]
-    return obj
-
-
-def hash_of(obj) -> str:
-    """Short stable hash of a JSON-able object (Config.hash() is hash_of(config.to_dict())). A
-    null setting hashes as an absent one (as stale_keys compares them), so a key added to the
-    schema as null where unused leaves the records made before it valid."""
-    import hashlib
-    return hashlib.sha256(json.dumps(without_nulls(obj), sort_keys=True).encode()).hexdigest()[:16]
-
-
 def provenance(config: dict, config_hash: str, command: str, wall_s: float) -> dict:
     """The block every JSON under results/ carries (../shared/RESULTS_FORMAT.md): the resolved
     config (or a study's full overrides), its hash, the code version, the command, the wall time

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from enkf.config import Config  # noqa: E402
+from enkf.config import DAConfig  # noqa: E402
 
 DPI = 110
 HOVMOLLER_TIME = 40.0            # model time shown in the Hovmöller diagram ...
@@ -40,12 +40,12 @@ def _shown_variables(n: int) -> list[int]:
     return sorted(set(np.linspace(0, n, 3, endpoint=False).astype(int).tolist()))
 
 
-def _sampled_first_step(cfg: Config) -> int:
+def _sampled_first_step(cfg: DAConfig) -> int:
     s = cfg.spinup
     return s.steps - int(s.steps * s.sample_fraction) + 1  # as enkf.spinup.run_spinup
 
 
-def _shade_sampled(ax, cfg: Config, label: bool) -> None:
+def _shade_sampled(ax, cfg: DAConfig, label: bool) -> None:
     dt = cfg.model.dt
     ax.axvspan(_sampled_first_step(cfg) * dt, cfg.spinup.steps * dt, color="tab:green", alpha=0.08,
                lw=0, label=f"sampled part (last {cfg.spinup.sample_fraction:g})" if label else None)
@@ -114,7 +114,7 @@ def _spinup_energy(cfg, spinup, out: Path) -> Path:
 
 
 # ---- reference EnKF runs ---------------------------------------------------------------------
-def _cycle_label(cfg: Config) -> str:
+def _cycle_label(cfg: DAConfig) -> str:
     return f"cycle ({cfg.obs.t_obs:g} model time each)"
 
 
@@ -215,7 +215,7 @@ def _paths_rmse(cfg, paths, out: Path) -> Path:
     return _save(fig, out / "paths_rmse.png")
 
 
-def plot_data(cfg: Config, spinup: dict, paths: dict, out_dir: Path) -> list[Path]:
+def plot_data(cfg: DAConfig, spinup: dict, paths: dict, out_dir: Path) -> list[Path]:
     """All data-stage figures into out_dir (created); returns the written paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

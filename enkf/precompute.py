@@ -11,10 +11,10 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from enkf.config import Config, stale_keys
+from enkf.config import DAConfig
+from enkf.datafiles import data_hash, data_settings, spinup_hash, stale_keys
 from enkf.filters import ensemble_spread
 from enkf.io import DataError, atomic_h5, check_arrays, code_version, put, read_all
-from enkf.spinup import spinup_hash
 from enkf.system import System, rmse
 
 
@@ -86,7 +86,7 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def precompute(cfg: Config, starts: np.ndarray, progress: bool = True) -> dict:
+def precompute(cfg: DAConfig, starts: np.ndarray, progress: bool = True) -> dict:
     """run_path from every start, in parallel over paths. Returns stacked arrays (P, ...)."""
     P = cfg.paths.n_paths
     workers = cfg.paths.workers or os.cpu_count() or 1
@@ -130,12 +130,12 @@ _MEANING = {
 }
 
 
-def write_paths(cfg: Config, data: dict, starts: np.ndarray, path) -> None:
+def write_paths(cfg: DAConfig, data: dict, starts: np.ndarray, path) -> None:
     import yaml
     with atomic_h5(path) as f:
         f.attrs["experiment"] = cfg.experiment
-        f.attrs["config"] = yaml.safe_dump(cfg.data_settings(), sort_keys=False)
-        f.attrs["data_hash"] = cfg.data_hash()
+        f.attrs["config"] = yaml.safe_dump(data_settings(cfg), sort_keys=False)
+        f.attrs["data_hash"] = data_hash(cfg)
         f.attrs["spinup_hash"] = spinup_hash(cfg)
         f.attrs["seed"] = cfg.seed
         f.attrs["seeds"] = ("every draw is numpy PCG64(SeedSequence([seed, stream, path, cycle])); "
@@ -148,7 +148,7 @@ def write_paths(cfg: Config, data: dict, starts: np.ndarray, path) -> None:
                 put(f, k, data[k], meaning, shape=shape)
 
 
-def read_paths(cfg: Config, path, config_file="config.yaml") -> dict:
+def read_paths(cfg: DAConfig, path, config_file="config.yaml") -> dict:
     """The arrays of paths.h5, refused (DataError, one line) when the file is stale for cfg (read
     from config_file), or has a wrong shape or a non-finite value."""
     import yaml
@@ -157,9 +157,9 @@ def read_paths(cfg: Config, path, config_file="config.yaml") -> dict:
                                         "initial_ensemble", "starts"])
     rerun = f"rerun `enkfrl precompute --exp {cfg.experiment}`"
     if "config" in attrs:
-        changed = stale_keys(yaml.safe_load(attrs["config"]), cfg.data_settings())
+        changed = stale_keys(yaml.safe_load(attrs["config"]), data_settings(cfg))
     else:
-        changed = [] if attrs.get("data_hash") == cfg.data_hash() else ["data settings"]
+        changed = [] if attrs.get("data_hash") == data_hash(cfg) else ["data settings"]
     if changed:
         raise DataError(f"{path} was made with other settings than {config_file} has now "
                         f"({', '.join(changed)}): {rerun}")

@@ -6,27 +6,21 @@ import json
 import numpy as np
 
 from enkf import rng
-from enkf.config import Config, stale_keys
+from enkf.config import DAConfig, hash_of
+from enkf.datafiles import spinup_hash, spinup_settings, stale_keys
 from enkf.io import DataError, atomic_h5, check_arrays, code_version, put, read_all
 from enkf.models import INTEGRATOR_IDS, MODEL_IDS, params_of, spinup_run
 
 
-def spinup_hash(cfg: Config) -> str:
-    """Hash of the settings that determine spinup.h5 (Config.spinup_settings)."""
-    import hashlib
-    return hashlib.sha256(json.dumps(cfg.spinup_settings(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _legacy_spinup_hash(cfg: Config) -> str:
+def _legacy_spinup_hash(cfg: DAConfig) -> str:
     """The hash spinup.h5 files carried before they stored their settings (it included
     spinup.thin): such files stay valid while everything else matches."""
-    import hashlib
     keys = {"seed": cfg.seed, "model": cfg.to_dict()["model"], "spinup": cfg.to_dict()["spinup"],
             "n_paths": cfg.paths.n_paths}
-    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+    return hash_of(keys)
 
 
-def run_spinup(cfg: Config) -> dict:
+def run_spinup(cfg: DAConfig) -> dict:
     """Integrate spinup.steps from N(0, init_scale^2) and sample paths.n_paths distinct starts
     from the last spinup.sample_fraction of the trajectory.
 
@@ -56,12 +50,12 @@ def run_spinup(cfg: Config) -> dict:
     }
 
 
-def write_spinup(cfg: Config, result: dict, path) -> None:
+def write_spinup(cfg: DAConfig, result: dict, path) -> None:
     n = "(n,)"
     with atomic_h5(path) as f:
         f.attrs["experiment"] = cfg.experiment
         f.attrs["spinup_hash"] = spinup_hash(cfg)
-        f.attrs["settings"] = json.dumps(cfg.spinup_settings(), sort_keys=True)
+        f.attrs["settings"] = json.dumps(spinup_settings(cfg), sort_keys=True)
         f.attrs["seed"] = cfg.seed
         f.attrs["code_version"] = code_version()
         f.attrs["sample_first_step"] = result["sample_first_step"]
@@ -80,14 +74,14 @@ def write_spinup(cfg: Config, result: dict, path) -> None:
                 shape=n)
 
 
-def read_spinup(cfg: Config, path, config_file="config.yaml") -> dict:
+def read_spinup(cfg: DAConfig, path, config_file="config.yaml") -> dict:
     """The arrays of spinup.h5, refused (DataError, one line) when the file is stale for cfg (read
     from config_file), or has a wrong shape or a non-finite value."""
     hint = f"run `enkfrl generate --exp {cfg.experiment}` first"
     data, attrs = read_all(path, hint, ["starts", "clim_min", "clim_max", "clim_mean", "clim_std"])
     rerun = f"rerun `enkfrl generate --exp {cfg.experiment}`"
     if "settings" in attrs:
-        changed = stale_keys(json.loads(attrs["settings"]), cfg.spinup_settings())
+        changed = stale_keys(json.loads(attrs["settings"]), spinup_settings(cfg))
     else:
         changed = [] if attrs.get("spinup_hash") == _legacy_spinup_hash(cfg) else ["model/spinup settings"]
     if changed:

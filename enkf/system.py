@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from enkf import rng
-from enkf.config import Config
+from enkf import batch, rng
+from enkf.config import DAConfig
 from enkf.filters import enkf_analysis, etkf_analysis, inflate, letkf_analysis, mean_preserving_rotation
 from enkf.models import INTEGRATOR_IDS, MODEL_IDS, params_of, step_columns
 
@@ -41,7 +42,7 @@ class System:
     init_spread: float
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "System":
+    def from_config(cls, cfg: DAConfig) -> "System":
         f = cfg.filter
         return cls(
             seed=cfg.seed, model_id=MODEL_IDS[cfg.model.name],
@@ -104,6 +105,62 @@ class System:
         if self.inflation_stage == "analysis" and self.inflation != 1.0:
             Aa = self.inflation * Aa
         return xa, Aa
+
+
+    # ---- many paths at once (enkf/batch.py) -------------------------------------------------
+    def forecast_batch(self, EE: np.ndarray, block_columns: int, gpu: bool = False) -> np.ndarray:
+        """Advance the ensembles EE (P, N, n) of P paths by one cycle; returns (P, N, n). On the
+        CPU cores in column blocks of block_columns, or with gpu one CUDA thread per member."""
+        if gpu:
+            from enkf import cuda
+            return cuda.forecast_ensembles(EE, self.model_id, self.integrator_id, self.params, self.dt,
+                                           self.steps_per_cycle)
+        return batch.forecast_ensembles(EE, self.model_id, self.integrator_id, self.params, self.dt,
+                                        self.steps_per_cycle, block_columns, numba.get_num_threads())
+
+    def analysis_draws(self, paths: np.ndarray, cycles: np.ndarray):
+        """The analysis' random draws of each (path, cycle): observation perturbations (P, N, p)
+        (enkf) and rotations (P, N, N) (etkf with rotate; identities otherwise)."""
+        P, N, p = len(paths), self.n_ens, self.n_obs
+        D = (np.stack([self.perturbations(q, k) for q, k in zip(paths, cycles)]) if self.method == "enkf"
+             else np.zeros((P, N, p)))
+        if self.method == "etkf" and self.rotate:
+            Q = np.stack([mean_preserving_rotation(rng.generator(self.seed, rng.ROTATION, q, k), N)
+                          for q, k in zip(paths, cycles)])
+        else:
+            Q = np.broadcast_to(np.eye(N), (P, N, N))
+        return D, np.ascontiguousarray(Q)
+
+    def analyse_batch(self, EE: np.ndarray, yy: np.ndarray, paths: np.ndarray, cycles: np.ndarray):
+        """``analyse`` of P forecast ensembles EE (P, N, n) given yy (P, p), path and cycle of each
+        (their draws): returns (xa (P, n), Aa (P, N, n)), each path's exactly as ``analyse``."""
+        stage_forecast = self.inflation_stage == "forecast"
+        if self.method in batch.ANALYSIS_IDS:
+            D, Q = self.analysis_draws(paths, cycles)
+            if self.method == "enkf":
+                return batch.enkf_analyses(EE, yy, self.obs_index, self.obs_error_var, D,
+                                           self.centre_perturbations, self.inflation, stage_forecast)
+            return batch.etkf_analyses(EE, yy, self.obs_index, self.obs_error_var, Q, self.inflation, stage_forecast)
+        out = [self.analyse(E, y, p, k) for E, y, p, k in zip(EE, yy, paths, cycles)]
+        return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+
+    def cycle_batch(self, EE: np.ndarray, yy: np.ndarray, paths: np.ndarray, cycles: np.ndarray,
+                    block_columns: int, gpu: bool = False):
+        """Forecast EE (P, N, n) by one cycle and analyse each path's forecast with yy (P, p) and
+        the draws of (paths, cycles): returns (Ef, spread (P, n), xa, Aa), NaN analyses where a
+        forecast is not finite. On the CPU one parallel region (enkf.batch.cycle_ensembles)."""
+        if gpu or self.method not in batch.ANALYSIS_IDS:
+            Ef = self.forecast_batch(EE, block_columns, gpu)
+            fin = np.all(np.isfinite(Ef), axis=(1, 2))
+            xa, Aa = np.full((Ef.shape[0], Ef.shape[2]), np.nan), np.full(Ef.shape, np.nan)
+            if fin.any():
+                xa[fin], Aa[fin] = self.analyse_batch(np.ascontiguousarray(Ef[fin]), yy[fin], paths[fin], cycles[fin])
+            return Ef, batch.spreads(Ef), xa, Aa
+        D, Q = self.analysis_draws(paths, cycles)
+        return batch.cycle_ensembles(
+            EE, self.model_id, self.integrator_id, self.params, self.dt, self.steps_per_cycle, block_columns,
+            numba.get_num_threads(), batch.ANALYSIS_IDS[self.method], yy, self.obs_index, self.obs_error_var,
+            D, self.centre_perturbations, Q, self.inflation, self.inflation_stage == "forecast")
 
 
 def rmse(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from enkf.config import load_sweep  # noqa: E402
+from rl.config import load_sweep  # noqa: E402
 from enkf.io import atomic_write_json, provenance  # noqa: E402
 
 

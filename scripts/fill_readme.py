@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402
 
-from enkf.config import (DATA_SECTIONS, ConfigError, _without, deep_merge, from_dict,  # noqa: E402
-                         load_ablation, load_config, split_config)
-from enkf.io import hash_of  # noqa: E402
+from enkf.config import ConfigError, deep_merge, hash_of, result_hash, split_config  # noqa: E402
+from enkf.datafiles import DATA_SECTIONS, data_hash, settings_of  # noqa: E402
+from rl.config import from_dict, load_ablation, load_config  # noqa: E402
 
 TABLES = ("published_l96", "published_l63", "enkf_inflation", "enkf_variants", "sensitivity",
           "bounds", "features", "architecture", "agent_kind", "ppo_settings", "data", "fit",
@@ -172,7 +172,7 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
     if parts[0] == "data":
         exp, split = doc["experiment"], doc.get("split", "train")
         cfg = split_config(load_config(config_path, exp), split)
-        return {cfg.data_hash()}, f"enkfrl precompute --exp {exp}" + ("" if split == "train" else f" --split {split}")
+        return {data_hash(cfg)}, f"enkfrl precompute --exp {exp} --split {split} --record"
     if parts[0] == "faults.json":  # the fault-injection cases run on the smoke experiment
         return ({load_config(config_path, "smoke").hash()},
                 "ENKFRL_FAULTS_JSON=results/faults.json python -m pytest tests/test_faults.py")
@@ -182,7 +182,7 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
         return ({load_config(config_path, doc["experiment"]).hash()}, "python scripts/gpu_check.py (on a GPU machine)")
     if parts[0] == "bench.json":
         from cli.common import bench_config
-        return {hash_of(bench_config(config_path))}, "enkfrl bench"
+        return {hash_of(bench_config(config_path))}, "enkfrl bench --record"
     if parts[0].startswith("fit") and doc.get("study"):  # a variant of a `measure: train` study
         _, runs = load_ablation(config_path, doc["study"])
         want = {r.cfg.hash() for r in runs if r.experiment == doc["experiment"]
@@ -198,6 +198,23 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
         return ({from_dict(_seeded(base, s)).hash() for s in seeds},
                 f"enkfrl train/evaluate --exp {doc['experiment']} (results/{parts[0]})")
     raise KeyError(f"no rule says which config of config.yaml results/{rel} comes from")
+
+
+def root_results(config_path: Path) -> Path:
+    return Path(config_path).parent / "results"
+
+
+def _hashes_to(prov: dict) -> bool:
+    """The recorded config hashes to the recorded config_hash (whole, or less NO_RESULT_EFFECT)."""
+    cfg = prov.get("config")
+    return isinstance(cfg, dict) and prov["config_hash"] in (hash_of(cfg), result_hash(cfg))
+
+
+def _recorded_hash(prov: dict) -> str:
+    """The hash config.yaml's configs are compared with: of the recorded config less the keys that
+    do not change results (enkf.config.NO_RESULT_EFFECT); the recorded hash where no config is kept."""
+    cfg = prov.get("config")
+    return result_hash(cfg) if isinstance(cfg, dict) and "train" in cfg else prov["config_hash"]
 
 
 def _safe_key(key_of, cfg_dict) -> str:
@@ -218,7 +235,7 @@ def ablation_problems(rel: Path, doc: dict, config_path: Path) -> list[str]:
     except ConfigError as e:
         return [f"results/{rel}: stale, config.yaml has no such study ({e})"]
     data_only = False  # a study's trial is rerun on any change of its resolved config (rl/studies/ablate.py)
-    key_of = hash_of
+    key_of = result_hash
     want = {(r.experiment, r.variant, r.seed): key_of(r.cfg.to_dict()) for r in runs}
     records = doc["records"] if "records" in doc else [doc]
     if not any(isinstance(rec.get("provenance"), dict) for rec in records):
@@ -233,10 +250,15 @@ def ablation_problems(rel: Path, doc: dict, config_path: Path) -> list[str]:
         elif key not in want:
             out.append(f"results/{rel}: stale, config.yaml no longer runs {key}: {rerun}")
         elif "config" not in prov:  # a study table: its trial files (checked too) hold the configs
-            if not data_only and prov.get("config_hash") != want[key]:
+            trial = rel.parent / rel.stem / f"{key[0]}__{key[1]}__seed{key[2]}.json"
+            try:
+                recorded = _recorded_hash(json.loads((root_results(config_path) / trial).read_text())["provenance"])
+            except (OSError, ValueError, KeyError, TypeError):
+                recorded = prov.get("config_hash")
+            if not data_only and recorded != want[key]:
                 out.append(f"results/{rel}: stale, {key} ran config {prov.get('config_hash')} but config.yaml "
                            f"gives {want[key]}: {rerun}")
-        elif hash_of(prov.get("config")) != prov["config_hash"]:
+        elif not _hashes_to(prov):
             out.append(f"results/{rel}: the config recorded for {key} does not hash to its config_hash "
                        f"(edited by hand?): {rerun}")
         elif _safe_key(key_of, prov.get("config")) != want[key]:
@@ -273,9 +295,9 @@ def result_problems(root: Path) -> list[str]:
         if not isinstance(prov, dict) or "config_hash" not in prov:
             out.append(f"results/{rel}: stale (old format, no provenance): rerun `{command}`")
         elif rel.parts[0] == "data" and isinstance(prov.get("config"), dict):
-            # the data depend on DATA_SECTIONS less NO_DATA_EFFECT: compare those settings
+            # the data depend on DATA_SECTIONS less NO_DATA_EFFECT (enkf/datafiles.py): compare those
             try:
-                recorded = hash_of(_without(prov["config"], DATA_SECTIONS))
+                recorded = hash_of(settings_of(prov["config"], DATA_SECTIONS))
             except KeyError as e:
                 recorded = f"(incomplete config: {e})"
             if prov["config_hash"] not in (hash_of(prov["config"]), recorded):
@@ -284,10 +306,10 @@ def result_problems(root: Path) -> list[str]:
             elif recorded not in want:
                 out.append(f"results/{rel}: stale, its data settings hash to {recorded} but config.yaml "
                            f"gives {', '.join(sorted(want))}: rerun `{command}`")
-        elif prov["config_hash"] not in want:
+        elif _recorded_hash(prov) not in want:
             out.append(f"results/{rel}: stale, ran config {prov['config_hash']} but config.yaml gives "
                        f"{', '.join(sorted(want))}: rerun `{command}`")
-        elif hash_of(prov.get("config")) != prov["config_hash"]:
+        elif not _hashes_to(prov):
             out.append(f"results/{rel}: its recorded config does not hash to its config_hash "
                        f"(edited by hand?): rerun `{command}`")
     return out

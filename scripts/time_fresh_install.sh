@@ -16,7 +16,8 @@ cd "$ROOT"
 "$tmp/repo/.venv/bin/python" - "$t0" "$t1" "$t2" "$t3" "$setup_rc" "$test_rc" "$check_rc" "$(git rev-parse HEAD)" <<'PY'
 import sys
 sys.path.insert(0, ".")
-from enkf.io import atomic_write_json, hash_of, provenance
+from enkf.config import hash_of
+from enkf.io import atomic_write_json, provenance
 t0, t1, t2, t3 = map(float, sys.argv[1:5])
 setup_rc, test_rc, check_rc = map(int, sys.argv[5:8])
 record = {"commit_tested": sys.argv[8], "setup_s": t1 - t0, "test_s": t2 - t1, "check_s": t3 - t2,

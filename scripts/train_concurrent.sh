@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train experiments x training seeds, at most JOBS runs at once, each run then evaluated on the
-# eval path and the test set (and plotted). Data (training and test split) are generated and
-# precomputed first where missing. Prints SUCCESS or FAILED per run; exits != 0 if any failed.
+# eval path and the test set (and plotted). The data (training and test split) are made first where
+# missing or stale (`enkfrl ensure-data`). Prints SUCCESS or FAILED per run; exits != 0 if any failed.
 #
 #   scripts/train_concurrent.sh [--seeds "0 1 2"] [--study Q --variant V] [--jobs N] [EXP ...]
 #
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#EXPS[@]} -gt 0 ] || EXPS=(L96_1 L96_2 L96_3)
 if [ -z "$SEEDS" ]; then
-    SEEDS=$($PYTHON -c "import sys; from enkf.config import load_config; print(*load_config(sys.argv[1], sys.argv[2]).train.seeds)" "$CONFIG" "${EXPS[0]}") || exit 2
+    SEEDS=$($PYTHON -c "import sys; from rl.config import load_config; print(*load_config(sys.argv[1], sys.argv[2]).train.seeds)" "$CONFIG" "${EXPS[0]}") || exit 2
 fi
 STUDY_ARGS=() LABEL=final
 if [ -n "$STUDY" ]; then STUDY_ARGS=(--study "$STUDY" --variant "$VARIANT"); LABEL="$STUDY-$VARIANT"; fi
@@ -35,11 +35,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THRE
 mkdir -p logs
 
 for exp in "${EXPS[@]}"; do  # data first, one experiment at a time (never two writers of a file)
-    for split in train test; do
-        pre=""; [ $split = test ] && pre=test_
-        [ -f "data/$exp/${pre}spinup.h5" ] || $PYTHON -m cli.main generate --exp "$exp" --config "$CONFIG" --split $split || exit 1
-        [ -f "data/$exp/${pre}paths.h5" ] || $PYTHON -m cli.main precompute --exp "$exp" --config "$CONFIG" --split $split || exit 1
-    done
+    $PYTHON -m cli.main ensure-data --exp "$exp" --config "$CONFIG" || exit 1
 done
 
 run_one() {

@@ -10,7 +10,7 @@ import pytest
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
-from enkf.config import load_config
+from rl.config import load_config
 from rl.training.curriculum import Curriculum, CurriculumCallback
 from rl.agents.policy import build_model
 from rl.training.train import make_env_fn

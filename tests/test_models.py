@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from enkf.config import load_config
+from rl.config import load_config
 from enkf.models import (EULER, LORENZ63, LORENZ96, RK4, lorenz63_rhs, lorenz96_rhs, rhs,
                          spinup_run, step_columns, step_ensemble)
 from enkf.precompute import run_path

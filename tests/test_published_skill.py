@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from enkf.config import load_config
+from rl.config import load_config
 from enkf.precompute import run_path
 from enkf.spinup import run_spinup
 from enkf.system import System, rmse

@@ -1,5 +1,5 @@
-"""The test split: its config (test_split), its own spin-up and reference runs
-(`enkfrl generate/precompute --split test`), determinism and staleness."""
+"""The test split: its config (test_split), its own spin-up and reference runs (made by
+`enkfrl generate/precompute` beside the training data), determinism and staleness."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from cli.common import paths_file, read_split, spinup_file
+from cli.common import read_split
 from enkf import config as C
+from enkf import datafiles
+from rl.config import experiment_names, load_config
 from enkf.io import DataError
 from enkf.precompute import read_paths
 from enkf.spinup import read_spinup
@@ -22,16 +24,16 @@ def split_files(root, split):
     return [root / f"data/smoke/{prefix}spinup.h5", root / f"data/smoke/{prefix}paths.h5"]
 
 
-def make(split, config="config.yaml"):
+def make(split, config="config.yaml", *record):
     ok(cli("generate", "--exp", "smoke", "--config", config, "--split", split))
-    ok(cli("precompute", "--exp", "smoke", "--config", config, "--split", split))
+    ok(cli("precompute", "--exp", "smoke", "--config", config, "--split", split, *record))
 
 
-@pytest.mark.parametrize("experiment", C.experiment_names(CONFIG))
+@pytest.mark.parametrize("experiment", experiment_names(CONFIG))
 def test_test_split_config_is_valid_and_differs_only_in_seed_and_paths(experiment):
     """test_split: master seed = test.seed, n_paths = test.n_paths, eval path 0, every other
     section unchanged; its data hash differs from the training data's."""
-    cfg = C.load_config(CONFIG, experiment)
+    cfg = load_config(CONFIG, experiment)
     t = C.test_split(cfg)
     assert t.seed == cfg.test.seed != cfg.seed
     assert t.paths.n_paths == cfg.test.n_paths and t.paths.eval_path == 0
@@ -42,7 +44,7 @@ def test_test_split_config_is_valid_and_differs_only_in_seed_and_paths(experimen
             assert a[k] == b[k], k
     assert {k: v for k, v in a["paths"].items() if k not in ("n_paths", "eval_path", "train_paths")} \
         == {k: v for k, v in b["paths"].items() if k not in ("n_paths", "eval_path", "train_paths")}
-    assert t.data_hash() != cfg.data_hash()
+    assert datafiles.data_hash(t) != datafiles.data_hash(cfg)
     assert C.split_config(cfg, "train") is cfg
 
 
@@ -57,7 +59,7 @@ def test_test_split_config_is_valid_and_differs_only_in_seed_and_paths(experimen
 def test_bad_test_block_is_a_one_line_config_error(tmp_path, test_block, key):
     path = write_config(tmp_path / "c.yaml", "smoke", {"test": test_block})
     with pytest.raises(C.ConfigError) as e:
-        C.load_config(path, "smoke")
+        load_config(path, "smoke")
     assert key in str(e.value) and "\n" not in str(e.value)
 
 
@@ -81,7 +83,7 @@ def test_test_split_shares_no_state_with_the_training_spinup(in_tmp):
 
     # the training paths' truth lies on the training spin-up (truth of cycle 0 of a start step
     # inside the recorded range is a recorded state) ...
-    cfg = C.load_config(in_tmp / "c.yaml", "smoke")
+    cfg = load_config(in_tmp / "c.yaml", "smoke")
     first = train_pa["truth"][0][:, 0]  # cycle-0 truth of every training path, (P, n)
     inside = train_sp["start_steps"][0] + cfg.steps_per_cycle <= 20000
     assert inside.any() and min_distance(first[inside]) < 1e-9
@@ -93,46 +95,46 @@ def test_test_split_shares_no_state_with_the_training_spinup(in_tmp):
 def test_test_split_files_are_byte_identical_on_rerun_and_leave_training_files_alone(in_tmp):
     make("train")
     train_bytes = [f.read_bytes() for f in split_files(in_tmp, "train")]
-    make("test")
+    make("test", "config.yaml", "--record")
     first = [f.read_bytes() for f in split_files(in_tmp, "test")]
     make("test")
     assert [f.read_bytes() for f in split_files(in_tmp, "test")] == first
     assert [f.read_bytes() for f in split_files(in_tmp, "train")] == train_bytes
-    cfg = C.load_config("config.yaml", "smoke")
+    cfg = load_config("config.yaml", "smoke")
     scfg, spin, paths = read_split(cfg, "test")
     assert spin["starts"].shape == (3, 8) and paths["truth"].shape == (3, 60, 8)
     record = json.loads((in_tmp / "results/data/smoke_test.json").read_text())
     assert record["split"] == "test" and record["n_paths"] == 3
-    assert record["provenance"]["config_hash"] == scfg.data_hash() == record["data_hash"]
+    assert record["provenance"]["config_hash"] == datafiles.data_hash(scfg) == record["data_hash"]
     assert record["provenance"]["config"]["seed"] == 1000
 
 
 def test_stale_test_split_is_refused_with_the_test_command(in_tmp):
     """Test data made with another test.seed or test.n_paths: readers and precompute refuse,
-    naming the --split test command; the training data stay valid (the test block is not part
-    of their hash)."""
+    naming the test file and the command that remakes it; the training data stay valid (the test
+    block is not part of their hash)."""
     make("train")
     make("test")
     for change in ({"seed": 7}, {"n_paths": 4}):
         path = write_config(in_tmp / "other.yaml", "smoke", {"test": change})
-        cfg = C.load_config(path, "smoke")
-        with pytest.raises(DataError, match="--split test"):
+        cfg = load_config(path, "smoke")
+        with pytest.raises(DataError, match=r"test_spinup\.h5 was made with other settings.*enkfrl generate --exp smoke`"):
             read_split(cfg, "test")
         read_split(cfg, "train")  # unchanged
         line = assert_one_line_error(cli("precompute", "--exp", "smoke", "--config", str(path),
                                          "--split", "test"), code=1)
-        assert "enkfrl generate --exp smoke --split test" in line
+        assert "test_spinup.h5" in line and "enkfrl generate --exp smoke`" in line
     # a test spin-up is never taken for the training one, nor the other way round
-    cfg = C.load_config("config.yaml", "smoke")
+    cfg = load_config("config.yaml", "smoke")
     with pytest.raises(DataError):
-        read_spinup(cfg, spinup_file(cfg, "test"))
+        read_spinup(cfg, datafiles.spinup_file("data/smoke", "test"))
     with pytest.raises(DataError):
-        read_paths(C.test_split(cfg), paths_file(cfg, "train"))
+        read_paths(C.test_split(cfg), datafiles.paths_file("data/smoke", "train"))
 
 
 def test_missing_test_data_says_what_to_run(in_tmp):
     make("train")
     line = assert_one_line_error(cli("precompute", "--exp", "smoke", "--split", "test"), code=1)
-    assert "enkfrl generate --exp smoke --split test" in line
-    with pytest.raises(DataError, match="enkfrl generate --exp smoke --split test"):
-        read_split(C.load_config("config.yaml", "smoke"), "test")
+    assert "test_spinup.h5 not found" in line and "enkfrl generate --exp smoke`" in line
+    with pytest.raises(DataError, match=r"test_spinup\.h5 not found.*enkfrl generate --exp smoke`"):
+        read_split(load_config("config.yaml", "smoke"), "test")

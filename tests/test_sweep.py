@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from cli.main import main
 from conftest import ROOT, read_config_yaml
-from enkf.config import ConfigError, load_sweep
+from enkf.config import ConfigError
+from rl.config import load_sweep
 from enkf.io import DataError
 from rl.studies.sweep import run_study, train_many
 

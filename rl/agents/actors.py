@@ -1,7 +1,10 @@
 """Actors: everything that can drive the closed loop, the learned policies and the baselines.
 
-An actor maps (observation, env) to a normalised action, so the learned policy and the
-baselines run in the very same closed loop (rl.training.evaluate):
+An actor maps (observations, loop) to normalised actions, so the learned policy and the
+baselines run in the very same closed loop (rl.training.evaluate). Observations and actions
+carry a leading slot axis when `loop` is the batched loop (rl.envs.batched: (P, W, F) -> (P, n))
+and none on a single AssimilationEnv ((W, F) -> (n,)); the loop's forecast_mean, current_obs
+and online_analysis have the same leading axes.
     rl            the deterministic policy (its LSTM state carried over the episode)
     no_da         xa = xb (no analysis)
     copy_obs      xa = y where observed, xb elsewhere
@@ -14,20 +17,24 @@ from typing import Callable
 
 import numpy as np
 
-from enkf.config import Config
+from rl.config import Config
 from rl.envs.assimilation import AssimilationEnv
+from rl.envs.batched import BatchedLoop
 from rl.envs.pointwise import gather_points, stencil_neighbours
 
-Actor = Callable[[np.ndarray, AssimilationEnv], np.ndarray]
+Actor = Callable[[np.ndarray, "AssimilationEnv | BatchedLoop"], np.ndarray]
 
 
 def policy_actor(model) -> Actor:
-    """The deterministic policy; the recurrent state restarts with each call of run_episode."""
+    """The deterministic policy; the recurrent state restarts with each reset (rl.training.evaluate
+    resets the actor at the start of its paths)."""
     memory = {"state": None, "start": True}
+    rank = len(model.observation_space.shape)
 
     def act(obs, env):
+        batch = obs.shape[0] if obs.ndim > rank else 1
         action, memory["state"] = model.predict(
-            obs, state=memory["state"], episode_start=np.array([memory["start"]]), deterministic=True)
+            obs, state=memory["state"], episode_start=np.full(batch, memory["start"]), deterministic=True)
         memory["start"] = False
         return action
 
@@ -39,11 +46,12 @@ def policy_actor(model) -> Actor:
 
 
 def pointwise_actor(model, neighbours: np.ndarray):
-    """Closed-loop actor for rl.training.evaluate: the AssimilationEnv observation (W, k n) -> the n
-    points' windows -> the shared deterministic policy -> the analysis action (n,)."""
+    """Closed-loop actor for rl.training.evaluate: observation(s) (..., W, k n) -> the n points'
+    windows -> the shared deterministic policy -> the analysis action(s) (..., n)."""
     def act(obs, env):
-        action, _ = model.predict(gather_points(obs, neighbours), deterministic=True)
-        return action.reshape(-1)
+        points = gather_points(obs, neighbours)
+        action, _ = model.predict(points.reshape(-1, *points.shape[-2:]), deterministic=True)
+        return action.reshape(obs.shape[:-2] + (neighbours.shape[0],))
     return act
 
 
@@ -61,7 +69,7 @@ def no_da_actor(obs, env):
 
 def copy_obs_actor(obs, env):
     xa = env.forecast_mean.copy()
-    xa[env.system.obs_index] = env.current_obs
+    xa[..., env.system.obs_index] = env.current_obs
     return env.action_for(xa)
 
 

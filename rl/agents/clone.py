@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch as th
 
-from enkf.config import Config
+from rl.config import Config
 from rl.envs.assimilation import reference_actions, reference_observations
 from rl.envs.normalisation import Normaliser
 from rl.agents.policy import stencil_windows

@@ -32,7 +32,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from enkf.config import Config
+from rl.config import Config
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 

@@ -27,7 +27,7 @@ from typing import Sequence
 import gymnasium as gym
 import numpy as np
 
-from enkf.config import Config
+from rl.config import Config
 from enkf.filters import ensemble_spread
 from enkf.system import System, rmse
 from rl.envs.normalisation import Normaliser
@@ -45,20 +45,22 @@ def feature_sizes(cfg: Config) -> dict[str, int]:
 def build_features(names: Sequence[str], norm: Normaliser, obs_index: np.ndarray,
                    forecast_mean: np.ndarray, obs: np.ndarray, forecast_spread: np.ndarray,
                    prev_analysis: np.ndarray, forecast_ensemble: np.ndarray | None = None) -> np.ndarray:
-    """The normalised feature vector of one cycle, in the order of ``names``.
+    """The normalised feature vector of one cycle, in the order of ``names``; with leading
+    batch axes (slots of rl.envs.batched) one vector per slot.
 
     Takes only what a filter knows at analysis time: no truth argument exists. Per-variable
     features are blocks of n values; the ensemble is n_ens such blocks, member after member.
     """
+    lead = forecast_mean.shape[:-1]
     parts = {
-        "ensemble": lambda: norm.norm(forecast_ensemble).ravel(),
+        "ensemble": lambda: norm.norm(forecast_ensemble).reshape(*lead, -1),
         "forecast_mean": lambda: norm.norm(forecast_mean),
         "obs": lambda: norm.norm(obs, obs_index),
-        "innovation": lambda: norm.diff_norm(obs - forecast_mean[obs_index], obs_index),
+        "innovation": lambda: norm.diff_norm(obs - forecast_mean[..., obs_index], obs_index),
         "spread": lambda: norm.diff_norm(forecast_spread),
         "prev_analysis": lambda: norm.norm(prev_analysis),
     }
-    return np.concatenate([parts[name]() for name in names])
+    return np.concatenate([parts[name]() for name in names], axis=-1)
 
 
 def clip_features(f: np.ndarray, bound: float) -> np.ndarray:

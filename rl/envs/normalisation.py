@@ -43,3 +43,12 @@ class Normaliser:
     def load(cls, path: str | Path) -> "Normaliser":
         with np.load(path) as f:
             return cls(centre=f["centre"], half_range=f["half_range"])
+
+
+def read_inputs(cfg, folder, config_file: str = "config.yaml") -> tuple[dict, Normaliser]:
+    """What an env of cfg needs from a data folder (enkf/datafiles.py): the paths.h5 arrays and
+    the normaliser of the spin-up climatology, both checked against cfg (DataError if missing or
+    stale; messages name config_file)."""
+    from enkf import datafiles
+    _, spin, data = datafiles.read(cfg, folder, "train", config_file)
+    return data, Normaliser.from_climatology(spin["clim_min"], spin["clim_max"])

@@ -21,8 +21,6 @@ mean and std over seeds.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import time
 from collections import defaultdict
@@ -30,47 +28,23 @@ from pathlib import Path
 
 import numpy as np
 
-from stable_baselines3.common.vec_env import DummyVecEnv
-
-from enkf.config import AblationRun, Config
+from enkf import datafiles
+from enkf.config import hash_of
 from enkf.io import DataError, provenance
-from enkf.precompute import precompute, read_paths, summary
-from enkf.spinup import read_spinup, run_spinup
+from enkf.precompute import summary
+from rl.config import AblationRun, Config
 from rl.training.curriculum import Curriculum, CurriculumCallback
 from rl.envs.assimilation import AssimilationEnv
+from rl.envs.batched import BatchedLoop
 from rl.agents.actors import BASELINES, actor_factory
-from rl.training.evaluate import run_episode, summarise
-from rl.envs.normalisation import Normaliser
+from rl.training.evaluate import run_paths, summarise
+from rl.envs.normalisation import Normaliser, read_inputs
 from rl.agents.policy import build_model
 from rl.agents.clone import behaviour_clone
 from rl.training.train import agents_per_path, make_vec_env, resolve_device, set_exploration
 
 
 # ---- data: the experiment's files, a study's shared files, or computed in the trial --------------
-def data_dirs(cfg: Config, data_root: Path) -> list[Path]:
-    """Where the data of cfg may lie: data/<E>/ (the experiment's own, `enkfrl precompute`) and
-    data/<E>/<data_hash>/ (variant data that several trials of a study share)."""
-    exp_dir = Path(data_root) / cfg.experiment
-    return [exp_dir, exp_dir / cfg.data_hash()]
-
-
-def read_data(cfg: Config, folder: Path) -> tuple[dict, Normaliser]:
-    """spinup.h5 and paths.h5 of folder, checked against cfg (DataError if missing or stale)."""
-    spin = read_spinup(cfg, folder / "spinup.h5")
-    data = read_paths(cfg, folder / "paths.h5")
-    return data, Normaliser.from_climatology(spin["clim_min"], spin["clim_max"])
-
-
-def compute_data(cfg: Config, workers: int | None = None) -> tuple[dict, dict]:
-    """Spin-up and reference EnKF runs of cfg in memory, in at most `workers` processes (None:
-    paths.workers); the data do not depend on the number of processes."""
-    spin = run_spinup(cfg)
-    if workers is not None:
-        n = min(cfg.paths.workers or workers, workers)
-        cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, workers=n))
-    return spin, precompute(cfg, spin["starts"], progress=False)
-
-
 def reference_data(cfg: Config, data_root: Path, workers: int | None = None) -> tuple[dict, Normaliser]:
     """The variant's data and normaliser (see `located_data`)."""
     data, norm, _ = located_data(cfg, data_root, workers)
@@ -78,15 +52,15 @@ def reference_data(cfg: Config, data_root: Path, workers: int | None = None) -> 
 
 
 def located_data(cfg: Config, data_root: Path, workers: int | None = None) -> tuple[dict, Normaliser, str]:
-    """The variant's data from the first folder of `data_dirs` that holds them, else computed in
+    """The variant's data from the first folder of `datafiles.data_dirs` that holds them, else computed in
     memory in at most `workers` processes (None: paths.workers); with where they came from."""
-    for folder in data_dirs(cfg, data_root):
+    for folder in datafiles.data_dirs(data_root, cfg):
         try:
-            data, norm = read_data(cfg, folder)
+            data, norm = read_inputs(cfg, folder)
             return data, norm, str(folder)
         except DataError:
             pass
-    spin, data = compute_data(cfg, workers)
+    spin, data = datafiles.compute(cfg, workers)
     return data, Normaliser.from_climatology(spin["clim_min"], spin["clim_max"]), "computed in memory"
 
 
@@ -143,11 +117,11 @@ def measure_bounds(cfg: Config, data: dict, norm: Normaliser) -> dict:
     for name, z in values.items():
         for b in (1, 2, 3):
             out[f"{name}_outside_{b}"] = float(np.mean(np.abs(z) > b))
-    env = AssimilationEnv(cfg, data, norm, [0])
-    paths = range(min(cfg.paths.n_paths, 5))
+    paths = list(range(min(cfg.paths.n_paths, 5)))
+    loop = BatchedLoop(cfg, data, norm, len(paths))
     for actor in ("copy_obs", "no_da"):
         out[f"{actor}_cycles_completed"] = float(np.mean(
-            [run_episode(env, BASELINES[actor], p)["cycles_completed"] for p in paths]))
+            [ep["cycles_completed"] for ep in run_paths(loop, BASELINES[actor], paths).values()]))
     return out
 
 
@@ -166,8 +140,8 @@ def _cloned_model(cfg: Config, data: dict, norm: Normaliser):
 
 
 def _closed_loop(cfg, data, norm, model) -> dict:
-    env = AssimilationEnv(cfg, data, norm, [cfg.paths.eval_path])
-    s = summarise(run_episode(env, actor_factory(cfg)(model), cfg.paths.eval_path), cfg.paths.burn_in)
+    p = cfg.paths.eval_path
+    s = summarise(run_paths(BatchedLoop(cfg, data, norm, 1), actor_factory(cfg)(model), [p])[p], cfg.paths.burn_in)
     return {k: s[k] for k in ("cycles_completed", "rmse_norm_vs_enkf", "rmse_vs_truth")}
 
 
@@ -258,16 +232,11 @@ def study_table(name: str, meta: dict, study: dict, runs: list[AblationRun], rec
             raise DataError(f"{record_path(records_dir, name, run)}: no finished record of this "
                             f"trial: run `enkfrl ablate --question {name}`")
         records.append(dict(rec, provenance={k: v for k, v in rec["provenance"].items() if k != "config"}))
-    hashes = json.dumps([r["config_hash"] for r in records]).encode()
+    hashes = [r["config_hash"] for r in records]
     return {"question": meta["question"], "measure": meta["measure"], "command": command,
             "summary": summarise_records(records), "records": records,
-            "provenance": dict(provenance(study, hashlib.sha256(hashes).hexdigest()[:16], command, wall_s),
+            "provenance": dict(provenance(study, hash_of(hashes), command, wall_s),
                                trials_wall_s=sum(r["wall_s"] for r in records))}
-
-
-def _hash(obj) -> str:
-    import hashlib
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def markdown_table(doc: dict, columns: list[str] | None = None) -> str:

@@ -1,9 +1,11 @@
 """The RL part of `enkfrl bench`, measured in the same run as the kernels:
 
     e. closed-loop env steps/s (one process, oracle actions) on the experiment's data
-    f. the pointwise agent: env-only path-steps/s of its vectorised env, PPO path-steps/s (LSTM and
-       MLP per point), where its wall time goes; one batched numba forecast of all paths' members
-       against one call per path; the local agent's PPO steps/s (its env.step share)
+    f. the closed loop, env only: a per-path loop of AssimilationEnvs against the batched loop
+       (rl.envs.batched) at P = 4, 32 and 99 slots, on 1 core and on all; the batched forecast
+       kernel alone as the physics limit. The pointwise agent: env-only path-steps/s of its
+       vectorised env, PPO path-steps/s with the configured network and threads, where its wall
+       time goes; the local agent's PPO steps/s (its env.step share)
     g. RecurrentPPO steps/s with upstream's RecurrentActorCriticPolicy against ours
        (FastRecurrentPolicy), same config and seed, on L96_1 (1000-cycle episodes) and on
        smoke (60-cycle episodes: many episode starts per minibatch, upstream's slow case)
@@ -13,9 +15,11 @@ Data: data/<E>/ when it matches the config, else computed in memory (rl.studies.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch as th
 from sb3_contrib import RecurrentPPO
@@ -23,10 +27,11 @@ from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from enkf.config import load_config
+from rl.config import load_ablation, load_config
 from rl.studies.ablate import reference_data
 from enkf.system import System
 from rl.envs.assimilation import AssimilationEnv
+from rl.envs.batched import BatchedLoop
 from rl.envs.pointwise import PointwiseVecEnv
 from rl.agents.policy import FastRecurrentPolicy, build_model
 
@@ -83,15 +88,65 @@ class _Phases(BaseCallback):
         return True
 
 
+def per_path_loop_speed(cfg, data, norm, P: int, seconds: float) -> float:
+    """Env-only path-steps/s of P AssimilationEnvs stepped one after the other (a per-path loop,
+    the single-path reference), fixed zero action."""
+    first = cfg.paths.train_paths[0]
+    envs = [AssimilationEnv(cfg, data, norm, [first + q]) for q in range(P)]
+    for e in envs:
+        e.reset()
+    action = np.zeros(cfg.model.n, np.float32)
+    t0, k = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        for e in envs:
+            _, _, term, trunc, _ = e.step(action)
+            if term or trunc:
+                e.reset()
+        k += 1
+    return k * P / (time.perf_counter() - t0)
+
+
+def batched_loop_speed(cfg, data, norm, P: int, seconds: float) -> float:
+    """Env-only path-steps/s of the batched loop (rl.envs.batched) with P slots, zero action."""
+    first, last = cfg.paths.train_paths
+    paths = first + np.arange(P) % (last - first + 1)
+    loop = BatchedLoop(cfg, data, norm, P)
+    loop.reset(np.arange(P), paths)
+    action = np.zeros((P, cfg.model.n), np.float32)
+    loop.step(action)  # compiled and warm
+    t0, k = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        res = loop.step(action)
+        ended = np.flatnonzero(res.terminated | res.truncated)
+        loop.reset(ended, paths[ended])
+        k += 1
+    return k * P / (time.perf_counter() - t0)
+
+
+def kernel_limit(cfg, data, P: int, repeats: int) -> float:
+    """Path-steps/s of the batched forecast kernel alone (P paths' members, the loop's column
+    blocks): the physics limit of the closed loop on the cores numba uses."""
+    system = System.from_config(cfg)
+    EE = np.ascontiguousarray(data["initial_ensemble"][:P])
+    system.forecast_batch(EE, cfg.train.block_columns)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        system.forecast_batch(EE, cfg.train.block_columns)
+    return repeats * P / (time.perf_counter() - t0)
+
+
 def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: str = "cpu") -> dict:
-    """The pointwise agent on its vectorised env (M = train.paths_per_env paths x n points):
-    the env-only limit (fixed zero action), PPO path-steps/s over `rollouts` rollouts, and
-    where PPO's wall time goes (env.step, policy forward while collecting, PPO updates)."""
+    """The pointwise agent on its vectorised env (M = train.paths_per_env path slots of the batched
+    loop x n points): the env-only limit (fixed zero action), PPO path-steps/s over `rollouts`
+    rollouts, and where PPO's wall time goes (env.step, policy forward while collecting, PPO
+    updates)."""
     M, n = cfg.train.paths_per_env, cfg.model.n
-    paths = list(range(cfg.paths.train_paths[0], cfg.paths.train_paths[0] + M))
+    first, last = cfg.paths.train_paths
+    paths = list(range(first, min(last, first + M - 1) + 1))
     venv = PointwiseVecEnv(cfg, data, norm, paths, M, cfg.train.seed)
     venv.reset()
     action = np.zeros((venv.num_envs, 1), np.float32)
+    venv.step(action)
     t0, k = time.perf_counter(), 0
     while time.perf_counter() - t0 < env_seconds:
         venv.step(action)
@@ -109,53 +164,63 @@ def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: 
             "ppo_path_steps_per_s": ppo, "ratio_to_env_only": ppo / env_only,
             "share_env_step": env_s / wall, "share_policy_forward_in_rollouts": (phases.rollout_s - env_s) / wall,
             "share_ppo_updates": (wall - phases.rollout_s) / wall, "torch_threads": th.get_num_threads(),
-            "device": device}
-
-
-def batched_forecast(cfg, data, norm, M: int, repeats: int) -> dict:
-    """One numba call advancing M paths x N members (columns side by side) against M calls of N."""
-    system = System.from_config(cfg)
-    ens = [data["initial_ensemble"][p] for p in range(1, 1 + M)]
-    blocks = [np.ascontiguousarray(e.T) for e in ens]
-    wide = np.ascontiguousarray(np.concatenate(blocks, axis=1))
-    system.forecast_columns(wide.copy())  # compiled / warm
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        for b in blocks:
-            system.forecast_columns(b.copy())
-    separate = (time.perf_counter() - t0) / repeats
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        system.forecast_columns(wide.copy())
-    batched = (time.perf_counter() - t0) / repeats
-    return {"paths": M, "separate_s": separate, "batched_s": batched, "speedup": separate / batched}
+            "env_threads": numba.get_num_threads(), "n_steps": cfg.ppo.n_steps,
+            "batch_size": cfg.ppo.batch_size, "n_epochs": cfg.ppo.n_epochs, "device": device}
 
 
 def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("data")) -> dict:
-    th.set_num_threads(1)
-    res, rows = {}, []
+    res, rows = {"load_average_before": list(os.getloadavg())}, []
     cfg = load_config(config_path, "L96_1")
     data, norm = reference_data(cfg, data_root)
     res["env_steps_per_s"] = _env_steps_per_s(cfg, data, norm, 500 if quick else 3000)
     rows.append(("L96_1 closed-loop env.step, 1 process", f"{res['env_steps_per_s']:,.0f}", "steps/s"))
 
-    pw = pointwise_speed(cfg, data, norm, rollouts=1 if quick else 4, env_seconds=1 if quick else 5)
-    res["pointwise"] = pw
+    # the closed loop: a per-path loop vs the batched loop, env only; 1 core, then all cores
+    cores = os.cpu_count() or 1
+    secs = 1 if quick else 4
+    numba.set_num_threads(1)
+    limit1 = kernel_limit(cfg, data, 99, 2 if quick else 10)
+    env_only = {"per_path_loop_P4": per_path_loop_speed(cfg, data, norm, 4, secs), "kernel_limit_1_core": limit1}
+    for threads in sorted({1, cores}):
+        numba.set_num_threads(threads)
+        for P in (4, 32, 99):
+            env_only[f"batched_P{P}_threads{threads}"] = batched_loop_speed(cfg, data, norm, P, secs)
+    env_only["kernel_limit_all_cores"] = kernel_limit(cfg, data, 99, 2 if quick else 10)
+    res["batched_env_only"] = dict(env_only, cores=cores)
+    rows.append(("L96_1 physics limit: batched forecast kernel alone, 99 paths, 1 core / all cores",
+                 f"{limit1:,.0f} / {env_only['kernel_limit_all_cores']:,.0f}", "path-steps/s"))
+    rows.append(("L96_1 env only, per-path loop of 4 AssimilationEnvs, 1 core",
+                 f"{env_only['per_path_loop_P4']:,.0f}", "path-steps/s"))
+    for P in (4, 32, 99):
+        rows.append((f"L96_1 env only, batched loop, P = {P}: 1 core / {cores} cores",
+                     f"{env_only[f'batched_P{P}_threads1']:,.0f} / {env_only[f'batched_P{P}_threads{cores}']:,.0f}",
+                     "path-steps/s"))
+
+    # pointwise PPO on the batched loop, the configured network and threads
+    numba.set_num_threads(cfg.train.env_threads)
+    th.set_num_threads(cfg.train.torch_threads)
+    pw = pointwise_speed(cfg, data, norm, rollouts=1 if quick else 4, env_seconds=1 if quick else 4)
+    res["batched"] = pw
     rows.append((f"L96_1 pointwise env, {pw['paths_per_env']} paths x 20 points, fixed action (env-only limit)",
                  f"{pw['env_only_path_steps_per_s']:,.0f}", "path-steps/s"))
-    rows.append((f"L96_1 pointwise PPO ({pw['point_net']}, {pw['torch_threads']} torch thread)",
+    rows.append((f"L96_1 pointwise PPO ({pw['point_net']}, {pw['torch_threads']} torch / {pw['env_threads']} env threads)",
                  f"{pw['ppo_path_steps_per_s']:,.0f} ({pw['ratio_to_env_only']:.0%} of env-only)", "path-steps/s"))
     rows.append(("  its wall time: env.step / policy forward / PPO updates",
                  f"{pw['share_env_step']:.0%} / {pw['share_policy_forward_in_rollouts']:.0%} / {pw['share_ppo_updates']:.0%}", ""))
-    mlp = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, point_net="mlp"))
-    pw_mlp = pointwise_speed(mlp, data, norm, rollouts=1 if quick else 4, env_seconds=1 if quick else 5)
-    res["pointwise_mlp"] = pw_mlp
-    rows.append(("L96_1 pointwise PPO (mlp)", f"{pw_mlp['ppo_path_steps_per_s']:,.0f} "
-                 f"({pw_mlp['ratio_to_env_only']:.0%} of env-only)", "path-steps/s"))
-    bf = batched_forecast(cfg, data, norm, cfg.train.paths_per_env, 3 if quick else 20)
-    res["pointwise_batched_forecast"] = bf
-    rows.append((f"forecast of {bf['paths']} paths: one numba call of all columns vs {bf['paths']} calls",
-                 f"{bf['speedup']:.2f}x", "speed-up"))
+    # the from-scratch study's PPO settings (config.yaml: ablations.pointwise.variants.scratch), on every core
+    scratch = next(r.cfg for r in load_ablation(config_path, "pointwise")[1]
+                   if r.experiment == "L96_1" and r.variant == "scratch" and r.seed == cfg.train.seed)
+    numba.set_num_threads(cores)
+    th.set_num_threads(cores)
+    sc = pointwise_speed(scratch, data, norm, rollouts=1 if quick else 3, env_seconds=1 if quick else 4)
+    res["batched_scratch_all_cores"] = sc
+    rows.append((f"L96_1 pointwise PPO, scratch variant ({sc['paths_per_env']} paths, n_steps {sc['n_steps']}, "
+                 f"{sc['n_epochs']} epochs), {cores} torch / {cores} env threads",
+                 f"{sc['ppo_path_steps_per_s']:,.0f} ({sc['ratio_to_env_only']:.0%} of env-only)", "path-steps/s"))
+    rows.append(("  its wall time: env.step / policy forward / PPO updates",
+                 f"{sc['share_env_step']:.0%} / {sc['share_policy_forward_in_rollouts']:.0%} / {sc['share_ppo_updates']:.0%}", ""))
+    th.set_num_threads(1)
+    numba.set_num_threads(1)
 
     local = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, kind="local", log_std_init=-3.5),
                                 ppo=dataclasses.replace(cfg.ppo, n_steps=1024, batch_size=256, n_epochs=10))
@@ -180,6 +245,7 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
         res[f"recurrent_{exp}"] = {"upstream_steps_per_s": up, "ours_steps_per_s": ours, "ratio": ours / up}
         rows.append((f"RecurrentPPO LSTM 256, 4 envs, {exp}: upstream / ours",
                      f"{up:,.0f} / {ours:,.0f} ({ours / up:.1f}x)", "steps/s"))
+    res["load_average_after"] = list(os.getloadavg())
     width = max(len(r[0]) for r in rows) + 2
     for name, value, unit in rows:
         echo(f"{name:<{width}}{value:>24}  {unit}")

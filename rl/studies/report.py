@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from enkf.config import Config, from_dict
+from rl.config import Config, from_dict
 from enkf.io import DataError
 
 ACTORS = ("rl", "supervised", "copy_obs", "no_da", "enkf_replica")
@@ -46,7 +46,7 @@ def run_summary(run_dir: Path) -> dict:
     metrics = _read_json(run_dir / "metrics.json")
     if "test" not in metrics:
         raise DataError(f"{run_dir}/metrics.json has no test set: run `enkfrl evaluate --run {run_dir}` "
-                        f"after `enkfrl generate/precompute --split test`")
+                        f"after `enkfrl ensure-data --exp {cfg.experiment}` (the test split)")
     timing = _read_json(run_dir / "timing.json")
     curriculum = _read_json(run_dir / "curriculum_final.json")
     eval_path = str(cfg.paths.eval_path)
@@ -214,7 +214,7 @@ def add_enkf_comparison(record: dict, sweep: list[dict], stored_inflation: float
 def compare_with_tuned_enkf(record: dict, cfg: Config, test_cfg: Config, starts, config_path) -> dict:
     """A truth-reward record against the EnKF with every inflation of the config's enkf_inflation
     study (and the stored one) on the same test paths."""
-    from enkf.config import load_ablation
+    from rl.config import load_ablation
     _, enkf_runs = load_ablation(config_path, "enkf_inflation")
     inflations = sorted({r.cfg.filter.inflation for r in enkf_runs} | {cfg.filter.inflation})
     sweep = enkf_inflation_sweep(test_cfg, starts, inflations, cfg.paths.burn_in)

@@ -18,7 +18,6 @@ evaluates it there; a run folder with final_model.zip and metrics.json is skippe
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
@@ -27,7 +26,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from enkf.config import AblationRun, Config, ConfigError, load_ablation, load_config, load_sweep, read_yaml
+from enkf import datafiles
+from enkf.config import ConfigError
+from rl.config import AblationRun, Config, load_ablation, load_config, load_sweep, read_yaml, seed_config
 from enkf.io import DataError, atomic_write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -74,30 +75,12 @@ def _trial_resources(cpus: int, gpus: float) -> dict:
 
 
 # ---- shared data, generated once before the trials ----------------------------------------------------
-def has_data(cfg: Config, folder: Path) -> bool:
-    """folder holds spinup.h5 and paths.h5 made with cfg's data settings (attributes only)."""
-    import h5py
-    from enkf.spinup import spinup_hash
-    try:
-        with h5py.File(folder / "spinup.h5", "r") as f:
-            if f.attrs.get("spinup_hash") != spinup_hash(cfg):
-                return False
-        with h5py.File(folder / "paths.h5", "r") as f:
-            return f.attrs.get("data_hash") == cfg.data_hash()
-    except OSError:
-        return False
-
-
 def generate_data(cfg: Config, folder: Path, cpus: int) -> str:
     """spinup.h5 and paths.h5 of cfg into folder, in at most `cpus` processes."""
-    from enkf.precompute import write_paths
-    from enkf.spinup import write_spinup
-    from rl.studies.ablate import compute_data
     limit_threads(cpus)
     t0 = time.perf_counter()
-    spin, data = compute_data(cfg, cpus)
-    write_spinup(cfg, spin, folder / "spinup.h5")
-    write_paths(cfg, data, spin["starts"], folder / "paths.h5")
+    spin, data = datafiles.compute(cfg, cpus)
+    datafiles.write(cfg, folder, spin, data)
     return f"{folder}: {cfg.paths.n_paths} paths x {cfg.paths.n_cycles} cycles in {time.perf_counter() - t0:.0f} s"
 
 
@@ -106,13 +89,13 @@ def shared_data(configs: list[Config], own_hashes: dict[str, str], data_root: Pa
     that are an experiment's own (own_hashes: experiment -> its data hash), and are missing."""
     by_hash = defaultdict(list)
     for cfg in configs:
-        by_hash[cfg.data_hash()].append(cfg)
+        by_hash[datafiles.data_hash(cfg)].append(cfg)
     todo = []
     for h, cfgs in by_hash.items():
         cfg = cfgs[0]
         exp_dir = Path(data_root) / cfg.experiment
         own = own_hashes.get(cfg.experiment) == h
-        if (len(cfgs) < 2 and not own) or has_data(cfg, exp_dir) or has_data(cfg, exp_dir / h):
+        if (len(cfgs) < 2 and not own) or datafiles.is_current(cfg, exp_dir) or datafiles.is_current(cfg, exp_dir / h):
             continue
         todo.append((cfg, exp_dir if own else exp_dir / h))
     return todo
@@ -238,7 +221,7 @@ def run_study(config_path: Path, name: str, data_root: Path, command: str, addre
         limit = sweep.max_concurrent if max_concurrent is None else max_concurrent
         echo(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; per trial "
              f"{sweep.cpus_per_trial} CPU, {sweep.gpus_per_trial:g} GPU; at most {limit or 'as many as fit'} at once")
-        own = {e: load_config(config_path, e).data_hash() for e in {r.experiment for r in pending}}
+        own = {e: datafiles.data_hash(load_config(config_path, e)) for e in {r.experiment for r in pending}}
         generate_shared(shared_data([r.cfg for r in pending], own, Path(data_root)), sweep.cpus_per_trial, echo)
         job = StudyJob(name, meta, pending, Path(data_root).resolve(), records_dir,
                        Path(sweep.trials_dir).resolve(), sweep.cpus_per_trial, sweep.gpus_per_trial, command)
@@ -261,13 +244,6 @@ def run_study(config_path: Path, name: str, data_root: Path, command: str, addre
 
 
 # ---- multi-seed training ------------------------------------------------------------------------------
-def train_seed_config(cfg: Config, seed: int) -> Config:
-    """cfg with train.seed = seed, which must be one of train.seeds."""
-    if seed not in cfg.train.seeds:
-        raise ConfigError(f"--seed {seed}: not one of train.seeds {cfg.train.seeds}")
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-
-
 @dataclass(frozen=True)
 class TrainJob:
     cfgs: list[Config]
@@ -280,34 +256,20 @@ class TrainJob:
 def train_trial(config: dict, job: TrainJob) -> None:
     """One Tune trial: train (or resume) cfgs[index] in its run folder, then evaluate it there."""
     from ray import tune
-    from rl.studies.ablate import read_data
-    from rl.training.evaluate import evaluate_run, read_test_split
+    from rl.envs.normalisation import read_inputs
+    from rl.training.evaluate import evaluate_run
     from rl.training.train import train
     cfg, run_dir = job.cfgs[config["index"]], job.run_dirs[config["index"]]
     limit_threads(job.cpus)
     _start_line(run_dir)
-    data, norm = read_data(cfg, job.data_root / cfg.experiment)
+    data, norm = read_inputs(cfg, job.data_root / cfg.experiment)
     if not (run_dir / "final_model.zip").exists():
         resume = (run_dir / "config.yaml").exists() and any((run_dir / "checkpoints").glob("model_*.zip"))
         run_dir.mkdir(parents=True, exist_ok=True)  # the trial's own, named by (seed, config hash)
         train(cfg, data, norm, run_dir, resume=resume, command=job.command)
-    evaluate_run(run_dir, cfg, data, norm, read_test_split(cfg, job.data_root / cfg.experiment))
+    test_cfg, _, test_data = datafiles.read(cfg, job.data_root / cfg.experiment, "test")
+    evaluate_run(run_dir, cfg, data, norm, (test_cfg, test_data))
     tune.report({"done": 1})
-
-
-def ensure_test_split(cfg: Config, exp_dir: Path, echo=print) -> None:
-    """data/<E>/test_spinup.h5 and test_paths.h5 (what `enkfrl generate/precompute --split test`
-    write) when they are missing."""
-    from enkf.config import test_split
-    from enkf.precompute import precompute, write_paths
-    from enkf.spinup import run_spinup, write_spinup
-    if (exp_dir / "test_paths.h5").is_file():
-        return
-    scfg = test_split(cfg)
-    echo(f"test split of {cfg.experiment}: spin-up with seed {scfg.seed}, {scfg.paths.n_paths} paths")
-    spin = run_spinup(scfg)
-    write_spinup(scfg, spin, exp_dir / "test_spinup.h5")
-    write_paths(scfg, precompute(scfg, spin["starts"], progress=False), spin["starts"], exp_dir / "test_paths.h5")
 
 
 def train_many(config_path: Path, experiments: list[str], data_root: Path, log_root: Path, command: str,
@@ -319,15 +281,20 @@ def train_many(config_path: Path, experiments: list[str], data_root: Path, log_r
     cfgs, run_dirs = [], []
     for exp in experiments:
         base = load_config(config_path, exp)
+        if base.train.env_threads > sweep.cpus_per_trial:
+            raise ConfigError(f"train.env_threads: {base.train.env_threads} threads in a trial of "
+                              f"sweep.cpus_per_trial {sweep.cpus_per_trial} CPUs")
         if base.train.torch_threads > sweep.cpus_per_trial:
             raise ConfigError(f"train.torch_threads: {base.train.torch_threads} threads in a trial of "
                               f"sweep.cpus_per_trial = {sweep.cpus_per_trial} CPUs would oversubscribe it ({exp})")
         for seed in base.train.seeds:
-            cfg = train_seed_config(base, seed)
+            cfg = seed_config(base, seed)
             cfgs.append(cfg)
             run_dirs.append((Path(log_root) / exp / f"seed{seed}-{cfg.hash()[:8]}").resolve())
     for exp in experiments:  # every run is evaluated on the test split too: made once, before the trials
-        ensure_test_split(load_config(config_path, exp), Path(data_root) / exp, echo)
+        cfg = load_config(config_path, exp)
+        if datafiles.ensure(cfg, datafiles.experiment_dir(data_root, cfg), "test"):
+            echo(f"made the test split of {exp}: {datafiles.paths_file(datafiles.experiment_dir(data_root, cfg), 'test')}")
     pending = [i for i, d in enumerate(run_dirs)
                if not ((d / "final_model.zip").exists() and (d / "metrics.json").exists())]
     echo(f"train-many: {len(cfgs)} runs ({', '.join(experiments)} x seeds), "
@@ -335,7 +302,7 @@ def train_many(config_path: Path, experiments: list[str], data_root: Path, log_r
     if pending:
         resources = connect(address, sweep.cpus_per_trial, num_cpus)
         _check_resources(resources, sweep.cpus_per_trial, sweep.gpus_per_trial)
-        own = {c.experiment: c.data_hash() for c in cfgs}
+        own = {c.experiment: datafiles.data_hash(c) for c in cfgs}
         generate_shared(shared_data([cfgs[i] for i in pending], own, Path(data_root)), sweep.cpus_per_trial, echo)
         job = TrainJob([cfgs[i] for i in pending], [run_dirs[i] for i in pending], Path(data_root).resolve(),
                        sweep.cpus_per_trial, command)

@@ -3,14 +3,13 @@ over a whole path. The stored EnKF itself ("enkf") is the reference run of paths
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from enkf.io import atomic_h5, atomic_write_json
 from rl.agents.actors import BASELINES, Actor, actor_factory
-from rl.envs.assimilation import AssimilationEnv
+from rl.envs.batched import BatchedLoop
 
 
 def load_policy(cfg, run_dir: Path, which: str = "best", trust: bool = False):
@@ -24,30 +23,30 @@ def load_policy(cfg, run_dir: Path, which: str = "best", trust: bool = False):
     return load_model(algo_class(cfg), path, run_dir, trust, device="cpu")
 
 
-def run_episode(env: AssimilationEnv, act: Actor, path: int) -> dict:
-    """One whole path in closed loop. Per-cycle arrays are NaN after a halt."""
+def run_paths(loop: BatchedLoop, act: Actor, paths: list[int]) -> dict[int, dict]:
+    """Every path of `paths` in closed loop at once, slot q on paths[q] (the loop has len(paths)
+    slots). Returns {path: episode}; per-cycle arrays are NaN after the path's halt."""
+    P, K, n = len(paths), loop.n_cycles, loop.n
     if hasattr(act, "reset"):
         act.reset()
-    obs, _ = env.reset(options={"path": path})
-    K, n = env.n_cycles, env.n
-    out = {"reward": np.full(K, np.nan), "rmse_vs_enkf": np.full(K, np.nan),
-           "rmse_vs_online": np.full(K, np.nan), "rmse_vs_truth": np.full(K, np.nan),
-           "enkf_rmse_vs_truth": np.full(K, np.nan), "analysis": np.full((K, n), np.nan),
-           "forecast_mean": np.full((K, n), np.nan)}
-    completed = 0
+    loop.reset(np.arange(P), paths)
+    ep = {"reward": np.full((P, K), np.nan), "rmse_vs_enkf": np.full((P, K), np.nan),
+          "rmse_vs_online": np.full((P, K), np.nan), "rmse_vs_truth": np.full((P, K), np.nan),
+          "enkf_rmse_vs_truth": np.full((P, K), np.nan), "analysis": np.full((P, K, n), np.nan),
+          "forecast_mean": np.full((P, K, n), np.nan)}
+    completed = np.zeros(P, dtype=int)
+    alive = np.ones(P, bool)
     for k in range(K):
-        out["forecast_mean"][k] = env.forecast_mean
-        obs, reward, terminated, truncated, info = env.step(act(obs, env))
-        out["reward"][k] = reward
-        for key in ("rmse_vs_enkf", "rmse_vs_online", "rmse_vs_truth", "enkf_rmse_vs_truth"):
-            out[key][k] = info[key]
-        if env.last_analysis is not None:
-            out["analysis"][k] = env.last_analysis
-        if terminated:
+        ep["forecast_mean"][alive, k] = loop.forecast_mean[alive]
+        res = loop.step(act(loop.observations(), loop), active=alive)
+        for key in ("reward", "rmse_vs_enkf", "rmse_vs_online", "rmse_vs_truth", "enkf_rmse_vs_truth", "analysis"):
+            ep[key][alive, k] = getattr(res, key)[alive]
+        completed[alive & ~res.terminated] = k + 1
+        alive &= ~res.terminated
+        if not alive.any():
             break
-        completed = k + 1
-    out["cycles_completed"] = completed
-    return out
+    return {p: dict({key: v[q] for key, v in ep.items()}, cycles_completed=int(completed[q]))
+            for q, p in enumerate(paths)}
 
 
 def summarise(ep: dict, burn_in: int = 0) -> dict:
@@ -63,18 +62,16 @@ def summarise(ep: dict, burn_in: int = 0) -> dict:
             "rmse_vs_truth": float(np.nanmean(ep["rmse_vs_truth"][b:c]))}
 
 
-def evaluate(env: AssimilationEnv, actors: dict[str, Actor], paths: list[int],
+def evaluate(loop: BatchedLoop, actors: dict[str, Actor], paths: list[int],
              burn_in: int = 0) -> tuple[dict, dict]:
-    """Run every actor on every path. Returns (metrics, episodes) keyed [path][actor]; metrics
-    are cycle means after burn_in (the stored EnKF's too)."""
+    """Run every actor on all `paths` at once (loop: len(paths) slots). Returns (metrics,
+    episodes) keyed [path][actor]; metrics are cycle means after burn_in (the stored EnKF's too)."""
+    per_actor = {name: run_paths(loop, act, paths) for name, act in actors.items()}
     metrics, episodes = {}, {}
     for p in paths:
-        metrics[p], episodes[p] = {}, {}
-        for name, act in actors.items():
-            ep = run_episode(env, act, p)
-            episodes[p][name] = ep
-            metrics[p][name] = summarise(ep, burn_in)
-        metrics[p]["enkf"] = {"rmse_vs_truth": float(np.mean(env.enkf_rmse_vs_truth(p)[burn_in:]))}
+        episodes[p] = {name: per_actor[name][p] for name in actors}
+        metrics[p] = {name: summarise(ep, burn_in) for name, ep in episodes[p].items()}
+        metrics[p]["enkf"] = {"rmse_vs_truth": float(np.mean(loop.enkf_rmse_vs_truth(p)[burn_in:]))}
     return metrics, episodes
 
 
@@ -112,7 +109,7 @@ def non_finite(metrics: dict, where: str = "") -> list[str]:
     return bad
 
 
-def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: AssimilationEnv,
+def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: BatchedLoop,
                test: dict | None = None) -> tuple[Path, Path]:
     """metrics.json and eval.h5 in the run folder, each written whole or not at all.
 
@@ -153,15 +150,6 @@ def write_eval(run_dir: Path, metrics: dict, episodes: dict, env: AssimilationEn
     return metrics_path, h5_path
 
 
-def read_test_split(cfg, exp_dir: Path):
-    """(config, paths.h5 arrays) of the experiment's independent test split in exp_dir
-    (test_spinup.h5, test_paths.h5), checked for staleness against enkf.config.test_split(cfg)."""
-    from enkf.config import test_split
-    from enkf.precompute import read_paths
-    scfg = test_split(cfg)
-    return scfg, read_paths(scfg, Path(exp_dir) / "test_paths.h5")
-
-
 def evaluate_run(run_dir: Path, cfg, data: dict, normaliser, test: tuple | None,
                  paths: list[int] | None = None, which: str = "final", trust: bool = False):
     """What `enkfrl evaluate` does: the run's policy (and its cloned start, when it has one) and
@@ -175,14 +163,14 @@ def evaluate_run(run_dir: Path, cfg, data: dict, normaliser, test: tuple | None,
     if (Path(run_dir) / "pretrained_model.zip").exists():
         actors["supervised"] = make_actor(load_policy(cfg, run_dir, "pretrained", trust))
     actors.update(BASELINES)
-    env = AssimilationEnv(cfg, data, normaliser, paths)
+    env = BatchedLoop(cfg, data, normaliser, len(paths))
     metrics, episodes = evaluate(env, actors, paths, cfg.paths.burn_in)
     test_result = None
     if test is not None:
         test_cfg, test_data = test
         # the test split's own draws (its seed), the training normaliser: the agent's units
-        test_env = AssimilationEnv(test_cfg, test_data, normaliser, [0])
         test_paths = list(range(test_cfg.paths.n_paths))
+        test_env = BatchedLoop(test_cfg, test_data, normaliser, len(test_paths))
         test_metrics, test_episodes = evaluate(test_env, actors, test_paths, cfg.paths.burn_in)
         test_result = {"metrics": test_metrics, "episodes": test_episodes, "env": test_env,
                        "seed": test_cfg.seed}

@@ -19,23 +19,26 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import SubprocVecEnv
 from tqdm import tqdm
 
-from enkf.config import Config, dump_config, load_run_config
+from enkf.config import dump_config
+from rl.config import Config, load_run_config
 from enkf.io import (DataError, atomic_path, atomic_write_json, atomic_write_text, code_version,
                      installed_versions, remove_stale_temps)
 from rl.training.curriculum import Curriculum, CurriculumCallback
 from rl.envs.assimilation import AssimilationEnv
+from rl.envs.batched import BatchedLoop, PathVecEnv
 from rl.agents.actors import actor_factory
-from rl.training.evaluate import run_episode, summarise
+from rl.training.evaluate import run_paths, summarise
 from rl.envs.normalisation import Normaliser
-from rl.envs.pointwise import PointwiseVecEnv, stencil_neighbours
+from rl.envs.pointwise import PointwiseVecEnv
 from rl.agents.policy import algo_class, build_model, lstm_modules
 from rl.agents.clone import behaviour_clone, copy_obs_rmse, split_training_paths
 from rl.training.runs import (Timing, is_recorded, keep_progress_csv, load_model, newest_checkpoint,
@@ -86,7 +89,7 @@ class EvalCallback(BaseCallback):
     """Every `freq` path-steps: the deterministic policy over the whole eval path in closed loop;
     best_model.zip is the one with the highest total reward (completing the path counts)."""
 
-    def __init__(self, env: AssimilationEnv, path: int, freq: int, run_dir: Path, make_actor,
+    def __init__(self, env: BatchedLoop, path: int, freq: int, run_dir: Path, make_actor,
                  agents_per_path: int = 1):
         super().__init__()
         self.env, self.path, self.freq, self.run_dir = env, path, freq, run_dir
@@ -107,7 +110,7 @@ class EvalCallback(BaseCallback):
         return True
 
     def evaluate(self) -> dict:
-        ep = run_episode(self.env, self.make_actor(self.model), self.path)
+        ep = run_paths(self.env, self.make_actor(self.model), [self.path])[self.path]
         s = summarise(ep)
         self.logger.record("eval/path_steps", self.num_timesteps // self.unit)
         for key in ("mean_reward", "total_reward", "cycles_completed", "rmse_norm_vs_enkf", "rmse_vs_truth"):
@@ -218,12 +221,14 @@ def make_env_fn(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int
 
 
 def make_vec_env(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int]):
-    if cfg.agent.kind == "pointwise":  # M paths x n points in one vectorised env
+    """The training envs on the batched loop (rl.envs.batched): M paths x n points (pointwise),
+    or n_envs paths with one agent each; with train.subproc, AssimilationEnvs in subprocesses."""
+    if cfg.agent.kind == "pointwise":
         return PointwiseVecEnv(cfg, data, normaliser, paths, cfg.train.paths_per_env, cfg.train.seed)
-    fns = [make_env_fn(cfg, data, normaliser, paths, cfg.train.seed + i) for i in range(cfg.train.n_envs)]
     if cfg.train.subproc and cfg.train.n_envs > 1:
+        fns = [make_env_fn(cfg, data, normaliser, paths, cfg.train.seed + i) for i in range(cfg.train.n_envs)]
         return SubprocVecEnv(fns, start_method="fork")
-    return DummyVecEnv(fns)
+    return PathVecEnv(cfg, data, normaliser, paths, cfg.train.n_envs, cfg.train.seed)
 
 
 def resolve_device(name: str) -> str:
@@ -263,6 +268,7 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
         atomic_write_json(run_dir / "versions.json", installed_versions())
     setup_logging(run_dir)
     th.set_num_threads(cfg.train.torch_threads)
+    numba.set_num_threads(min(cfg.train.env_threads, numba.config.NUMBA_NUM_THREADS))
     device = resolve_device(cfg.train.device)
     unit = agents_per_path(cfg)
     envs = (f"{cfg.train.paths_per_env} paths x {cfg.model.n} points" if cfg.agent.kind == "pointwise"
@@ -277,7 +283,7 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
         model_path, curriculum_state, step = newest_checkpoint(run_dir, trust)
         curriculum = Curriculum.from_state_dict(curriculum_state)
     venv = make_vec_env(cfg, data, normaliser, curriculum.active_paths)
-    eval_env = AssimilationEnv(cfg, data, normaliser, [cfg.paths.eval_path])
+    eval_env = BatchedLoop(cfg, data, normaliser, 1)
 
     # 4. model
     if resume:

@@ -1,0 +1,365 @@
+"""The RL, study and sweep schema of config.yaml, beside the code that uses it.
+
+``Config`` is the DA config (enkf/config.py: seed, model, obs, filter, spinup, paths, test)
+extended with the sections of the RL layer (env, reward, curriculum, agent, ppo, pretrain, train);
+``ablations:`` and ``sweep:`` are the studies' blocks. Loading, merging and the one-line errors
+naming the key are enkf/config.py's machinery; the rules of these sections are here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from enkf.config import (ConfigError, DAConfig, _convert, _type_name, build_experiment, deep_merge,
+                         load_yaml_mapping, merged_experiment, require)
+from enkf.config import read_yaml as _read_yaml
+
+TOP_BLOCKS = ("shared", "experiments", "ablations", "sweep")
+"""The top level of config.yaml, exactly."""
+
+
+# --------------------------------------------------------------------------------------------
+# Schema. Field order is the order of config.yaml; each docstring is the key's documentation.
+# --------------------------------------------------------------------------------------------
+FEATURES = ("forecast_mean", "obs", "innovation", "spread", "prev_analysis", "ensemble")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    features: list[str]
+    """Named observation features, each normalised, concatenated in this order; any of
+    forecast_mean (n), obs (p), innovation y - H xb (p), spread: forecast ensemble std (n),
+    prev_analysis: the previous xa_rl (n), ensemble: every forecast member (n_ens n, the old
+    code's flattened ensemble; behaviour cloning then needs paths.store_ensembles). Never the truth."""
+    window: int
+    """Stack the features of the last `window` cycles (window agent: the LSTM runs over them)."""
+    action_mode: Literal["absolute", "increment"]
+    """absolute: xa_rl = unnormalise(action). increment: xa_rl = xb + action * half_range."""
+    obs_bound: float
+    """Observation and action spaces are Box(-obs_bound, obs_bound); features are clipped to it."""
+    halt_bound: float
+    """Terminate when any normalised forecast-mean component leaves [-halt_bound, halt_bound]."""
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    target: Literal["stored", "online", "truth"]
+    """stored: the precomputed EnKF xa. online: the EnKF analysis of the env's own forecast.
+    truth: the true state (a study: can an RL analysis beat the EnKF it imitated?)."""
+    clip: float
+    """reward = 1 - clip(RMSE_norm(xa_rl, target), 0, clip): in [1 - clip, 1]."""
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    episodes_k: int
+    """With N active paths, ceil(episodes_k / N) consecutive completed episodes add a path."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    kind: Literal["window", "local", "pointwise", "recurrent"]
+    """window: PPO with an LSTM over the last env.window observations. local: the same per grid
+    point, one network shared by all points over a stencil, one reward per cycle (rl/agents/policy.py).
+    pointwise: every grid point of every path is an agent with its own reward, one shared network
+    (rl/envs/pointwise.py). recurrent: RecurrentPPO."""
+    point_net: Literal["lstm", "mlp"]
+    """pointwise agent: an LSTM over the point's window (the researcher's design) or an MLP of
+    the flattened window."""
+    stencil: int
+    """local agent: point i sees variables i-stencil .. i+stencil (cyclic)."""
+    lstm_hidden: int
+    """LSTM hidden size."""
+    lstm_layers: int
+    """Stacked LSTM layers."""
+    pi_arch: list[int]
+    """Hidden layers of the policy head after the LSTM."""
+    vf_arch: list[int]
+    """Hidden layers of the value head after the LSTM."""
+    activation: Literal["relu", "tanh"]
+    """Activation of the heads."""
+    ortho_init: bool
+    """Orthogonal initialisation (SB3's ortho_init)."""
+    log_std_init: float | Literal['auto']
+    """Initial log std of the Gaussian policy (normalised action units). auto: the log of the
+    error the policy has left at the start of PPO, measured on held-out training paths (the
+    cloned policy's RMSE; without cloning, copy-obs' RMSE vs the target); recorded in the run
+    folder (exploration.json)."""
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    learning_rate: float
+    n_steps: int
+    """Rollout length per environment."""
+    batch_size: int
+    """Minibatch size (window agent: transitions; recurrent agent: transitions per minibatch)."""
+    n_epochs: int
+    gamma: float
+    gae_lambda: float
+    clip_range: float
+    ent_coef: float
+    vf_coef: float
+    max_grad_norm: float
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    epochs: int
+    """Behaviour-cloning epochs on the stored (features -> xa) pairs before PPO (0: none)."""
+    batch_size: int
+    """Minibatch size in transitions (recurrent agent: rounded to whole paths)."""
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int
+    """Training seed (network initialisation, PPO sampling, path choice); the data come from the
+    master seed. `enkfrl train --seed S` picks one of train.seeds."""
+    seeds: list[int]
+    """The training seeds of the final multi-seed runs (scripts/train_concurrent.sh)."""
+    total_steps: int
+    """Environment steps summed over envs (pointwise agent: path-steps, each n agent-steps)."""
+    n_envs: int
+    """Parallel environments."""
+    paths_per_env: int
+    """pointwise agent: paths one vectorised env steps at once (M)."""
+    subproc: bool
+    """Environments in subprocesses (SubprocVecEnv) rather than in the training process."""
+    checkpoint_freq: int
+    """Save model + curriculum + normaliser every so many environment steps."""
+    eval_freq: int
+    """Evaluate on the eval path (deterministic, whole path) every so many environment steps."""
+    log_interval: int
+    """SB3 writes its rollout/ and train/ scalars every log_interval iterations."""
+    device: Literal["auto", "cpu", "cuda"]
+    torch_threads: int
+    """torch.set_num_threads for the training process (small nets run slower with many)."""
+    env_threads: int
+    """numba threads of the batched closed loop (its forecast and analysis kernels)."""
+    block_columns: int
+    """Batched forecast: members of several paths integrated as one column block of at most this
+    many columns (wider blocks vectorise better, too wide ones leave the caches)."""
+
+
+
+@dataclass(frozen=True)
+class Config(DAConfig):
+    """The whole run: the DA sections, then the RL sections."""
+    env: EnvConfig
+    reward: RewardConfig
+    curriculum: CurriculumConfig
+    agent: AgentConfig
+    ppo: PPOConfig
+    pretrain: PretrainConfig
+    train: TrainConfig
+
+    def validate(self, split: str = "train") -> None:
+        """The DA rules, then the rules of the RL sections (one-line errors naming the key)."""
+        super().validate(split)
+        cfg, need = self, require
+        m, o = cfg.model, cfg.obs
+        e, r, c, a, ppo, t = cfg.env, cfg.reward, cfg.curriculum, cfg.agent, cfg.ppo, cfg.train
+        need(len(e.features) >= 1, "env.features: at least one feature")
+        for i, name in enumerate(e.features):
+            need(name in FEATURES, f"env.features[{i}]: unknown feature {name!r} (have {list(FEATURES)})")
+        need(len(set(e.features)) == len(e.features), f"env.features: repeated feature in {e.features}")
+        need("ensemble" not in e.features or cfg.pretrain.epochs == 0 or cfg.paths.store_ensembles,
+             "env.features: cloning the 'ensemble' feature needs paths.store_ensembles: true")
+        need(e.window >= 1, f"env.window: must be >= 1, got {e.window}")
+        need(e.obs_bound > 0, f"env.obs_bound: must be > 0, got {e.obs_bound}")
+        need(e.halt_bound > 0, f"env.halt_bound: must be > 0, got {e.halt_bound}")
+        need(r.clip > 0, f"reward.clip: must be > 0, got {r.clip}")
+        need(c.episodes_k >= 1, f"curriculum.episodes_k: must be >= 1, got {c.episodes_k}")
+        if a.kind == "local":
+            need(o.stride == 1, "agent.kind: local needs every variable observed (obs.stride = 1)")
+            need(0 <= a.stencil and 2 * a.stencil + 1 <= m.n,
+                 f"agent.stencil: must be in [0, (model.n - 1) / 2], got {a.stencil}")
+        if a.kind == "pointwise":
+            need(m.name == "lorenz96" and o.stride == 1,
+                 "agent.kind: pointwise needs a ring of observed variables (Lorenz-96, obs.stride = 1)")
+            need(0 <= a.stencil and 2 * a.stencil + 1 <= m.n,
+                 f"agent.stencil: must be in [0, (model.n - 1) / 2], got {a.stencil}")
+            need("ensemble" not in e.features, "env.features: the pointwise agent takes per-variable features only")
+        need(a.lstm_hidden >= 1, f"agent.lstm_hidden: must be >= 1, got {a.lstm_hidden}")
+        need(a.lstm_layers >= 1, f"agent.lstm_layers: must be >= 1, got {a.lstm_layers}")
+        need(all(h >= 1 for h in a.pi_arch + a.vf_arch), "agent.pi_arch/vf_arch: layer sizes must be >= 1")
+        need(ppo.learning_rate > 0, f"ppo.learning_rate: must be > 0, got {ppo.learning_rate}")
+        need(ppo.n_steps >= 2, f"ppo.n_steps: must be >= 2, got {ppo.n_steps}")
+        if a.kind == "pointwise":  # one vectorised env of paths_per_env paths x n points
+            rollout, what = ppo.n_steps * t.paths_per_env * m.n, "n_steps * paths_per_env * model.n"
+        else:
+            rollout, what = ppo.n_steps * t.n_envs, "n_steps * n_envs"
+        need(1 <= ppo.batch_size <= rollout,
+             f"ppo.batch_size: must be in [1, {what} = {rollout}], got {ppo.batch_size}")
+        need(ppo.n_epochs >= 1, f"ppo.n_epochs: must be >= 1, got {ppo.n_epochs}")
+        need(0 <= ppo.gamma <= 1, f"ppo.gamma: must be in [0, 1], got {ppo.gamma}")
+        need(0 <= ppo.gae_lambda <= 1, f"ppo.gae_lambda: must be in [0, 1], got {ppo.gae_lambda}")
+        need(ppo.clip_range > 0, f"ppo.clip_range: must be > 0, got {ppo.clip_range}")
+        need(ppo.ent_coef >= 0, f"ppo.ent_coef: must be >= 0, got {ppo.ent_coef}")
+        need(ppo.vf_coef >= 0, f"ppo.vf_coef: must be >= 0, got {ppo.vf_coef}")
+        need(ppo.max_grad_norm > 0, f"ppo.max_grad_norm: must be > 0, got {ppo.max_grad_norm}")
+        pre = cfg.pretrain
+        need(pre.epochs >= 0, f"pretrain.epochs: must be >= 0, got {pre.epochs}")
+        need(pre.batch_size >= 1, f"pretrain.batch_size: must be >= 1, got {pre.batch_size}")
+        need(pre.learning_rate > 0, f"pretrain.learning_rate: must be > 0, got {pre.learning_rate}")
+        need(t.seed >= 0, f"train.seed: must be >= 0, got {t.seed}")
+        need(len(t.seeds) >= 1 and all(sd >= 0 for sd in t.seeds) and len(set(t.seeds)) == len(t.seeds),
+             f"train.seeds: a non-empty list of distinct seeds >= 0, got {t.seeds}")
+        need(t.paths_per_env >= 1, f"train.paths_per_env: must be >= 1, got {t.paths_per_env}")
+        need(t.total_steps >= 1, f"train.total_steps: must be >= 1, got {t.total_steps}")
+        need(t.n_envs >= 1, f"train.n_envs: must be >= 1, got {t.n_envs}")
+        for k in ("checkpoint_freq", "eval_freq", "log_interval", "torch_threads", "env_threads", "block_columns"):
+            need(getattr(t, k) >= 1, f"train.{k}: must be >= 1, got {getattr(t, k)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points.
+# --------------------------------------------------------------------------------------------
+def read_yaml(path: str | Path) -> dict:
+    """The top level of config.yaml: exactly shared, experiments, ablations and sweep."""
+    return _read_yaml(path, TOP_BLOCKS, exact=True)
+
+
+def experiment_names(path: str | Path) -> list[str]:
+    return list(read_yaml(path)["experiments"] or {})
+
+
+def from_dict(data: dict) -> Config:
+    """Validate an already merged dict (as written into run folders) into a Config."""
+    return Config.from_dict(data)
+
+
+def load_config(path: str | Path, experiment: str) -> Config:
+    """Read config.yaml, merge ``shared`` with ``experiments[experiment]``, validate. An error
+    names the file and the block the key was written in (shared.agent.lstm_hidden or
+    experiments.L96_1.filter.n_ens)."""
+    merged, shared, own = merged_experiment(read_yaml(path), path, experiment)
+    return build_experiment(Config, merged, shared, own, path, experiment)
+
+
+def seed_config(cfg: Config, seed: int | None) -> Config:
+    """The config of one training seed: cfg with train.seed = seed (None: cfg as it is). The seed
+    must be train.seed or one of train.seeds; the data keep the master seed."""
+    if seed is None:
+        return cfg
+    if seed not in cfg.train.seeds and seed != cfg.train.seed:
+        raise ConfigError(f"--seed {seed}: not one of train.seeds {cfg.train.seeds}")
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+
+
+def load_run_config(path: str | Path) -> Config:
+    """The resolved config a run folder keeps (<run>/config.yaml); errors name that file."""
+    raw = load_yaml_mapping(path)
+    try:
+        return from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Ablations: named studies, each a measure applied to variants of experiments.
+# --------------------------------------------------------------------------------------------
+ABLATION_MEASURES = ("enkf_skill", "sensitivity", "bounds", "clone", "finetune", "train")
+# `train` studies are full training runs (`enkfrl train --study Q --variant V --seed S`): their seed
+# is the training seed only, every variant learns from the experiment's own data
+TRAINING_SEED_ONLY = ("train",)
+_ABLATION_KEYS = {"question": str, "measure": str, "experiments": list, "seeds": list,
+                  "overrides": dict, "variants": dict}
+
+
+@dataclass(frozen=True)
+class AblationRun:
+    experiment: str
+    variant: str
+    seed: int
+    cfg: Config
+    overrides: dict
+    """The variant's own overrides (what is varied), for the record."""
+
+
+def ablation_names(path: str | Path) -> list[str]:
+    return list(read_yaml(path)["ablations"] or {})
+
+
+def load_ablation(path: str | Path, name: str) -> tuple[dict, list[AblationRun]]:
+    """ablations.<name> of config.yaml: every (experiment, variant, seed) as a validated Config.
+
+    A run's config is the experiment's, deep-merged with the ablation's `overrides` (what makes
+    the study cheaper, shared by all variants), then the variant's own overrides, then the seed.
+    """
+    raw = read_yaml(path)
+    studies = raw["ablations"] or {}
+    if name not in studies:
+        raise ConfigError(f"--question {name}: no such ablation in {path} (have: {', '.join(studies)})")
+    study = studies[name]
+    key = f"ablations.{name}"
+    if not isinstance(study, dict):
+        raise ConfigError(f"{key}: expected a mapping")
+    for k in study:
+        if k not in _ABLATION_KEYS:
+            raise ConfigError(f"{key}.{k}: unknown key")
+    for k, tp in _ABLATION_KEYS.items():
+        if k not in study:
+            raise ConfigError(f"{key}.{k}: missing")
+        if not isinstance(study[k], tp):
+            raise ConfigError(f"{key}.{k}: expected a {tp.__name__}, got {_type_name(study[k])}")
+    if study["measure"] not in ABLATION_MEASURES:
+        raise ConfigError(f"{key}.measure: must be one of {list(ABLATION_MEASURES)}, got {study['measure']!r}")
+    if not all(isinstance(sd, int) and not isinstance(sd, bool) and sd >= 0 for sd in study["seeds"]) \
+            or not study["seeds"]:
+        raise ConfigError(f"{key}.seeds: expected a non-empty list of integers >= 0")
+    runs = []
+    for exp in study["experiments"]:
+        base = load_config(path, exp).to_dict()
+        for variant, own in study["variants"].items():
+            if not isinstance(own, dict):
+                raise ConfigError(f"{key}.variants.{variant}: expected a mapping")
+            merged = deep_merge(deep_merge(base, study["overrides"]), own)
+            for seed in study["seeds"]:
+                if study["measure"] not in TRAINING_SEED_ONLY:
+                    merged["seed"] = seed
+                merged["train"] = dict(merged["train"], seed=seed)
+                try:
+                    cfg = from_dict(merged)
+                except ConfigError as e:
+                    raise ConfigError(f"{key}.variants.{variant} ({exp}): {e}") from None
+                runs.append(AblationRun(exp, variant, seed, cfg, own))
+    return {"question": study["question"], "measure": study["measure"]}, runs
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep: how many runs (ablation trials, multi-seed training) are scheduled on Ray Tune.
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepConfig:
+    cpus_per_trial: int
+    """CPUs Ray reserves for one trial; inside it torch, numba and BLAS use this many threads."""
+    gpus_per_trial: float
+    """GPUs Ray reserves for one trial (0.5: two trials share one GPU; 0: none)."""
+    max_concurrent: int
+    """Trials at once (0: as many as the cluster's free CPUs/GPUs allow)."""
+    records_dir: str
+    """Study records: <records_dir>/<Q>/<E>__<variant>__seed<S>.json per trial, table <records_dir>/<Q>.json."""
+    trials_dir: str
+    """Ray Tune's state and each trial's own folder: <trials_dir>/<Q>/."""
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """The sweep: block of config.yaml, validated."""
+    sweep = _convert(read_yaml(path)["sweep"], SweepConfig, "sweep")
+    if sweep.cpus_per_trial < 1:
+        raise ConfigError(f"sweep.cpus_per_trial: must be >= 1, got {sweep.cpus_per_trial}")
+    if sweep.gpus_per_trial < 0 or (sweep.gpus_per_trial > 1 and sweep.gpus_per_trial != int(sweep.gpus_per_trial)):
+        raise ConfigError(f"sweep.gpus_per_trial: must be a fraction in [0, 1] or a whole number, "
+                          f"got {sweep.gpus_per_trial}")
+    if sweep.max_concurrent < 0:
+        raise ConfigError(f"sweep.max_concurrent: must be >= 0 (0: as many as resources allow), "
+                          f"got {sweep.max_concurrent}")
+    for k in ("records_dir", "trials_dir"):
+        if not getattr(sweep, k):
+            raise ConfigError(f"sweep.{k}: must be a folder, got an empty string")
+    return sweep
