@@ -47,8 +47,8 @@ def without_nulls(obj):
 def hash_of(obj) -> str:
     """Short stable hash of a JSON-able object: of a config (DAConfig.hash), of its data settings
     (enkf.datafiles.data_hash), of a study's overrides. The one hash function of the project. A
-    null setting hashes as an absent one, so a key added to the schema as null where unused
-    leaves the records made before it valid."""
+    null setting hashes as an absent one (as stale_keys compares them), so a key added to the
+    schema as null where unused (filter.loc_radius) leaves the records made before it valid."""
     return hashlib.sha256(json.dumps(without_nulls(obj), sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -235,3 +235,30 @@ def gpu_check() -> str:
                     f"{d['share_env_step']:.0%} / {d['share_policy_forward_in_rollouts']:.0%} / {d['share_ppo_updates']:.0%} |")
     rows.append(f"\nCUDA / CPU: {r['cuda_over_cpu']:.2f}x (torch {r['versions']['torch']}, Python {r['versions']['python']} there).")
     return "\n".join(rows)
+
+
+def _filter_cell(r: dict) -> str:
+    loc = "" if r.get("loc_radius") is None else f", radius {r['loc_radius']:g}"
+    return (f"{_pm(r['rmse_vs_truth'], 3)} ({r['inflation_stage']} {r['inflation']:g}{loc}"
+            f"{', ' + str(r['diverged_paths']) + ' diverged' if r.get('diverged_paths') else ''})")
+
+
+def classical_filters() -> str:
+    """results/filters/<E>.json: per experiment the stored filter and the best setting of each
+    method on the test split (RMSE vs truth of the analysis mean, mean ± std over test paths)."""
+    rows = ["| experiment | N | stored filter | best EnKF | best ETKF | best LETKF | best ÷ stored |",
+            "|---|---|---|---|---|---|---|"]
+    for r in _records("filters"):
+        best = {}
+        for f in r["filters"]:
+            if f["rmse_vs_truth"]["mean"] is None:
+                continue
+            key = (f["diverged_paths"] > 0, f["rmse_vs_truth"]["mean"])
+            if f["method"] not in best or key < best[f["method"]][0]:
+                best[f["method"]] = (key, f)
+        s = r["stored"]
+        cells = [_filter_cell(best[m][1]) if m in best else "–" for m in ("enkf", "etkf", "letkf")]
+        ratio = r["best"]["rmse_vs_truth"]["mean"] / s["rmse_vs_truth"]["mean"]
+        rows.append(f"| {r['experiment']} | {r['n_ens']} | {s['method']}: {_filter_cell(s)} | "
+                    + " | ".join(cells) + f" | {ratio:.2f} |")
+    return "\n".join(rows)
