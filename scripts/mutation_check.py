@@ -337,7 +337,8 @@ def main(argv=None) -> int:
     doc = {"group": args.group, "counts": counts, "mutants": rows, "wall_s": time.perf_counter() - t_start,
            "explained": doc_survivors}
     sys.path.insert(0, str(ROOT))
-    from enkf.io import atomic_write_json, hash_of, provenance
+    from enkf.config import hash_of
+    from enkf.io import atomic_write_json, provenance
     # the mutants are listed above; like the suite's timing, the check depends on no config setting
     doc["provenance"] = provenance({}, hash_of({}), command.strip(), doc["wall_s"])
     out = ROOT / ("results" if args.record else "logs") / f"mutation{'' if args.group == 'core' else '_' + args.group}.json"

@@ -62,7 +62,8 @@ def main(argv=None) -> int:
                 print(name, record[name], flush=True)
     record["load_average_at_end"] = os.getloadavg()[0]
     sys.path.insert(0, str(ROOT))
-    from enkf.io import atomic_write_json, hash_of, provenance
+    from enkf.config import hash_of
+    from enkf.io import atomic_write_json, provenance
     command = "python scripts/time_suite.py" + (f" --seed {seed}" if args.seed is not None else "")
     record["provenance"] = provenance({}, hash_of({}), command, time.perf_counter() - t_start)
     if dirty:

@@ -18,7 +18,7 @@ import rl.studies.bench as rl_bench
 from cli.common import bench_config
 from cli.main import main
 from conftest import read_config_yaml
-from enkf.io import hash_of
+from enkf.config import hash_of
 
 TINY_L96 = {"spinup": {"steps": 20000, "thin": 10},
             "paths": {"n_paths": 6, "n_cycles": 30, "train_paths": [1, 5], "burn_in": 5, "workers": 1},
