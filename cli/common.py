@@ -66,6 +66,8 @@ def exp_options(func):
             ctx = click.get_current_context()
             if ctx.get_parameter_source("experiment") == ParameterSource.COMMANDLINE:
                 ctx.meta[EXPERIMENT_GIVEN] = experiment  # the command checks it is the run's
+            if "config_path" in inspect.signature(func).parameters:
+                kwargs["config_path"] = None
             return func(cfg=None, **kwargs)
         cfg = load_config(config_path, experiment)
         click.get_current_context().meta[CONFIG_FILE] = str(config_path)
