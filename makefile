@@ -10,7 +10,7 @@ ENKFRL   = $(PYTHON) -m cli.main
 # the venv is built only when PYTHON is the venv's own interpreter
 SETUP    = $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed,)
 
-.PHONY: help setup test check run generate precompute train train_one evaluate plot visualize bench \
+.PHONY: help setup test check run generate precompute train train_one evaluate plot visualize bench faults \
         tensorboard restart_training end_training status clear reset
 
 help:           ## list the targets
@@ -81,6 +81,9 @@ status:         ## is the background training running; last lines of each log
 
 bench: $(SETUP)      ## speed ratios measured in one run
 	$(ENKFRL) bench --config $(CONFIG) $(ARGS)
+
+faults: $(SETUP)     ## the faults table results/faults.json (tests/test_faults.py on the smoke experiment)
+	$(PYTHON) scripts/faults_table.py
 
 clear:          ## delete logs/ (runs, plots, TensorBoard)
 	rm -rf logs

@@ -192,6 +192,7 @@ T_ABLATE = ["tests/test_ablate.py"]
 ABLATE = "rl/studies/ablate.py"
 TRAIN = "rl/training/train.py"
 EVALUATE = "rl/training/evaluate.py"
+RUNS = "rl/training/runs.py"
 # the mutations that the strengthened tests of the list catch (each names its test)
 TESTS = [
     M("best_model_is_the_worst", TRAIN, 'if s["total_reward"] > self.best:', 'if s["total_reward"] < self.best or self.best == -np.inf:',
@@ -201,10 +202,10 @@ TESTS = [
       T_CLI, "eval_scalars"),
     M("exploration_from_training_rmse", TRAIN, 'scale, source = history["val_rmse"][-1]', 'scale, source = history["train_rmse"][-1]',
       T_CLI, "exploration"),
-    M("evaluate_ignores_model_choice", EVALUATE, 'path = Path(run_dir) / f"{which}_model.zip"',
-      'path = Path(run_dir) / ("pretrained_model.zip" if which == "pretrained" else "final_model.zip")', T_CLI,
-      "best_model"),
-    M("load_policy_no_fallback", EVALUATE, 'if which == "best" and not path.exists():', 'if False:', T_CLI, "falls_back"),
+    M("evaluate_ignores_model_choice", RUNS, 'path = run_dir / f"{which}_model.safetensors"',
+      'path = run_dir / ("pretrained_model.safetensors" if which == "pretrained" else "final_model.safetensors")',
+      T_CLI, "best_model"),
+    M("load_policy_no_fallback", RUNS, 'if which == "best" and not any(', 'if False and not any(', T_CLI, "falls_back"),
     M("curriculum_logs_wrong_count", "rl/training/curriculum.py",
       'self.logger.record("curriculum/n_paths", self.curriculum.n_active)',
       'self.logger.record("curriculum/n_paths", max(1, self.curriculum.n_active - 1))', T_CLI, "every_tag"),

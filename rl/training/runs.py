@@ -423,6 +423,7 @@ def load_weights(cfg, path: Path, run_dir: Path, trust: bool = False, device: st
     except RuntimeError as e:  # load_state_dict: a tensor of another shape
         raise DataError(f"{path} does not fit the network {Path(run_dir) / 'config.yaml'} describes "
                         f"({_first_line(e)})") from None
+    missing, unexpected = sorted(missing), sorted(unexpected)
     if missing or unexpected:
         raise DataError(f"{path} does not fit the network {Path(run_dir) / 'config.yaml'} describes (missing "
                         f"{', '.join(missing[:3]) or 'nothing'}; unexpected {', '.join(unexpected[:3]) or 'nothing'})")
