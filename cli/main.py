@@ -334,6 +334,24 @@ def ablate(question, config_path, out_dir, address, max_concurrent):
     click.echo(f"wrote {out}")
 
 
+@main.command()
+@click.option("--exp", "experiment", required=True, help="An experiment under filters.experiments in the config.")
+@click.option("--config", "config_path", default="config.yaml", show_default=True)
+@click.option("--record", is_flag=True, help="Write the table to results/filters/<E>.json (evidence); else logs/filters/.")
+@ADDRESS
+@MAX_CONCURRENT
+def filters(experiment, config_path, record, address, max_concurrent):
+    """Classical filters (EnKF, ETKF, LETKF over config.yaml's filters grid) on the experiment's
+    test split, on Ray, a trial per setting -> logs/filters/<E>/ (finished settings are skipped) and
+    the table logs/filters/<E>.json (--record: results/filters/<E>.json)."""
+    import shlex
+    import sys
+    from rl.studies.filters import run_filters
+    out = run_filters(Path(config_path), experiment, DATA_ROOT, command=shlex.join(["enkfrl"] + sys.argv[1:]),
+                      record=record, address=address, max_concurrent=max_concurrent, echo=click.echo)
+    click.echo(f"wrote {out}")
+
+
 @main.command("train-many")
 @click.option("--exp", "experiments", default="L96_1,L96_2,L96_3", show_default=True,
               help="Comma-separated experiments; each is trained with every seed of its train.seeds.")

@@ -35,10 +35,21 @@ class ConfigError(ValueError):
     """A config problem, the message names the key (``filter.n_ens: must be >= 2, got 1``)."""
 
 
+def without_nulls(obj):
+    """obj with every mapping entry whose value is None left out, at any depth."""
+    if isinstance(obj, dict):
+        return {k: without_nulls(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [without_nulls(v) for v in obj]
+    return obj
+
+
 def hash_of(obj) -> str:
     """Short stable hash of a JSON-able object: of a config (DAConfig.hash), of its data settings
-    (enkf.datafiles.data_hash), of a study's overrides. The one hash function of the project."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    (enkf.datafiles.data_hash), of a study's overrides. The one hash function of the project. A
+    null setting hashes as an absent one (as stale_keys compares them), so a key added to the
+    schema as null where unused (filter.loc_radius) leaves the records made before it valid."""
+    return hashlib.sha256(json.dumps(without_nulls(obj), sort_keys=True).encode()).hexdigest()[:16]
 
 
 NO_RESULT_EFFECT = ("train.torch_threads", "train.env_threads", "train.block_columns", "train.device")
@@ -92,8 +103,9 @@ class ObsConfig:
 
 @dataclass(frozen=True)
 class FilterConfig:
-    method: Literal["enkf", "etkf"]
-    """enkf: perturbed-observation EnKF. etkf: deterministic square-root filter (no rotation)."""
+    method: Literal["enkf", "etkf", "letkf"]
+    """enkf: perturbed-observation EnKF. etkf: deterministic square-root filter. letkf: the ETKF
+    localised on the ring (Lorenz-96), one local analysis per variable (enkf/filters.py)."""
     n_ens: int
     """Ensemble size (>= 2)."""
     inflation: float
@@ -103,7 +115,10 @@ class FilterConfig:
     centre_perturbations: bool
     """enkf only: subtract the member mean of the observation perturbations (DAPPER does)."""
     rotate: bool
-    """etkf only: apply a random mean-preserving rotation to the analysis anomalies."""
+    """etkf, letkf: apply a random mean-preserving rotation to the analysis anomalies."""
+    loc_radius: float | Literal[None]
+    """letkf only (null otherwise): localisation radius in grid points, DAPPER's loc_rad: the
+    Gaspari-Cohn taper of R^{-1} has half-width 1.82 loc_radius and reaches 0 at 3.64 loc_radius."""
     init_spread: float
     """Initial ensemble = truth + N(0, init_spread^2) per member and variable."""
 
@@ -208,6 +223,13 @@ class DAConfig:
         need(f.n_ens >= 2, f"filter.n_ens: must be >= 2, got {f.n_ens}")
         need(f.inflation > 0, f"filter.inflation: must be > 0, got {f.inflation}")
         need(f.init_spread >= 0, f"filter.init_spread: must be >= 0, got {f.init_spread}")
+        if f.method == "letkf":
+            need(m.name == "lorenz96", f"filter.method: letkf localises on a ring, Lorenz-96 only (model.name is {m.name})")
+            need(f.loc_radius is not None and f.loc_radius > 0,
+                 f"filter.loc_radius: letkf needs a radius > 0 (grid points), got {f.loc_radius}")
+        else:
+            need(f.loc_radius is None, f"filter.loc_radius: only letkf localises, must be null for method "
+                                       f"{f.method}, got {f.loc_radius}")
         need(s.steps >= 2, f"spinup.steps: must be >= 2, got {s.steps}")
         need(s.init_scale > 0, f"spinup.init_scale: must be > 0, got {s.init_scale}")
         need(0 < s.sample_fraction <= 1, f"spinup.sample_fraction: must be in (0, 1], got {s.sample_fraction}")

@@ -18,7 +18,7 @@ import numpy as np
 
 from enkf import batch, rng
 from enkf.config import DAConfig
-from enkf.filters import enkf_analysis, etkf_analysis, inflate, mean_preserving_rotation
+from enkf.filters import enkf_analysis, etkf_analysis, inflate, letkf_analysis, mean_preserving_rotation
 from enkf.models import INTEGRATOR_IDS, MODEL_IDS, params_of, step_columns
 
 
@@ -38,6 +38,7 @@ class System:
     inflation_stage: str
     centre_perturbations: bool
     rotate: bool
+    loc_radius: float | None
     init_spread: float
 
     @classmethod
@@ -50,7 +51,7 @@ class System:
             obs_index=np.array(cfg.obs_index, dtype=np.int64), obs_error_var=cfg.obs.error_var,
             method=f.method, n_ens=f.n_ens, inflation=f.inflation,
             inflation_stage=f.inflation_stage, centre_perturbations=f.centre_perturbations,
-            rotate=f.rotate, init_spread=f.init_spread)
+            rotate=f.rotate, loc_radius=f.loc_radius, init_spread=f.init_spread)
 
     @property
     def n_obs(self) -> int:
@@ -97,7 +98,10 @@ class System:
         else:
             rotation = (mean_preserving_rotation(rng.generator(self.seed, rng.ROTATION, path, cycle),
                                                  self.n_ens) if self.rotate else np.eye(self.n_ens))
-            xa, Aa = etkf_analysis(E, obs, self.obs_index, self.obs_error_var, rotation)
+            if self.method == "letkf":
+                xa, Aa = letkf_analysis(E, obs, self.obs_index, self.obs_error_var, self.loc_radius, rotation)
+            else:
+                xa, Aa = etkf_analysis(E, obs, self.obs_index, self.obs_error_var, rotation)
         if self.inflation_stage == "analysis" and self.inflation != 1.0:
             Aa = self.inflation * Aa
         return xa, Aa

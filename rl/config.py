@@ -2,7 +2,7 @@
 
 ``Config`` is the DA config (enkf/config.py: seed, model, obs, filter, spinup, paths, test)
 extended with the sections of the RL layer (env, reward, curriculum, agent, ppo, pretrain, train);
-``ablations:`` and ``sweep:`` are the studies' blocks. Loading, merging and the one-line errors
+``ablations:``, ``sweep:`` and ``filters:`` are the studies' blocks. Loading, merging and the one-line errors
 naming the key are enkf/config.py's machinery; the rules of these sections are here.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from enkf.config import (ConfigError, DAConfig, _convert, _type_name, build_expe
                          load_yaml_mapping, merged_experiment, require)
 from enkf.config import read_yaml as _read_yaml
 
-TOP_BLOCKS = ("shared", "experiments", "ablations", "sweep")
+TOP_BLOCKS = ("shared", "experiments", "ablations", "sweep", "filters")
 """The top level of config.yaml, exactly."""
 
 
@@ -412,3 +412,101 @@ def load_sweep(path: str | Path) -> SweepConfig:
         if not getattr(sweep, k):
             raise ConfigError(f"sweep.{k}: must be a folder, got an empty string")
     return sweep
+
+# --------------------------------------------------------------------------------------------
+# Classical filters of an experiment's ensemble: `enkfrl filters --exp E` (rl/studies/filters.py).
+# --------------------------------------------------------------------------------------------
+FILTER_GRID_KEYS = {"inflation": float, "inflation_stage": str, "loc_radius": float}
+"""What the filters grid varies, per method: lists of filter.<key> values."""
+
+
+@dataclass(frozen=True)
+class FilterSetting:
+    experiment: str
+    method: str
+    inflation: float
+    inflation_stage: str
+    loc_radius: float | None
+    cfg: Config
+    """The experiment's config with filter.method, inflation, inflation_stage and loc_radius
+    replaced (every other filter key, n_ens included, is the experiment's)."""
+
+    @property
+    def name(self) -> str:
+        loc = "" if self.loc_radius is None else f"_loc{self.loc_radius:g}"
+        return f"{self.method}_{self.inflation_stage}_infl{self.inflation:g}{loc}"
+
+    def summary(self) -> dict:
+        return {"method": self.method, "inflation": self.inflation, "inflation_stage": self.inflation_stage,
+                "loc_radius": self.loc_radius}
+
+
+def filter_grid(path: str | Path, experiment: str) -> dict:
+    """filters.grid deep-merged with filters.experiments.<experiment> (a list replaces the grid's,
+    a method set to null is left out): {method: {key: [values]}}, validated."""
+    raw = read_yaml(path)
+    block = raw["filters"] or {}
+    for k in block:
+        if k not in ("grid", "experiments"):
+            raise ConfigError(f"filters.{k}: unknown key (have grid, experiments)")
+    for k in ("grid", "experiments"):
+        if not isinstance(block.get(k), dict):
+            raise ConfigError(f"filters.{k}: expected a mapping")
+    exps = block["experiments"]
+    if experiment not in exps:
+        raise ConfigError(f"--exp {experiment}: not under filters.experiments in {path} (have: {', '.join(exps)})")
+    own = exps[experiment] or {}
+    if not isinstance(own, dict):
+        raise ConfigError(f"filters.experiments.{experiment}: expected a mapping of methods")
+    grid = {}
+    for method in list(block["grid"]) + [m for m in own if m not in block["grid"]]:
+        key = f"filters.grid.{method}"
+        if method in own and own[method] is None:
+            continue
+        if method not in block["grid"]:
+            raise ConfigError(f"filters.experiments.{experiment}.{method}: not a method of filters.grid")
+        base, mine = block["grid"][method], own.get(method) or {}
+        for where, m in ((key, base), (f"filters.experiments.{experiment}.{method}", mine)):
+            if not isinstance(m, dict):
+                raise ConfigError(f"{where}: expected a mapping of lists")
+            for k, v in m.items():
+                if k not in FILTER_GRID_KEYS:
+                    raise ConfigError(f"{where}.{k}: unknown key (have {', '.join(FILTER_GRID_KEYS)})")
+                if not isinstance(v, list) or not v:
+                    raise ConfigError(f"{where}.{k}: expected a non-empty list, got {_type_name(v)} {v!r}")
+        grid[method] = {**base, **mine}
+    if not grid:
+        raise ConfigError(f"filters.experiments.{experiment}: leaves no method to run")
+    return grid
+
+
+def load_filter_study(path: str | Path, experiment: str) -> list[FilterSetting]:
+    """Every setting of the experiment's filters grid as a validated config (an error names the
+    grid key and the setting)."""
+    base = load_config(path, experiment)
+    out = []
+    for method, keys in filter_grid(path, experiment).items():
+        where = f"filters.grid.{method}"
+        missing = [k for k in ("inflation", "inflation_stage") if k not in keys]
+        if method == "letkf" and "loc_radius" not in keys:
+            missing.append("loc_radius")
+        if missing:
+            raise ConfigError(f"{where}.{missing[0]}: missing")
+        if method != "letkf" and "loc_radius" in keys:
+            raise ConfigError(f"{where}.loc_radius: only letkf localises")
+        radii = keys.get("loc_radius", [None])
+        for stage in keys["inflation_stage"]:
+            for inflation in keys["inflation"]:
+                for radius in radii:
+                    own = {"method": method, "inflation": inflation, "inflation_stage": stage, "loc_radius": radius}
+                    try:
+                        cfg = from_dict(deep_merge(base.to_dict(), {"filter": own}))
+                    except ConfigError as e:
+                        raise ConfigError(f"{where} ({experiment}): {e}") from None
+                    f = cfg.filter
+                    out.append(FilterSetting(experiment, method, f.inflation, f.inflation_stage, f.loc_radius, cfg))
+    names = [s.name for s in out]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise ConfigError(f"filters.grid ({experiment}): the setting {dup} is listed twice")
+    return out

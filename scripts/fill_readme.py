@@ -76,7 +76,8 @@ def table(name: str) -> str:
         return faults()
     if name == "fit_absolute":
         return fit_absolute()
-    if name in ("data", "fit", "fit_pointwise", "truth_study", "bench", "ray_study", "gpu_check"):
+    if name in ("data", "fit", "fit_pointwise", "truth_study", "bench", "ray_study", "gpu_check",
+                "classical_filters"):
         return getattr(tables, name)()
     return tables.ablation(name)
 
@@ -183,6 +184,10 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
     if parts[0] == "bench.json":
         from cli.common import bench_config
         return {hash_of(bench_config(config_path))}, "enkfrl bench --record"
+    if parts[0] == "filters":  # rl/studies/filters.py: the experiment's DA settings and its filters grid
+        from rl.studies.filters import study_config
+        exp = doc["experiment"]
+        return {hash_of(study_config(config_path, exp))}, f"enkfrl filters --exp {exp} --record"
     if parts[0].startswith("fit") and doc.get("study"):  # a variant of a `measure: train` study
         _, runs = load_ablation(config_path, doc["study"])
         want = {r.cfg.hash() for r in runs if r.experiment == doc["experiment"]

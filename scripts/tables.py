@@ -166,17 +166,23 @@ def bench() -> str:
     rows.append(f"| L96_1 precompute, 100 paths x 1000 cycles, {r['target_workers']} processes (s) | "
                 f"{r['wall_s_extrapolated']:.0f} (extrapolated from {r['paths']} paths) | | |")
     rows.append(f"| L96_1 closed-loop env.step, one process (steps/s) | {rl['env_steps_per_s']:,.0f} | | |")
-    pw, mlp = rl["pointwise"], rl["pointwise_mlp"]
-    rows.append(f"| L96_1 pointwise env, {pw['paths_per_env']} paths x 20 points, fixed action: the env-only limit "
-                f"(path-steps/s) | {pw['env_only_path_steps_per_s']:,.0f} | | |")
-    for r, net in ((pw, "LSTM"), (mlp, "MLP")):
-        rows.append(f"| L96_1 pointwise PPO, {net} per point, 1 torch thread (path-steps/s) | {r['ppo_path_steps_per_s']:,.0f} | | "
-                    f"{r['ratio_to_env_only']:.0%} of the env-only limit; wall time: env.step {r['share_env_step']:.0%}, "
+    e = rl["batched_env_only"]
+    c = e["cores"]
+    rows.append(f"| L96_1 physics limit: the batched forecast kernel alone, 99 paths (path-steps/s) | "
+                f"{e['kernel_limit_1_core']:,.0f} on 1 core, {e['kernel_limit_all_cores']:,.0f} on {c} | | |")
+    rows.append(f"| L96_1 closed loop, env only, a per-path loop of 4 AssimilationEnvs, 1 core (path-steps/s) | "
+                f"{e['per_path_loop_P4']:,.0f} | | |")
+    for P in (4, 32, 99):
+        rows.append(f"| L96_1 closed loop, env only, batched loop, P = {P} (path-steps/s) | "
+                    f"{e[f'batched_P{P}_threads{c}']:,.0f} on {c} cores | {e[f'batched_P{P}_threads1']:,.0f} on 1 core | "
+                    f"{e[f'batched_P{P}_threads{c}'] / e['per_path_loop_P4']:.1f}x the per-path loop |")
+    for r, what in ((rl["batched"], "the default settings"), (rl["batched_scratch_all_cores"], "the scratch variant's settings")):
+        rows.append(f"| L96_1 pointwise PPO, LSTM per point, {what} ({r['paths_per_env']} paths x n_steps {r['n_steps']}, "
+                    f"{r['n_epochs']} epochs, {r['torch_threads']} torch / {r['env_threads']} env threads) (path-steps/s) | "
+                    f"{r['ppo_path_steps_per_s']:,.0f} | | {r['ratio_to_env_only']:.0%} of its env-only "
+                    f"{r['env_only_path_steps_per_s']:,.0f}; wall time: env.step {r['share_env_step']:.0%}, "
                     f"policy forward while collecting {r['share_policy_forward_in_rollouts']:.0%}, "
                     f"PPO updates {r['share_ppo_updates']:.0%} |")
-    bf = rl["pointwise_batched_forecast"]
-    rows.append(f"| forecast of {bf['paths']} paths' members: one numba call (s) vs {bf['paths']} calls | "
-                f"{bf['batched_s'] * 1e3:.2f} ms | {bf['separate_s'] * 1e3:.2f} ms | {bf['speedup']:.2f}x |")
     rows.append(f"| L96_1 PPO training, {rl['ppo_local']['agent']} agent, 2 envs (path-steps/s) | {rl['ppo_local']['steps_per_s']:,.0f} | | "
                 f"{rl['ppo_local']['env_step_share']:.0%} of wall time in env.step |")
     for exp in ("L96_1", "smoke"):
@@ -228,4 +234,31 @@ def gpu_check() -> str:
         rows.append(f"| train.device {dev} | {d['ppo_path_steps_per_s']:,.0f} | {d['env_only_path_steps_per_s']:,.0f} | "
                     f"{d['share_env_step']:.0%} / {d['share_policy_forward_in_rollouts']:.0%} / {d['share_ppo_updates']:.0%} |")
     rows.append(f"\nCUDA / CPU: {r['cuda_over_cpu']:.2f}x (torch {r['versions']['torch']}, Python {r['versions']['python']} there).")
+    return "\n".join(rows)
+
+
+def _filter_cell(r: dict) -> str:
+    loc = "" if r.get("loc_radius") is None else f", radius {r['loc_radius']:g}"
+    return (f"{_pm(r['rmse_vs_truth'], 3)} ({r['inflation_stage']} {r['inflation']:g}{loc}"
+            f"{', ' + str(r['diverged_paths']) + ' diverged' if r.get('diverged_paths') else ''})")
+
+
+def classical_filters() -> str:
+    """results/filters/<E>.json: per experiment the stored filter and the best setting of each
+    method on the test split (RMSE vs truth of the analysis mean, mean ± std over test paths)."""
+    rows = ["| experiment | N | stored filter | best EnKF | best ETKF | best LETKF | best ÷ stored |",
+            "|---|---|---|---|---|---|---|"]
+    for r in _records("filters"):
+        best = {}
+        for f in r["filters"]:
+            if f["rmse_vs_truth"]["mean"] is None:
+                continue
+            key = (f["diverged_paths"] > 0, f["rmse_vs_truth"]["mean"])
+            if f["method"] not in best or key < best[f["method"]][0]:
+                best[f["method"]] = (key, f)
+        s = r["stored"]
+        cells = [_filter_cell(best[m][1]) if m in best else "–" for m in ("enkf", "etkf", "letkf")]
+        ratio = r["best"]["rmse_vs_truth"]["mean"] / s["rmse_vs_truth"]["mean"]
+        rows.append(f"| {r['experiment']} | {r['n_ens']} | {s['method']}: {_filter_cell(s)} | "
+                    + " | ".join(cells) + f" | {ratio:.2f} |")
     return "\n".join(rows)

@@ -1,6 +1,9 @@
-"""Shared helpers for the test suite: where config.yaml is, and temporary configs built from it."""
+"""Shared helpers for the test suite: where config.yaml is, temporary configs built from it, the
+smoke data made once per session (read-only: a test that writes copies it first), and a session
+that never reaches a Ray cluster from the environment."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +20,12 @@ enkf.config.load_config = rl.config.load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config.yaml"
+
+
+def pytest_configure(config):
+    """RAY_ADDRESS from the caller's environment would send every Ray test (and the subprocess
+    drivers they start) to that cluster: the test session runs on its own local Ray only."""
+    os.environ.pop("RAY_ADDRESS", None)
 
 
 def read_config_yaml() -> dict:
@@ -45,12 +54,54 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
+# ---- the smoke data, made once per session ---------------------------------------------------------
+def build_smoke_data(tmp_path_factory) -> Path:
+    """A folder with config.yaml and the smoke data of both splits (data/smoke/spinup.h5,
+    paths.h5, test_spinup.h5, test_paths.h5), made once per session with `enkfrl generate` and
+    `enkfrl precompute`. Read-only for every test: one that writes copies it (copy_smoke_data)."""
+    from click.testing import CliRunner
+    from cli.main import main
+    d = tmp_path_factory.getbasetemp() / "smoke_data"
+    if (d / "complete").exists():
+        return d
+    if d.exists():  # an earlier attempt of this session failed part way
+        shutil.rmtree(d)
+    d.mkdir()
+    shutil.copy(CONFIG, d / "config.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(d)  # cli/ reads and writes data/ relative to the working directory
+        runner = CliRunner()
+        for split in ("train", "test"):
+            for command in ("generate", "precompute"):
+                result = runner.invoke(main, [command, "--exp", "smoke", "--split", split])
+                assert result.exit_code == 0, (command, split, result.output, result.exception)
+    (d / "complete").touch()
+    return d
+
+
+def copy_smoke_data(tmp_path_factory, dest: Path) -> Path:
+    """dest (created) with config.yaml and data/smoke/ of the session's smoke data: a folder a
+    test may write into."""
+    src = build_smoke_data(tmp_path_factory)
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "config.yaml", dest / "config.yaml")
+    shutil.copytree(src / "data", dest / "data")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory) -> Path:
+    """The session's smoke data folder (build_smoke_data): read it, never write into it."""
+    return build_smoke_data(tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray instance (2 CPUs) for every test that runs trials; yields its address, which
     a driver in a subprocess can attach to (--address)."""
     import ray
     from rl.studies.sweep import connect
+    assert "RAY_ADDRESS" not in os.environ  # pytest_configure: never a cluster from the environment
     connect(None, cpus_per_trial=1, num_cpus=2)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

@@ -16,7 +16,7 @@ from enkf.filters import ensemble_spread
 from enkf.system import System
 from rl.envs.assimilation import AssimilationEnv
 from rl.envs.batched import BatchedLoop
-from tests.test_env import load_smoke, smoke_workdir
+from test_env import load_smoke, smoke_workdir
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ GPU_SCRIPT = """
 import dataclasses, sys
 import numpy as np
 from pathlib import Path
-from tests.test_env import load_smoke
+from test_env import load_smoke
 from rl.envs.batched import BatchedLoop
 cfg, data, norm = load_smoke(Path(sys.argv[1]))
 runs = []
@@ -168,9 +168,9 @@ def test_the_gpu_forecast_runs_under_the_cuda_simulator_and_agrees_with_the_cpu(
     import os
     import subprocess
     import sys
-    from tests.test_env import ROOT
+    from test_env import ROOT
     workdir = smoke_workdir(tmp_path_factory)
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
     out = subprocess.run([sys.executable, "-c", GPU_SCRIPT, str(workdir)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -1,24 +1,35 @@
-"""End to end through the CLI on the smoke experiment: train (window and recurrent agents),
-TensorBoard tags, resume, evaluate, and the one-line error without data."""
+"""End to end through the CLI on the smoke experiment: train (every agent kind), TensorBoard tags
+and what they record (recomputed from the checkpointed policies), the exploration scale, the
+best model and its restore on resume, evaluate (final and best model) against eval.h5 and an
+independent closed loop, load_policy's fallback, and the one-line error without data.
+
+The module trains in its own copy of the session's smoke data; every test that runs the CLI
+chdirs there for itself (monkeypatch), so the tests run in any order."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
+import torch as th
 import yaml
 from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cli.main import main
+from conftest import copy_smoke_data
 from rl.config import from_dict
+from rl.agents.policy import algo_class
 from rl.envs.normalisation import Normaliser
+from rl.training.runs import load_model
 
-from test_env import CONFIG, load_smoke, one_torch_thread, smoke_workdir  # noqa: F401
+from rl_checks import closed_loop, oracle_rmse
+from test_env import CONFIG, load_smoke, one_torch_thread  # noqa: F401
 
 TAGS = [
     "train/policy_gradient_loss", "train/value_loss", "train/entropy_loss", "train/approx_kl",
@@ -40,32 +51,53 @@ def invoke(args, ok=True):
     return result
 
 
+@contextlib.contextmanager
+def cwd(folder: Path):
+    """cli/ reads data/<E>/ and writes logs/<E>/ relative to the working directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        yield folder
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """cwd = the folder with the smoke data (cli/ reads data/<E>/ and writes logs/<E>/)."""
-    d = smoke_workdir(tmp_path_factory)
-    old = os.getcwd()
-    os.chdir(d)
+    """This module's own copy of the smoke data (config.yaml, data/smoke/): its runs write logs/."""
+    d = copy_smoke_data(tmp_path_factory, tmp_path_factory.mktemp("cli_rl"))
     yield d
-    os.chdir(old)
     train_log = logging.getLogger("enkfrl.train")
     for h in list(train_log.handlers):  # rl/training/train.py leaves its file handler open
         h.close()
         train_log.removeHandler(h)
 
 
+@pytest.fixture
+def in_workdir(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    return workdir
+
+
 @pytest.fixture(scope="module")
 def runs(workdir):
     """Finished smoke runs, one per agent kind: logs/smoke/{w,l,p,r} (window, local, pointwise, recurrent)."""
-    for kind, run_id in [("window", "w"), ("local", "l"), ("pointwise", "p"), ("recurrent", "r")]:
-        raw = yaml.safe_load((workdir / "config.yaml").read_text())
-        smoke = raw["experiments"]["smoke"]
-        smoke.setdefault("agent", {})["kind"] = kind
-        smoke.setdefault("env", {})["window"] = 1 if kind == "recurrent" else 3
-        (workdir / f"config_{kind}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-        invoke(["train", "--exp", "smoke", "--config", f"config_{kind}.yaml", "--run-id", run_id])
+    with cwd(workdir):
+        for kind, run_id in [("window", "w"), ("local", "l"), ("pointwise", "p"), ("recurrent", "r")]:
+            raw = yaml.safe_load((workdir / "config.yaml").read_text())
+            smoke = raw["experiments"]["smoke"]
+            smoke.setdefault("agent", {})["kind"] = kind
+            smoke.setdefault("env", {})["window"] = 1 if kind == "recurrent" else 3
+            (workdir / f"config_{kind}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+            invoke(["train", "--exp", "smoke", "--config", f"config_{kind}.yaml", "--run-id", run_id])
     return {"window": workdir / "logs/smoke/w", "local": workdir / "logs/smoke/l",
             "pointwise": workdir / "logs/smoke/p", "recurrent": workdir / "logs/smoke/r"}
+
+
+def run_config(run: Path):
+    return from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+
+
+def load(run: Path, name: str):
+    """A model of the run folder (checksum checked), on the CPU."""
+    return load_model(algo_class(run_config(run)), run / name, run, device="cpu")
 
 
 def scalars(run_dir: Path) -> dict[str, list]:
@@ -83,7 +115,7 @@ def test_train_writes_the_run_folder(runs, workdir, kind):
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert {p.name for p in (run / "checkpoints").iterdir()} >= {
         "model_512.zip", "model_1024.zip", "curriculum_512.json", "curriculum_1024.json"}
-    cfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    cfg = run_config(run)
     assert cfg.experiment == "smoke" and cfg.agent.kind == kind
     assert cfg.env.window == (1 if kind == "recurrent" else 3)
     assert json.loads((run / "timing.json").read_text())["train_steps"] == cfg.train.total_steps == 1024
@@ -92,14 +124,25 @@ def test_train_writes_the_run_folder(runs, workdir, kind):
     np.testing.assert_array_equal(saved.centre, norm.centre)
     np.testing.assert_array_equal(saved.half_range, norm.half_range)
     curriculum = json.loads((run / "checkpoints/curriculum_1024.json").read_text())
-    assert curriculum["episodes"] >= 10 and 1 <= curriculum["n_active"] <= 5
+    assert curriculum == json.loads((run / "curriculum_final.json").read_text())  # both at 1024
+    # 2 envs (pointwise: 2 path slots) of 512 path-steps each: at least 8 whole 60-cycle paths each
+    assert curriculum["episodes"] >= 2 * (512 // 60)
     assert "done: 1024 path-steps" in (run / "train.log").read_text()
+
+
+def eval_rows(s: dict, unit: int) -> dict[int, dict]:
+    """path-step -> the eval/* scalars logged at it."""
+    rows = {}
+    for tag in ("mean_reward", "total_reward", "cycles_completed", "rmse_vs_enkf", "rmse_vs_truth"):
+        for step, v in s[f"eval/{tag}"]:
+            rows.setdefault(step // unit, {})[tag] = v
+    return rows
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_tensorboard_has_every_tag(runs, kind):
     s = scalars(runs[kind])
-    cfg = from_dict(yaml.safe_load((runs[kind] / "config.yaml").read_text()))
+    cfg = run_config(runs[kind])
     unit = cfg.model.n if kind == "pointwise" else 1  # SB3's x axis counts agent-steps
     missing = [t for t in TAGS if t not in s]
     assert not missing, f"{kind} run lacks TensorBoard tags {missing}"
@@ -109,17 +152,68 @@ def test_tensorboard_has_every_tag(runs, kind):
         assert max(step for step, _ in s[t]) <= 1024 * unit
     assert max(step for step, _ in s["time/fps"]) == 1024 * unit
     assert [step for step, _ in s["eval/mean_reward"]] == [512 * unit, 1024 * unit]
-    n_paths = [v for _, v in s["curriculum/n_paths"]]
-    assert n_paths == sorted(n_paths) and 1 <= n_paths[0] and n_paths[-1] <= 5
-    assert all(0 <= v <= 60 for _, v in s["eval/cycles_completed"])
-    assert all(0 <= v <= 1 for _, v in s["episode/halt_rate"])
-    assert all(-1 <= v <= 1 for _, v in s["eval/mean_reward"])
-    exploration = json.loads((runs[kind] / "exploration.json").read_text())
-    assert s["policy/std_mean"][0][1] == pytest.approx(np.exp(exploration["log_std_init"]), rel=0.05)
+    # the curriculum as logged at the end of the rollouts that end at the checkpoints (128
+    # path-steps a rollout) is the state the checkpoints saved
+    n_paths = dict(s["curriculum/n_paths"])
+    consecutive = dict(s["curriculum/consecutive_completions"])
+    assert list(n_paths.values()) == sorted(n_paths.values())
+    for step in (512, 1024):
+        state = json.loads((runs[kind] / f"checkpoints/curriculum_{step}.json").read_text())
+        assert n_paths[step * unit] == state["n_active"], step
+        assert consecutive[step * unit] == state["consecutive"], step
+    halts = json.loads((runs[kind] / "checkpoints/curriculum_1024.json").read_text())["halts"]
+    assert any(v > 0 for _, v in s["episode/halt_rate"]) == (halts > 0)
     assert all(lo * (1 - 1e-6) <= m <= hi * (1 + 1e-6) for (_, lo), (_, m), (_, hi) in
                zip(s["policy/std_min"], s["policy/std_mean"], s["policy/std_max"]))
     assert all(v > 0 for _, v in s["train/lstm_grad_norm"])
     assert all(0 <= v <= 1.5 for _, v in s["time/env_step_share"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_eval_scalars_are_the_checkpointed_policy_on_the_eval_path(runs, workdir, kind):
+    """Every eval/* row is what the policy saved at that step (checkpoints/model_<step>.zip, saved
+    in the same callback step) does on the eval path, recomputed here by stepping the env by
+    hand; best.json and best_model.zip are the evaluation with the highest total reward."""
+    run = runs[kind]
+    cfg = run_config(run)
+    _, data, norm = load_smoke(workdir)
+    unit = cfg.model.n if kind == "pointwise" else 1
+    rows = eval_rows(scalars(run), unit)
+    assert set(rows) == {512, 1024}
+    for step, logged in rows.items():
+        replay = closed_loop(load(run, f"checkpoints/model_{step}.zip"), cfg, data, norm,
+                             cfg.paths.eval_path, burn_in=0)
+        expected = dict(replay, rmse_vs_enkf=replay["rmse_norm_vs_enkf"])
+        for tag, v in logged.items():
+            assert v == pytest.approx(expected[tag], rel=1e-5, abs=1e-6), (step, tag)
+    best = json.loads((run / "best.json").read_text())
+    first_max = max(rows, key=lambda st: (rows[st]["total_reward"], -st))
+    assert best["steps"] == first_max
+    assert best["total_reward"] == pytest.approx(rows[first_max]["total_reward"], rel=1e-6)
+    replay = closed_loop(load(run, "best_model.zip"), cfg, data, norm, cfg.paths.eval_path, burn_in=0)
+    assert replay["total_reward"] == pytest.approx(best["total_reward"], rel=1e-9)
+    assert replay["cycles_completed"] == best["cycles_completed"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_exploration_std_is_the_clones_held_out_error(runs, workdir, kind):
+    """log_std_init auto after cloning: the std PPO starts with (policy/std_mean of the first
+    rollout) is exp(the recorded log std), which is the cloned policy's RMSE on the held-out
+    training path, here recomputed from pretrained_model.zip on the stored pairs of that path."""
+    run = runs[kind]
+    cfg = run_config(run)
+    _, data, norm = load_smoke(workdir)
+    assert cfg.agent.log_std_init == "auto" and cfg.pretrain.epochs > 0
+    exploration = json.loads((run / "exploration.json").read_text())
+    history = json.loads((run / "pretrain.json").read_text())
+    assert exploration["source"] == "cloned policy's held-out RMSE"
+    assert len(history["val_rmse"]) == cfg.pretrain.epochs
+    assert exploration["log_std_init"] == pytest.approx(np.log(history["val_rmse"][-1]), rel=1e-12)
+    held_out = [cfg.paths.train_paths[1]]  # 5 training paths: the last one (10%, at least one) held out
+    assert oracle_rmse(load(run, "pretrained_model.zip"), cfg, norm, data, held_out) == pytest.approx(
+        history["val_rmse"][-1], rel=1e-4)
+    first_std = scalars(run)["policy/std_mean"][0][1]
+    assert first_std == pytest.approx(np.exp(exploration["log_std_init"]), rel=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +221,12 @@ def resumed(runs, workdir):
     """A copy of the window run (the other tests keep the 1024-step original) with
     train.total_steps raised to 2048 in its config.yaml, resumed through the CLI."""
     run = workdir / "logs/smoke/w_resumed"
-    shutil.copytree(runs["window"], run)
+    shutil.copytree(runs["window"], run, ignore=shutil.ignore_patterns("metrics.json", "eval.h5"))
     raw = yaml.safe_load((run / "config.yaml").read_text())
     raw["train"]["total_steps"] = 2048
     (run / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    invoke(["train", "--exp", "smoke", "--resume", str(run)])
+    with cwd(workdir):
+        invoke(["train", "--exp", "smoke", "--resume", str(run)])
     return run
 
 
@@ -154,6 +249,19 @@ def test_resume_continues(resumed):
     assert "resumed from model_1024.zip" in (run / "train.log").read_text()
 
 
+def test_resume_keeps_the_best_model_of_the_whole_run(resumed, workdir):
+    """best.json after the resume is the best of all four evaluations (before and after it), and
+    best_model.zip still reproduces it: the earlier best was restored, not forgotten."""
+    cfg = run_config(resumed)
+    _, data, norm = load_smoke(workdir)
+    rows = eval_rows(scalars(resumed), 1)
+    assert set(rows) == {512, 1024, 1536, 2048}
+    best = json.loads((resumed / "best.json").read_text())
+    assert best["steps"] == max(rows, key=lambda st: (rows[st]["total_reward"], -st))
+    replay = closed_loop(load(resumed, "best_model.zip"), cfg, data, norm, cfg.paths.eval_path, burn_in=0)
+    assert replay["total_reward"] == pytest.approx(best["total_reward"], rel=1e-9)
+
+
 def test_resume_keeps_csv_history(resumed):
     """SB3 reopens progress.csv on resume; the earlier rows are kept in progress_until_<step>.csv."""
     steps = []
@@ -164,12 +272,41 @@ def test_resume_keeps_csv_history(resumed):
     assert min(steps) <= 1024 and max(steps) == 2048
 
 
+def rmse(a, b):
+    return np.sqrt(np.mean((np.asarray(a) - b) ** 2, axis=-1))
+
+
+def check_group(g, m: dict, truth, stored_xa, norm, burn_in: int):
+    """One path's group of eval.h5 against its metrics.json entry {actor: summary}: the stored
+    arrays are the data's, each actor's per-cycle RMSEs are those of its stored analyses, and the
+    summary is their mean after burn_in over the completed cycles."""
+    np.testing.assert_array_equal(g["truth"][()], truth)
+    np.testing.assert_array_equal(g["enkf_analysis"][()], stored_xa)
+    assert m["enkf"]["rmse_vs_truth"] == pytest.approx(np.mean(rmse(stored_xa, truth)[burn_in:]), rel=1e-12)
+    assert set(g) - {"truth", "enkf_analysis", "enkf_rmse_vs_truth"} == set(m) - {"enkf"}
+    for actor, summary in m.items():
+        if actor == "enkf":
+            continue
+        a = g[actor]
+        c = int(a.attrs["cycles_completed"])
+        assert c == summary["cycles_completed"], actor
+        xa = a["analysis"][()][:c]
+        np.testing.assert_allclose(a["rmse_vs_truth"][()][:c], rmse(xa, truth[:c]), rtol=1e-10)
+        np.testing.assert_allclose(a["rmse_vs_enkf"][()][:c], rmse(norm.norm(xa), norm.norm(stored_xa[:c])),
+                                   rtol=1e-10)
+        b = burn_in if c > burn_in else 0
+        assert summary["rmse_vs_truth"] == pytest.approx(np.mean(rmse(xa, truth[:c])[b:]), rel=1e-10), actor
+        assert summary["rmse_norm_vs_enkf"] == pytest.approx(
+            np.mean(rmse(norm.norm(xa), norm.norm(stored_xa[:c]))[b:]), rel=1e-10), actor
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_evaluate_writes_metrics(runs, kind):
+def test_evaluate_writes_metrics(runs, in_workdir, kind):
     run = runs[kind]
     invoke(["evaluate", "--exp", "smoke", "--run", str(run)])
     metrics = json.loads((run / "metrics.json").read_text())
-    cfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    cfg = run_config(run)
+    _, data, norm = load_smoke(in_workdir)
     assert set(metrics) == {"0", "burn_in", "test"} and metrics["burn_in"] == cfg.paths.burn_in
     test = metrics["test"]  # every path of the independent test split, and their summary
     assert test["n_paths"] == cfg.test.n_paths == len(test["paths"]) and test["spinup_seed"] == cfg.test.seed
@@ -179,22 +316,74 @@ def test_evaluate_writes_metrics(runs, kind):
             assert summary["rmse_norm_vs_enkf"]["mean"] == pytest.approx(np.mean(values))
     assert test["over_paths"]["enkf_replica"]["rmse_norm_vs_enkf"]["max"] < 1e-5
     m = metrics["0"]
-    assert {"rl", "no_da", "copy_obs", "enkf_replica", "enkf"} <= set(m)
+    assert set(m) == {"rl", "supervised", "no_da", "copy_obs", "enkf_replica", "enkf"}
     assert m["enkf_replica"]["rmse_norm_vs_enkf"] < 1e-5
     assert m["enkf_replica"]["cycles_completed"] == 60
     assert m["enkf_replica"]["rmse_vs_truth"] == pytest.approx(m["enkf"]["rmse_vs_truth"], rel=1e-5)
     assert m["no_da"]["rmse_norm_vs_enkf"] > 10 * m["copy_obs"]["rmse_norm_vs_enkf"] > 0
-    assert 0 <= m["rl"]["cycles_completed"] <= 60
-    assert (run / "eval.h5").is_file()
+    # the final policy (and the cloned one) stepped here by hand give the same figures
+    for actor, model in (("rl", "final_model.zip"), ("supervised", "pretrained_model.zip")):
+        replay = closed_loop(load(run, model), cfg, data, norm, cfg.paths.eval_path, cfg.paths.burn_in)
+        for key in ("cycles_completed", "total_reward", "mean_reward", "rmse_norm_vs_enkf", "rmse_vs_truth"):
+            assert m[actor][key] == pytest.approx(replay[key], rel=1e-9), (actor, key)
+    # eval.h5 holds what the metrics summarise: the eval path and every test path
+    with h5py.File(run / "eval.h5", "r") as f:
+        assert set(f) == {"path_0"} | {f"test_path_{p}" for p in range(cfg.test.n_paths)}
+        check_group(f["path_0"], m, data["truth"][0], data["analysis_mean"][0], norm, cfg.paths.burn_in)
+        with h5py.File(in_workdir / "data/smoke/test_paths.h5", "r") as t:
+            truth, stored_xa = t["truth"][()], t["analysis_mean"][()]
+        for p in range(cfg.test.n_paths):
+            check_group(f[f"test_path_{p}"], test["paths"][str(p)], truth[p], stored_xa[p], norm,
+                        cfg.paths.burn_in)
 
 
-def test_train_without_data_says_what_to_run(tmp_path, monkeypatch, workdir):
+def copy_run(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("metrics.json", "eval.h5", "plots"))
+    return dest
+
+
+def test_evaluate_the_best_model(runs, in_workdir, tmp_path):
+    """`evaluate --model best` evaluates best_model.zip: the rl entry's total reward over the eval
+    path is the one best.json recorded when the model was chosen (final_model.zip, trained on
+    after it, gets another)."""
+    run = copy_run(runs["window"], tmp_path / "w_best")
+    invoke(["evaluate", "--exp", "smoke", "--run", str(run), "--model", "best", "--no-test"])
+    rl = json.loads((run / "metrics.json").read_text())["0"]["rl"]
+    best = json.loads((run / "best.json").read_text())
+    assert rl["total_reward"] == best["total_reward"] and rl["cycles_completed"] == best["cycles_completed"]
+    invoke(["evaluate", "--exp", "smoke", "--run", str(run), "--model", "final", "--no-test"])
+    final = json.loads((run / "metrics.json").read_text())["0"]["rl"]
+    assert final["total_reward"] != best["total_reward"]
+
+
+def test_load_policy_falls_back_to_the_final_model(runs, tmp_path):
+    """load_policy(which="best") without best_model.zip loads final_model.zip; which="final" has
+    no fallback (a one-line DataError)."""
+    from enkf.io import DataError
+    from rl.training.evaluate import load_policy
+    run = copy_run(runs["window"], tmp_path / "w")
+    cfg = run_config(run)
+    best = load_policy(cfg, run, "best")
+    (run / "best_model.zip").unlink()
+    fallback = load_policy(cfg, run, "best")
+    final = load(run, "final_model.zip")
+    for (name, a), b, c in zip(fallback.policy.state_dict().items(), final.policy.state_dict().values(),
+                               best.policy.state_dict().values()):
+        assert th.equal(a, b), name
+    assert any(not th.equal(b, c) for b, c in zip(final.policy.state_dict().values(),
+                                                   best.policy.state_dict().values()))
+    (run / "final_model.zip").unlink()
+    with pytest.raises(DataError, match="final_model.zip not found"):
+        load_policy(cfg, run, "best")
+
+
+def test_train_without_data_says_what_to_run(tmp_path, monkeypatch, smoke_data):
     shutil.copy(CONFIG, tmp_path / "config.yaml")
     monkeypatch.chdir(tmp_path)
     for present, hint in [([], "enkfrl generate"), (["spinup.h5"], "enkfrl precompute")]:
         (tmp_path / "data/smoke").mkdir(parents=True, exist_ok=True)
         for f in present:
-            shutil.copy(workdir / "data/smoke" / f, tmp_path / "data/smoke" / f)
+            shutil.copy(smoke_data / "data/smoke" / f, tmp_path / "data/smoke" / f)
         result = invoke(["train", "--exp", "smoke", "--run-id", "x"], ok=False)
         assert result.exit_code == 1, result.output
         lines = result.stderr.strip().splitlines()

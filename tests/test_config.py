@@ -78,6 +78,12 @@ def test_train_paths_list_is_replaced_not_merged():
     ({"filter": {"rotate": "yes"}}, "filter.rotate: expected true/false"),
     ({"filter": {"method": "eakf"}}, "filter.method: must be one of"),
     ({"filter": {"n_ens": 1}}, "filter.n_ens: must be >= 2"),
+    ({"filter": {"method": "letkf"}}, "filter.loc_radius: letkf needs a radius > 0"),
+    ({"filter": {"method": "letkf", "loc_radius": 0.0}}, "filter.loc_radius: letkf needs a radius > 0"),
+    ({"filter": {"method": "letkf", "loc_radius": "far"}}, "filter.loc_radius: expected a number"),
+    ({"filter": {"loc_radius": 4.0}}, "filter.loc_radius: only letkf localises"),
+    ({"filter": {"method": "letkf", "loc_radius": 4.0}, "model": {"name": "lorenz63", "n": 3}},
+     "filter.method: letkf localises on a ring"),
     ({"obs": {"t_obs": 0.015}}, "obs.t_obs: must be a whole number of model.dt"),
     ({"obs": {"t_obs": 0.001}}, "obs.t_obs"),
     ({"obs": {"error_var": 0.0}}, "obs.error_var"),
@@ -171,3 +177,22 @@ def test_run_folder_config_refuses_duplicate_keys_and_tags(tmp_path):
         load_run_config(tmp_path / "config.yaml")
     with pytest.raises(ConfigError, match="is not a run folder"):
         load_run_config(tmp_path / "none" / "config.yaml")
+
+
+def test_a_null_setting_hashes_as_an_absent_one():
+    """filter.loc_radius is null unless the filter is letkf: the config hash and data hash are
+    those of the same config without the key (records made before it stay valid), and a radius
+    changes both."""
+    import dataclasses
+    from enkf.config import hash_of, result_hash
+    from enkf.datafiles import data_settings
+    cfg = load_config(CONFIG, "smoke")
+    assert cfg.filter.loc_radius is None
+    d = cfg.to_dict()
+    del d["filter"]["loc_radius"]
+    assert cfg.hash() == result_hash(d)
+    settings = data_settings(cfg)
+    del settings["filter"]["loc_radius"]
+    assert data_hash(cfg) == hash_of(settings)
+    letkf = dataclasses.replace(cfg, filter=dataclasses.replace(cfg.filter, method="letkf", loc_radius=2.0))
+    assert letkf.hash() != cfg.hash() and data_hash(letkf) != data_hash(cfg)

@@ -1,22 +1,19 @@
 """The closed-loop assimilation environment (rl/envs/assimilation.py) on the smoke experiment's real data.
 
 Also home of the helpers the RL tests share (test_curriculum, test_policy and test_cli_rl import
-them): ``smoke_workdir`` builds the smoke data once per session through the CLI, ``load_smoke``
-reads it the way rl/training/train.py does.
+them): ``smoke_workdir`` is the session's read-only smoke data (conftest), ``load_smoke`` reads it
+the way rl/training/train.py does.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli.main import main
+from conftest import build_smoke_data
 from rl.config import load_config
 from enkf.precompute import read_paths
 from enkf.spinup import read_spinup
@@ -30,25 +27,9 @@ ALL_FEATURES = ["forecast_mean", "obs", "innovation", "spread", "prev_analysis"]
 
 # ---- shared helpers ------------------------------------------------------------------------------
 def smoke_workdir(tmp_path_factory) -> Path:
-    """A folder with config.yaml and the smoke data (data/smoke/spinup.h5, paths.h5 and the test
-    split's test_spinup.h5, test_paths.h5), made once per session with `enkfrl generate` and
-    `enkfrl precompute` (cli/ uses paths relative to cwd)."""
-    d = tmp_path_factory.getbasetemp() / "smoke_rl"
-    if (d / "data" / "smoke" / "test_paths.h5").exists():
-        return d
-    d.mkdir(exist_ok=True)
-    shutil.copy(CONFIG, d / "config.yaml")
-    old = os.getcwd()
-    os.chdir(d)
-    try:
-        runner = CliRunner()
-        for split in ("train", "test"):
-            for command in ("generate", "precompute"):
-                result = runner.invoke(main, [command, "--exp", "smoke", "--split", split])
-                assert result.exit_code == 0, (command, split, result.output, result.exception)
-    finally:
-        os.chdir(old)
-    return d
+    """The session's smoke data folder (conftest.build_smoke_data): config.yaml and data/smoke/ of
+    both splits. Read-only: a test that writes copies it first (conftest.copy_smoke_data)."""
+    return build_smoke_data(tmp_path_factory)
 
 
 def load_smoke(workdir: Path):
@@ -150,6 +131,34 @@ def test_online_target_rewards_the_online_analysis(smoke):
     _, reward, *_ = env.step(env.action_for(xb))
     expected = 1 - min(float(np.sqrt(np.mean((norm.norm(xb) - norm.norm(xa_online)) ** 2))), cfg.reward.clip)
     assert reward == pytest.approx(expected, abs=1e-6) and reward < 1 - 1e-3
+
+
+def test_truth_target_rewards_the_distance_to_the_truth(smoke):
+    """reward.target truth: the reward and the per-point credit are the normalised distance of the
+    agent's analysis to the true state (not to the stored EnKF analysis, reported apart)."""
+    cfg, data, norm = smoke
+    cfg = dataclasses.replace(cfg, reward=dataclasses.replace(cfg.reward, target="truth"))
+    path = 2
+    env = AssimilationEnv(cfg, data, norm, [path])
+    env.reset(options={"path": path})
+    rng = np.random.default_rng(3)
+    c, h = norm.centre, norm.half_range
+    for k in range(8):
+        truth, stored = data["truth"][path, k], data["analysis_mean"][path, k]
+        a = ((stored - c) / h + rng.normal(0, 0.02 * (k + 1), env.n)).astype(np.float32)
+        _, reward, terminated, _, info = env.step(a)
+        xa = env.last_analysis
+        np.testing.assert_allclose(xa, a.astype(np.float64) * h + c, rtol=1e-12)  # absolute action
+        error = np.abs((xa - truth) / h)
+        np.testing.assert_allclose(info["point_error"], error, rtol=1e-10, atol=1e-14)
+        assert reward == pytest.approx(1 - min(np.sqrt(np.mean(error ** 2)), cfg.reward.clip), abs=1e-12)
+        assert info["rmse_vs_enkf"] == pytest.approx(np.sqrt(np.mean(((xa - stored) / h) ** 2)), rel=1e-10)
+        assert reward != pytest.approx(1 - info["rmse_vs_enkf"], abs=1e-6)  # another target than stored's
+        assert not terminated
+    # the truth itself is the best analysis there is
+    env.reset(options={"path": path})
+    _, reward, *_ = env.step(env.action_for(data["truth"][path, 0], np.float64))
+    assert reward == pytest.approx(1.0, abs=1e-12)
 
 
 # ---- halting --------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import yaml
 from click.testing import CliRunner
 
 from cli.main import main
-from enkf.config import load_config
+from rl.config import load_config
 from enkf.io import FAULT_ENV, provenance
 
 from test_env import ROOT, one_torch_thread, smoke_workdir  # noqa: F401

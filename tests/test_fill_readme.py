@@ -160,11 +160,8 @@ def test_check_reports_old_format_and_unknown_results_without_crashing(repo, cap
     assert (repo / "readme.md").read_text() == before
 
 
-def test_check_of_this_repository_runs_and_names_a_file_on_every_line(capsys):
-    """The repository's own results: the check does not crash, and each problem it reports is one
-    line starting with the file concerned (passing needs every study rerun: .ci/run enforces it)."""
+def test_this_repository_passes_its_own_check(capsys):
+    """The repository's own results/ and readme.md come from its current config.yaml and template:
+    the check CI runs (.ci/run) finds nothing (a stale record or a hand-edited readme fails here)."""
     rc, lines = check(ROOT, capsys)
-    assert rc in (0, 1)
-    assert all(line.split(":")[0].startswith(("results/", "readme.md", "docs/readme_template.md"))
-               for line in lines), lines
-    assert (rc == 0) == (lines == [])
+    assert (rc, lines) == (0, []), "\n".join(lines)

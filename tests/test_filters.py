@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from enkf.filters import (enkf_analysis, ensemble_mean, ensemble_spread, etkf_analysis, inflate,
-                          mean_preserving_rotation)
+from enkf.filters import (GC_HALF_WIDTH, enkf_analysis, ensemble_mean, ensemble_spread, etkf_analysis,
+                          gaspari_cohn, inflate, letkf_analysis, mean_preserving_rotation, ring_taper)
 
 N_STATE = 5
 R_VAR = 0.5
@@ -216,3 +216,131 @@ def test_ensemble_mean_and_spread_match_numpy():
     E = np.random.default_rng(10).standard_normal((7, 5)) * 3 + 1
     np.testing.assert_allclose(ensemble_mean(E), E.mean(axis=0), rtol=1e-14, atol=1e-14)
     np.testing.assert_allclose(ensemble_spread(E), E.std(axis=0, ddof=1), rtol=1e-13)
+
+
+# ---- LETKF ----------------------------------------------------------------------------------------
+def gc_reference(z):
+    """Gaspari & Cohn (1999) eq. 4.10 written out, with c = 1 (z = |d| / c)."""
+    z = abs(z)
+    if z <= 1:
+        return -z**5 / 4 + z**4 / 2 + 5 * z**3 / 8 - 5 * z**2 / 3 + 1
+    if z <= 2:
+        return z**5 / 12 - z**4 / 2 + 5 * z**3 / 8 + 5 * z**2 / 3 - 5 * z + 4 - 2 / (3 * z)
+    return 0.0
+
+
+def test_gaspari_cohn_is_the_published_function():
+    """The kernel's Horner form equals eq. 4.10 term by term; 1 at 0, continuous at 1, 0 from 2 on,
+    decreasing; under DAPPER's scaling (c = 1.82 loc_radius) it is about exp(-1/2) at loc_radius."""
+    zs = np.linspace(0, 2.5, 251)
+    got = np.array([gaspari_cohn(z) for z in zs])
+    np.testing.assert_allclose(got, [gc_reference(z) for z in zs], atol=1e-13)
+    assert got[0] == 1.0 and np.all(got[zs >= 2] == 0.0) and np.all(np.diff(got[zs < 2]) < 0)
+    assert abs(gaspari_cohn(1 - 1e-12) - gaspari_cohn(1 + 1e-12)) < 1e-10
+    assert abs(gaspari_cohn(1 / GC_HALF_WIDTH) - np.exp(-0.5)) < 0.03
+
+
+def test_ring_taper_uses_the_ring_distance():
+    """On a ring of 10 the distance from point 0 to point 9 is 1 (not 9); the taper is symmetric
+    in i - j and zero beyond 2c = 3.64 loc_radius."""
+    obs_index = np.arange(10, dtype=np.int64)
+    taper = ring_taper(10, obs_index, 1.0)
+    z = np.array([min(k, 10 - k) for k in range(10)]) / GC_HALF_WIDTH
+    np.testing.assert_allclose(taper[0], [gc_reference(v) for v in z], atol=1e-13)
+    np.testing.assert_allclose(taper[3], np.roll(taper[0], 3), atol=1e-13)
+    assert taper[0, 9] == taper[0, 1] > 0.5 and taper[0, 4] == 0.0
+
+
+def l96_like_ensemble(N, n, seed):
+    g = np.random.default_rng(seed)
+    return 2.0 + 3.0 * g.standard_normal(n) + g.standard_normal((N, n)), g
+
+
+@pytest.mark.parametrize("obs_index", [np.arange(12), np.arange(0, 12, 3)], ids=["all", "every3"])
+@pytest.mark.parametrize("N", [5, 15])
+@pytest.mark.parametrize("rotate", [False, True], ids=["identity", "rotation"])
+def test_letkf_with_infinite_radius_is_the_etkf(obs_index, N, rotate):
+    """loc_radius = inf tapers nothing: every local analysis is the global ETKF's, so the LETKF's
+    mean and anomalies equal the ETKF's (to 1e-10), with or without a rotation."""
+    obs_index = np.asarray(obs_index, dtype=np.int64)
+    E, g = l96_like_ensemble(N, 12, N)
+    y = E.mean(axis=0)[obs_index] + g.standard_normal(len(obs_index))
+    Q = mean_preserving_rotation(g, N) if rotate else np.eye(N)
+    xa, Aa = letkf_analysis(E, y, obs_index, 0.7, np.inf, Q)
+    xe, Ae = etkf_analysis(E, y, obs_index, 0.7, Q)
+    np.testing.assert_allclose(xa, xe, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(Aa, Ae, atol=1e-10, rtol=0)
+    assert np.abs(xa - E.mean(axis=0)).max() > 0.1  # the update is not trivial
+
+
+def test_letkf_local_analysis_is_the_kalman_filter_with_tapered_R():
+    """N > n, an exact prior: the local analysis at each point i is the Kalman filter's with
+    R_i = diag(r / rho_ik) on the observations in reach (rho_ik > 0), at i: the analysis mean
+    x_a[i] and the variance of A_a[:, i] (to 1e-9). A finite radius changes the analysis."""
+    n, N, r, radius = 9, 14, 0.5, 1.0
+    obs_index = np.array([0, 1, 3, 4, 6, 8], dtype=np.int64)
+    g = np.random.default_rng(3)
+    L = np.tril(g.standard_normal((n, n))) + 2 * np.eye(n)
+    P = L @ L.T
+    x = g.standard_normal(n)
+    E = ensemble_with_moments(x, P, N, g)
+    y = g.standard_normal(len(obs_index))
+    xa, Aa = letkf_analysis(E, y, obs_index, r, radius, np.eye(N))
+    taper = ring_taper(n, obs_index, radius)
+    for i in range(n):
+        near = taper[i] > 0
+        assert 0 < near.sum() < len(obs_index)  # the radius matters at every point
+        H = np.eye(n)[obs_index[near]]
+        S = H @ P @ H.T + np.diag(r / taper[i, near])
+        K = P @ H.T @ np.linalg.inv(S)
+        assert abs(xa[i] - (x + K @ (y[near] - H @ x))[i]) < 1e-9
+        Pa = (np.eye(n) - K @ H) @ P
+        assert abs(Aa[:, i] @ Aa[:, i] / (N - 1) - Pa[i, i]) < 1e-9 * P[i, i]
+    xe, _ = etkf_analysis(E, y, obs_index, r, np.eye(N))
+    assert np.abs(xa - xe).max() > 1e-2
+
+
+def test_letkf_ignores_observations_out_of_reach():
+    """An observation further than 2c = 3.64 loc_radius from every point of a stretch leaves that
+    stretch untouched; a point with no observation in reach keeps its forecast."""
+    N, n = 8, 20
+    obs_index = np.array([0, 10], dtype=np.int64)
+    E, g = l96_like_ensemble(N, n, 4)
+    y = g.standard_normal(2)
+    xa, Aa = letkf_analysis(E, y, obs_index, 1.0, 1.0, np.eye(N))
+    y2 = y.copy()
+    y2[1] += 5.0
+    xb, Ab = letkf_analysis(E, y2, obs_index, 1.0, 1.0, np.eye(N))
+    far = [i for i in range(n) if min(abs(i - 10), n - abs(i - 10)) >= 2 * GC_HALF_WIDTH]
+    np.testing.assert_array_equal(xa[far], xb[far])
+    assert np.abs(xa[10] - xb[10]) > 0.1
+    x, A = E.mean(axis=0), E - E.mean(axis=0)
+    for i in (5, 15):  # 5 points from both observations: out of reach
+        assert xa[i] == x[i] and np.array_equal(Aa[:, i], A[:, i])
+
+
+def test_system_dispatches_letkf_with_the_configured_radius_and_inflation():
+    """System.analyse with filter.method letkf is letkf_analysis with filter.loc_radius, its
+    anomalies times the analysis-stage inflation; with a radius far beyond the ring, the ETKF's."""
+    import dataclasses
+    from conftest import CONFIG
+    from enkf.config import load_config
+    from enkf.system import System
+    cfg = load_config(CONFIG, "L96_sakov2008")
+    E, g = l96_like_ensemble(10, cfg.model.n, 6)
+    y = E.mean(axis=0) + g.standard_normal(cfg.model.n)
+
+    def analyse(method, loc_radius):
+        f = dataclasses.replace(cfg.filter, method=method, n_ens=10, loc_radius=loc_radius,
+                                inflation=1.3, inflation_stage="analysis", rotate=False)
+        return System.from_config(dataclasses.replace(cfg, filter=f)).analyse(E, y, 0, 0)
+
+    xa, Aa = analyse("letkf", 4.0)
+    xk, Ak = letkf_analysis(E, y, np.arange(cfg.model.n), cfg.obs.error_var, 4.0, np.eye(10))
+    np.testing.assert_array_equal(xa, xk)
+    np.testing.assert_allclose(Aa, 1.3 * Ak, rtol=1e-14)
+    xe, Ae = analyse("etkf", None)
+    assert np.abs(xa - xe).max() > 1e-2
+    xl, Al = analyse("letkf", 1e12)
+    np.testing.assert_allclose(xl, xe, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(Al, Ae, atol=1e-10, rtol=0)

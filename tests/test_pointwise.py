@@ -151,3 +151,150 @@ def test_cloning_and_the_actor_see_the_windows_the_wrapper_shows(smoke):
     np.testing.assert_allclose(mean, direct, rtol=1e-6, atol=1e-7)
     act = pointwise_actor(model, nb)(obs, venv.loop)
     np.testing.assert_allclose(act, np.clip(direct, -cfg.env.obs_bound, cfg.env.obs_bound), rtol=1e-5, atol=1e-6)
+
+
+def test_a_halted_path_ends_its_agents_and_its_slot_starts_a_new_path(smoke):
+    """Slot 0's points all ask for the largest increment until its forecast leaves the halt bound:
+    that step ends the episode of its n agents (terminated, so TimeLimit.truncated is False, and
+    the terminal observation is the halted env's), the slot starts a new path at once (cycle 0,
+    its observation the new path's windows), and slot 1, fed the stored analyses, goes on."""
+    cfg, data, norm = smoke
+    n = cfg.model.n
+    venv = PointwiseVecEnv(cfg, data, norm, [1, 2, 3], n_paths=2, seed=0)
+    venv.reset()
+    nb = stencil_neighbours(n, cfg.agent.stencil)
+    halted_at = None
+    loop = venv.loop
+    for k in range(cfg.paths.n_cycles):
+        stored = data["analysis_mean"][loop.path[1], loop.cycle[1]]
+        actions = np.concatenate([np.full(n, cfg.env.obs_bound),
+                                  norm.diff_norm(stored - loop.forecast_mean[1])])[:, None]
+        obs, rewards, dones, infos = venv.step(actions)
+        if dones[0]:
+            halted_at = k
+            break
+        assert not dones.any()
+    assert halted_at is not None and halted_at < cfg.paths.n_cycles - 1, "all-max increments never halted"
+    assert dones[:n].all() and not dones[n:].any()
+    owner = infos[0]
+    assert owner["episode_owner"] and owner["halted"] and owner["episode"]["l"] == halted_at + 1
+    for d in infos[:n]:
+        assert d["TimeLimit.truncated"] is False and d["terminal_observation"].shape == venv.observation_space.shape
+    assert all("terminal_observation" not in d for d in infos[n:])
+    assert loop.cycle[0] == 0 and loop.path[0] in (1, 2, 3)
+    np.testing.assert_array_equal(obs[:n], gather_points(loop.observations()[0], nb))
+    assert not np.array_equal(infos[0]["terminal_observation"], obs[0])
+    assert loop.cycle[1] == halted_at + 1
+    np.testing.assert_array_equal(obs[n:], gather_points(loop.observations()[1], nb))
+    # the new episode counts from zero
+    _, _, _, infos = venv.step(np.zeros((2 * n, 1), np.float32))
+    assert infos[0]["cycle"] == 0 and infos[n]["cycle"] == halted_at + 1
+
+
+def test_episode_statistics_are_the_global_rewards_of_that_path_episode(smoke):
+    """info["episode"] of a path-episode: its return is the sum of the env's global rewards (1 -
+    clip(RMSE)) of that episode alone, its length its cycles; two episodes in a row on one slot."""
+    cfg, data, norm = smoke
+    n = cfg.model.n
+    venv = PointwiseVecEnv(cfg, data, norm, [1], n_paths=1, seed=0)
+    venv.reset()
+    episodes, rewards = [], []
+    for _ in range(3 * cfg.paths.n_cycles):
+        _, _, dones, infos = venv.step(np.full((n, 1), 0.4 * cfg.env.obs_bound, np.float32))
+        rewards.append(infos[0]["reward_global"])
+        if dones[0]:
+            episodes.append((infos[0]["episode"], rewards))
+            rewards = []
+            if len(episodes) == 2:
+                break
+    assert len(episodes) == 2
+    for episode, r in episodes:
+        assert episode["l"] == len(r) and episode["r"] == pytest.approx(sum(r), rel=1e-12)
+        assert episode["r"] != pytest.approx(len(r) * 1.0)  # not every reward 1: a real sum
+
+
+def test_each_slot_draws_its_own_paths_and_env_method_counts_the_env_once(smoke):
+    """The slots' path choice comes from the env's seeded generator (the slots do not march in
+    step, and the same seed gives the same paths); env_method runs once on the whole vectorised
+    env (a sum over its result, as the diagnostics take, counts every env.step second once)."""
+    cfg, data, norm = smoke
+    paths = [1, 2, 3, 4, 5]
+
+    def choices(seed):
+        venv = PointwiseVecEnv(cfg, data, norm, paths, n_paths=3, seed=seed)
+        out = []
+        for _ in range(12):
+            venv._start(np.arange(3))
+            out.append(venv.loop.path.copy())
+        return np.array(out)
+    a = choices(0)
+    assert not np.array_equal(a[:, 0], a[:, 1]) and not np.array_equal(a[:, 1], a[:, 2])
+    np.testing.assert_array_equal(a, choices(0))
+    assert set(a.ravel()) == set(paths)
+    venv = PointwiseVecEnv(cfg, data, norm, [1], n_paths=3, seed=0)
+    venv.reset()
+    venv.step(np.zeros((venv.num_envs, 1), np.float32))
+    assert venv.step_seconds > 0
+    seconds = venv.env_method("pop_step_seconds")
+    assert len(seconds) == 1 and sum(seconds) > 0 and venv.step_seconds == 0.0
+    venv.env_method("set_active_paths", [2, 3])
+    assert venv.active_paths == [2, 3]
+    venv._start(np.arange(3))
+    assert set(venv.loop.path) <= {2, 3}
+
+
+def test_absolute_actions_through_the_wrapper(smoke):
+    """env.action_mode absolute: each point's action is its normalised analysis; the stored xa
+    spelled so reproduces the stored run through the vectorised env, every reward 1."""
+    cfg, data, norm = smoke
+    cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, action_mode="absolute"))
+    path = 4
+    venv = PointwiseVecEnv(cfg, data, norm, [path], n_paths=1, seed=0)
+    venv.reset()
+    assert venv.loop.path[0] == path
+    for k in range(cfg.paths.n_cycles):
+        assert max_rel(venv.loop.forecast_mean[0], data["forecast_mean"][path, k]) < 1e-10, k
+        a = (data["analysis_mean"][path, k] - norm.centre) / norm.half_range  # normalised xa, by hand
+        _, rewards, dones, _ = venv.step(a[:, None])
+        assert np.all(rewards >= 1 - 1e-9) and dones.all() == (k == cfg.paths.n_cycles - 1)
+    # an offset of 0.1 at point 3 only costs point 3 (and its reward is 1 - 0.1)
+    venv.loop.reset([0], [path])
+    a = (data["analysis_mean"][path, 0] - norm.centre) / norm.half_range
+    a[3] += 0.1
+    _, rewards, _, _ = venv.step(a[:, None])
+    expected = np.ones(cfg.model.n)
+    expected[3] = 0.9
+    np.testing.assert_allclose(rewards, expected, atol=1e-9)
+
+
+def test_point_net_mlp(smoke):
+    """agent.point_net mlp: SB3's MLP of the point's flattened window (no LSTM), the same weights
+    at every point, trainable by PPO and by cloning; the action depends on every window row."""
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+    from rl.agents.policy import lstm_modules
+    cfg, data, norm = smoke
+    cfg = with_agent(cfg, point_net="mlp")
+    venv = PointwiseVecEnv(cfg, data, norm, [1], n_paths=1, seed=0)
+    model = build_model(cfg, venv, None, "cpu", 0)
+    W, F = venv.observation_space.shape
+    assert isinstance(model.policy.features_extractor, FlattenExtractor) and not lstm_modules(model.policy)
+    first = model.policy.mlp_extractor.policy_net[0]
+    assert first.in_features == W * F == cfg.env.window * len(cfg.env.features) * (2 * cfg.agent.stencil + 1)
+    points = venv.reset()
+    a, _ = model.predict(points, deterministic=True)
+    # the same window at two points gives the same action: one network for all
+    same = points.copy()
+    same[5] = same[2]
+    b, _ = model.predict(same, deterministic=True)
+    assert b[5] == b[2] and np.array_equal(np.delete(b, 5), np.delete(a, 5))
+    for row in range(W):  # every row of the window reaches the action
+        poked = points.copy()
+        poked[:, row] += 0.5
+        assert np.abs(model.predict(poked, deterministic=True)[0] - a).max() > 1e-6, row
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(total_timesteps=cfg.ppo.n_steps * cfg.model.n)
+    assert any(not th.equal(p, q) for p, q in zip(before, model.policy.parameters()))
+    from rl.agents.clone import behaviour_clone
+    history = behaviour_clone(model, dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, epochs=3)),
+                              norm, data, log=lambda *a: None)
+    assert len(history["train_rmse"]) == 3 and history["train_rmse"][-1] < history["train_rmse"][0]

@@ -1,11 +1,12 @@
-"""Reproducible installs: requirements.lock pins every dependency exactly; installed_versions()
-reports what is installed (written into every run folder as versions.json)."""
+"""Reproducible installs: requirements.lock pins every dependency exactly, the environment the tests
+run in has exactly those versions installed, and installed_versions() reports what is installed
+(written into every run folder as versions.json)."""
 from __future__ import annotations
 
 import re
 import sys
 import tomllib
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy
 import torch
@@ -46,10 +47,33 @@ def test_lock_pins_every_dependency_of_pyproject_exactly():
         assert tune_dep in pins, tune_dep
 
 
+def installed(name: str) -> str | None:
+    """The installed version of a distribution without its local label (torch 2.13.0+cpu -> 2.13.0)."""
+    try:
+        return version(name).split("+")[0]
+    except PackageNotFoundError:
+        return None
+
+
+def test_the_installed_packages_are_the_locked_versions():
+    """What `make setup` installs is what the tests run against: every pin of requirements.lock
+    is installed at exactly that version."""
+    wrong = {name: (pin, installed(name)) for name, pin in locked().items() if installed(name) != pin}
+    assert not wrong, f"installed versions differ from requirements.lock (pin, installed): {wrong}"
+
+
 def test_installed_versions_reports_the_key_packages():
+    """versions.json of a run: python's version, and every key package at its locked version
+    (enkfrl itself is the project, not a pin: pyproject's version)."""
     v = installed_versions()
     assert set(v) == {"python", *KEY_PACKAGES}
     assert v["python"] == sys.version.split()[0]
     assert v["numpy"] == numpy.__version__ and v["torch"] == torch.__version__
-    assert v["stable_baselines3"] == version("stable-baselines3")
+    pins = locked()
+    for name in KEY_PACKAGES:
+        if name == "enkfrl":
+            continue
+        assert v[name] is not None and v[name].split("+")[0] == pins[canonical(name)], name
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert v["enkfrl"] == project["version"]  # `make setup` installs the project itself (editable)
     assert installed_versions(("no-such-package-enkfrl",))["no-such-package-enkfrl"] is None

@@ -27,7 +27,7 @@ from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from rl.config import load_config
+from rl.config import load_ablation, load_config
 from rl.studies.ablate import reference_data
 from enkf.system import System
 from rl.envs.assimilation import AssimilationEnv
@@ -169,7 +169,7 @@ def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: 
 
 
 def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("data")) -> dict:
-    res, rows = {}, []
+    res, rows = {"load_average_before": list(os.getloadavg())}, []
     cfg = load_config(config_path, "L96_1")
     data, norm = reference_data(cfg, data_root)
     res["env_steps_per_s"] = _env_steps_per_s(cfg, data, norm, 500 if quick else 3000)
@@ -207,6 +207,18 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
                  f"{pw['ppo_path_steps_per_s']:,.0f} ({pw['ratio_to_env_only']:.0%} of env-only)", "path-steps/s"))
     rows.append(("  its wall time: env.step / policy forward / PPO updates",
                  f"{pw['share_env_step']:.0%} / {pw['share_policy_forward_in_rollouts']:.0%} / {pw['share_ppo_updates']:.0%}", ""))
+    # the from-scratch study's PPO settings (config.yaml: ablations.pointwise.variants.scratch), on every core
+    scratch = next(r.cfg for r in load_ablation(config_path, "pointwise")[1]
+                   if r.experiment == "L96_1" and r.variant == "scratch" and r.seed == cfg.train.seed)
+    numba.set_num_threads(cores)
+    th.set_num_threads(cores)
+    sc = pointwise_speed(scratch, data, norm, rollouts=1 if quick else 3, env_seconds=1 if quick else 4)
+    res["batched_scratch_all_cores"] = sc
+    rows.append((f"L96_1 pointwise PPO, scratch variant ({sc['paths_per_env']} paths, n_steps {sc['n_steps']}, "
+                 f"{sc['n_epochs']} epochs), {cores} torch / {cores} env threads",
+                 f"{sc['ppo_path_steps_per_s']:,.0f} ({sc['ratio_to_env_only']:.0%} of env-only)", "path-steps/s"))
+    rows.append(("  its wall time: env.step / policy forward / PPO updates",
+                 f"{sc['share_env_step']:.0%} / {sc['share_policy_forward_in_rollouts']:.0%} / {sc['share_ppo_updates']:.0%}", ""))
     th.set_num_threads(1)
     numba.set_num_threads(1)
 
@@ -233,6 +245,7 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
         res[f"recurrent_{exp}"] = {"upstream_steps_per_s": up, "ours_steps_per_s": ours, "ratio": ours / up}
         rows.append((f"RecurrentPPO LSTM 256, 4 envs, {exp}: upstream / ours",
                      f"{up:,.0f} / {ours:,.0f} ({ours / up:.1f}x)", "steps/s"))
+    res["load_average_after"] = list(os.getloadavg())
     width = max(len(r[0]) for r in rows) + 2
     for name, value, unit in rows:
         echo(f"{name:<{width}}{value:>24}  {unit}")

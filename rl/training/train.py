@@ -26,7 +26,7 @@ from gymnasium.wrappers import TimeLimit
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import SubprocVecEnv
 from tqdm import tqdm
 
 from enkf.config import dump_config
@@ -35,7 +35,7 @@ from enkf.io import (DataError, atomic_path, atomic_write_json, atomic_write_tex
                      installed_versions, remove_stale_temps)
 from rl.training.curriculum import Curriculum, CurriculumCallback
 from rl.envs.assimilation import AssimilationEnv
-from rl.envs.batched import BatchedLoop
+from rl.envs.batched import BatchedLoop, PathVecEnv
 from rl.agents.actors import actor_factory
 from rl.training.evaluate import run_paths, summarise
 from rl.envs.normalisation import Normaliser
@@ -225,12 +225,14 @@ def make_env_fn(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int
 
 
 def make_vec_env(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int]):
-    if cfg.agent.kind == "pointwise":  # M paths x n points in one vectorised env
+    """The training envs on the batched loop (rl.envs.batched): M paths x n points (pointwise),
+    or n_envs paths with one agent each; with train.subproc, AssimilationEnvs in subprocesses."""
+    if cfg.agent.kind == "pointwise":
         return PointwiseVecEnv(cfg, data, normaliser, paths, cfg.train.paths_per_env, cfg.train.seed)
-    fns = [make_env_fn(cfg, data, normaliser, paths, cfg.train.seed + i) for i in range(cfg.train.n_envs)]
     if cfg.train.subproc and cfg.train.n_envs > 1:
+        fns = [make_env_fn(cfg, data, normaliser, paths, cfg.train.seed + i) for i in range(cfg.train.n_envs)]
         return SubprocVecEnv(fns, start_method="fork")
-    return DummyVecEnv(fns)
+    return PathVecEnv(cfg, data, normaliser, paths, cfg.train.n_envs, cfg.train.seed)
 
 
 def resolve_device(name: str) -> str:
