@@ -27,7 +27,18 @@ TOP_BLOCKS = ("shared", "experiments", "ablations", "sweep", "filters")
 # --------------------------------------------------------------------------------------------
 # Schema. Field order is the order of config.yaml; each docstring is the key's documentation.
 # --------------------------------------------------------------------------------------------
-FEATURES = ("forecast_mean", "obs", "innovation", "spread", "prev_analysis", "ensemble")
+FEATURES = ("forecast_mean", "obs", "innovation", "spread", "prev_analysis", "ensemble", "correlation")
+
+
+@dataclass(frozen=True)
+class EnsembleFilterConfig:
+    """The filter settings of the env's own ensemble where they differ from the stored filter's
+    (filter:): the same keys, with the same rules; n_ens and init_spread stay the stored filter's."""
+    method: Literal["enkf", "etkf"]
+    inflation: float
+    inflation_stage: Literal["forecast", "analysis"]
+    centre_perturbations: bool
+    rotate: bool
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,11 @@ class EnvConfig:
     """Named observation features, each normalised, concatenated in this order; any of
     forecast_mean (n), obs (p), innovation y - H xb (p), spread: forecast ensemble std (n),
     prev_analysis: the previous xa_rl (n), ensemble: every forecast member (n_ens n, the old
-    code's flattened ensemble; behaviour cloning then needs paths.store_ensembles). Never the truth."""
+    code's flattened ensemble), correlation: the forecast ensemble's correlation of each variable
+    with its next 1..agent.stencil neighbours on the ring (agent.stencil blocks of n, block d
+    holding corr(x_j, x_{j+d}) at variable j: a point's stencil window then holds its correlations
+    with every stencil neighbour). Cloning with ensemble or correlation needs
+    paths.store_ensembles. Never the truth."""
     window: int
     """Stack the features of the last `window` cycles (window agent: the LSTM runs over them)."""
     action_mode: Literal["absolute", "increment"]
@@ -45,15 +60,29 @@ class EnvConfig:
     """Observation and action spaces are Box(-obs_bound, obs_bound); features are clipped to it."""
     halt_bound: float
     """Terminate when any normalised forecast-mean component leaves [-halt_bound, halt_bound]."""
+    ensemble_filter: EnsembleFilterConfig | Literal[None]
+    """null: the env's ensemble runs with the stored filter (filter:), whose analysis anomalies
+    carry the next ensemble and whose analysis is the online target. A mapping (method, inflation,
+    inflation_stage, centre_perturbations, rotate): the env's ensemble runs with these settings
+    instead (e.g. the best classical filter of results/filters/<E>.json): the agent replaces that
+    filter's mean and its anomalies carry on; with the filter's own mean as the action the env
+    reproduces that filter's run. The stored run (reward.target stored, cloning) stays the
+    stored filter's."""
 
 
 @dataclass(frozen=True)
 class RewardConfig:
-    target: Literal["stored", "online", "truth"]
+    target: Literal["stored", "online", "truth", "next_obs"]
     """stored: the precomputed EnKF xa. online: the EnKF analysis of the env's own forecast.
-    truth: the true state (a study: can an RL analysis beat the EnKF it imitated?)."""
+    truth: the true state (a study: can an RL analysis beat the EnKF it imitated?).
+    next_obs: no truth and no filter to imitate: the fit of the forecast started from xa_rl (the
+    env's next forecast mean xb(k+1)) to the next cycle's observations y(k+1), per observed
+    point |norm(xb(k+1))_i - norm(y(k+1))_i|; the reward of step k is computed inside step k,
+    after the forecast to k+1. A path's last cycle has no next y: training episodes end one
+    cycle before it."""
     clip: float
-    """reward = 1 - clip(RMSE_norm(xa_rl, target), 0, clip): in [1 - clip, 1]."""
+    """reward = 1 - clip(RMSE_norm(xa_rl, target), 0, clip): in [1 - clip, 1] (next_obs: the RMSE
+    over the observed points of the next forecast vs y)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +190,14 @@ class Config(DAConfig):
     pretrain: PretrainConfig
     train: TrainConfig
 
+    def ensemble_config(self) -> "Config":
+        """This config with the filter of the env's own ensemble (env.ensemble_filter, or the
+        stored filter when null): what the env's System is built from."""
+        if self.env.ensemble_filter is None:
+            return self
+        return dataclasses.replace(self, filter=dataclasses.replace(
+            self.filter, **dataclasses.asdict(self.env.ensemble_filter)))
+
     def validate(self, split: str = "train") -> None:
         """The DA rules, then the rules of the RL sections (one-line errors naming the key)."""
         super().validate(split)
@@ -171,8 +208,20 @@ class Config(DAConfig):
         for i, name in enumerate(e.features):
             need(name in FEATURES, f"env.features[{i}]: unknown feature {name!r} (have {list(FEATURES)})")
         need(len(set(e.features)) == len(e.features), f"env.features: repeated feature in {e.features}")
-        need("ensemble" not in e.features or cfg.pretrain.epochs == 0 or cfg.paths.store_ensembles,
-             "env.features: cloning the 'ensemble' feature needs paths.store_ensembles: true")
+        for name in ("ensemble", "correlation"):
+            need(name not in e.features or cfg.pretrain.epochs == 0 or cfg.paths.store_ensembles,
+                 f"env.features: cloning the {name!r} feature needs paths.store_ensembles: true")
+        if "correlation" in e.features:
+            need(m.name == "lorenz96" and a.stencil >= 1,
+                 "env.features: 'correlation' needs a ring (Lorenz-96) and agent.stencil >= 1")
+        if e.ensemble_filter is not None:
+            try:  # the stored filter's rules, on the env's filter
+                DAConfig.validate(self.ensemble_config(), split)
+            except ConfigError as err:
+                raise ConfigError(str(err).replace("filter.", "env.ensemble_filter.", 1)) from None
+            need(cfg.pretrain.epochs == 0,
+                 "env.ensemble_filter: cloning imitates the stored run, whose features come from the "
+                 "stored filter's ensemble: set pretrain.epochs: 0")
         need(e.window >= 1, f"env.window: must be >= 1, got {e.window}")
         need(e.obs_bound > 0, f"env.obs_bound: must be > 0, got {e.obs_bound}")
         need(e.halt_bound > 0, f"env.halt_bound: must be > 0, got {e.halt_bound}")

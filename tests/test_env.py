@@ -294,7 +294,7 @@ def test_observation_space_and_window(smoke, features, stride):
     idx = np.array(cfg.obs_index)
     data = dict(data, obs=data["obs"][..., idx])  # observations of every stride-th variable
     sizes = {"forecast_mean": 8, "obs": 8 // stride, "innovation": 8 // stride, "spread": 8,
-             "prev_analysis": 8, "ensemble": 8 * cfg.filter.n_ens}
+             "prev_analysis": 8, "ensemble": 8 * cfg.filter.n_ens, "correlation": 8 * cfg.agent.stencil}
     assert feature_sizes(cfg) == sizes
     F = sum(sizes[f] for f in features)
     env = AssimilationEnv(cfg, data, norm, [1])

@@ -56,7 +56,8 @@ def split_training_paths(cfg: Config) -> tuple[list[int], list[int]]:
 
 def copy_obs_rmse(cfg: Config, norm: Normaliser, data: dict, paths: list[int]) -> float:
     """RMSE_norm of xa = y (xb where unobserved) against the reward's target along the stored
-    runs of `paths`: the error a policy that has learnt nothing yet has left."""
+    runs of `paths`: the error a policy that has learnt nothing yet has left. reward.target
+    next_obs has no target state and trains without the truth: the stored analyses set the scale."""
     target = data["truth"] if cfg.reward.target == "truth" else data["analysis_mean"]
     obs_index = np.array(cfg.obs_index)
     sq = []

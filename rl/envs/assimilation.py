@@ -9,7 +9,11 @@ One episode is one reference path (a start state of the spin-up), one step is on
     reward           1 - clip(RMSE(norm(xa_rl), norm(xa_target)), 0, clip), xa_target the stored
                      EnKF analysis (reward.target: stored), the EnKF analysis of the env's own
                      forecast ensemble (online) or the truth (truth: a study); info["point_error"]
-                     holds |norm(xa_rl) - norm(xa_target)| per grid point (the pointwise credit)
+                     holds |norm(xa_rl) - norm(xa_target)| per grid point (the pointwise credit).
+                     next_obs: no target state; after the forecast to k+1 (done inside step k),
+                     point_error_i = |norm(xb(k+1))_i - norm(y(k+1))_i| on the observed points,
+                     the fit of the forecast started from xa_rl to the next observations (NaN on
+                     the last cycle, which has no next y, and on unobserved points)
     next ensemble    E = xa_rl + A_a, A_a the EnKF analysis anomalies of the env's own forecast
                      ensemble with the reference run's perturbation draws for (path, k); then
                      E_f(k+1) = forecast(E). Whatever the reference derived from xa is derived
@@ -21,6 +25,7 @@ One episode is one reference path (a start state of the spin-up), one step is on
 from __future__ import annotations
 
 import time
+import warnings
 from collections import deque
 from typing import Sequence
 
@@ -39,21 +44,35 @@ DATA_KEYS = ("truth", "obs", "analysis_mean", "forecast_mean", "forecast_spread"
 def feature_sizes(cfg: Config) -> dict[str, int]:
     n, p = cfg.model.n, len(cfg.obs_index)
     return {"forecast_mean": n, "obs": p, "innovation": p, "spread": n, "prev_analysis": n,
-            "ensemble": cfg.filter.n_ens * n}
+            "ensemble": cfg.filter.n_ens * n, "correlation": cfg.agent.stencil * n}
+
+
+def ring_correlations(ensemble: np.ndarray, lags: int) -> np.ndarray:
+    """Ensemble correlations on the ring: (..., N, n) members -> (..., lags n), block d - 1
+    (d = 1 .. lags) holding corr(x_j, x_{(j + d) mod n}) at variable j (NaN where a variable has
+    no spread)."""
+    A = ensemble - ensemble.mean(axis=-2, keepdims=True)
+    norms = np.sqrt(np.sum(A * A, axis=-2))                                     # (..., n)
+    blocks = [np.sum(A * np.roll(A, -d, axis=-1), axis=-2) / (norms * np.roll(norms, -d, axis=-1))
+              for d in range(1, lags + 1)]
+    return np.concatenate(blocks, axis=-1)
 
 
 def build_features(names: Sequence[str], norm: Normaliser, obs_index: np.ndarray,
                    forecast_mean: np.ndarray, obs: np.ndarray, forecast_spread: np.ndarray,
-                   prev_analysis: np.ndarray, forecast_ensemble: np.ndarray | None = None) -> np.ndarray:
+                   prev_analysis: np.ndarray, forecast_ensemble: np.ndarray | None,
+                   lags: int) -> np.ndarray:
     """The normalised feature vector of one cycle, in the order of ``names``; with leading
     batch axes (slots of rl.envs.batched) one vector per slot.
 
     Takes only what a filter knows at analysis time: no truth argument exists. Per-variable
-    features are blocks of n values; the ensemble is n_ens such blocks, member after member.
+    features are blocks of n values; the ensemble is n_ens such blocks, member after member;
+    correlation is `lags` blocks (ring_correlations, dimensionless: not normalised further).
     """
     lead = forecast_mean.shape[:-1]
     parts = {
         "ensemble": lambda: norm.norm(forecast_ensemble).reshape(*lead, -1),
+        "correlation": lambda: ring_correlations(forecast_ensemble, lags),
         "forecast_mean": lambda: norm.norm(forecast_mean),
         "obs": lambda: norm.norm(obs, obs_index),
         "innovation": lambda: norm.diff_norm(obs - forecast_mean[..., obs_index], obs_index),
@@ -61,6 +80,26 @@ def build_features(names: Sequence[str], norm: Normaliser, obs_index: np.ndarray
         "prev_analysis": lambda: norm.norm(prev_analysis),
     }
     return np.concatenate([parts[name]() for name in names], axis=-1)
+
+
+def next_obs_error(norm: Normaliser, obs_index: np.ndarray, next_forecast_mean: np.ndarray,
+                   next_obs: np.ndarray, clip: float) -> np.ndarray:
+    """reward.target next_obs: |norm(xb(k+1)) - norm(y(k+1))| on the observed points, NaN on the
+    others, `clip` where the forecast is not finite (a diverged forecast earns the lowest reward);
+    shape (..., n) like next_forecast_mean."""
+    out = np.full(next_forecast_mean.shape, np.nan)
+    with np.errstate(all="ignore"):
+        d = np.abs(norm.diff_norm(next_forecast_mean[..., obs_index] - next_obs, obs_index))
+    out[..., obs_index] = np.where(np.isfinite(d), d, clip)
+    return out
+
+
+def reward_of(point_error: np.ndarray, clip: float) -> np.ndarray:
+    """1 - clip(RMSE over the points with an error, 0, clip), over the last axis (NaN where no
+    point has one: the last cycle under next_obs)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN row
+        return 1.0 - np.minimum(np.sqrt(np.nanmean(point_error ** 2, axis=-1)), clip)
 
 
 def clip_features(f: np.ndarray, bound: float) -> np.ndarray:
@@ -75,11 +114,13 @@ def reference_observations(cfg: Config, norm: Normaliser, data: dict, path: int)
     spread, observations and (previous) analysis."""
     xb, y = data["forecast_mean"][path], data["obs"][path]
     spread, xa = data["forecast_spread"][path], data["analysis_mean"][path]
-    ens = data["forecast_ensemble"][path] if "ensemble" in cfg.env.features else [None] * len(xb)
+    members = {"ensemble", "correlation"} & set(cfg.env.features)
+    ens = data["forecast_ensemble"][path] if members else [None] * len(xb)
     obs_index = np.array(cfg.obs_index)
     rows = np.stack([
         clip_features(build_features(cfg.env.features, norm, obs_index, xb[k], y[k], spread[k],
-                                     xa[k - 1] if k > 0 else xb[0], ens[k]), cfg.env.obs_bound)
+                                     xa[k - 1] if k > 0 else xb[0], ens[k], cfg.agent.stencil),
+                      cfg.env.obs_bound)
         for k in range(xb.shape[0])])
     W = cfg.env.window
     padded = np.concatenate([np.repeat(rows[:1], W - 1, axis=0), rows])  # reset repeats row 0
@@ -114,8 +155,9 @@ class AssimilationEnv(gym.Env):
 
     def __init__(self, cfg: Config, data: dict, normaliser: Normaliser, paths: Sequence[int]):
         super().__init__()
-        self.system = System.from_config(cfg)
+        self.system = System.from_config(cfg.ensemble_config())  # the env's own ensemble filter
         self.env_cfg, self.reward_cfg = cfg.env, cfg.reward
+        self.lags = cfg.agent.stencil  # of the correlation feature
         self.data = {k: data[k] for k in DATA_KEYS}
         self.norm = normaliser
         self.n_cycles = self.data["obs"].shape[1]
@@ -199,22 +241,29 @@ class AssimilationEnv(gym.Env):
         else:
             xa = self._xb + self.norm.diff_unnorm(a)
         z = self.norm.norm(xa)
-        target = {"stored": stored_xa, "online": self._xa_online, "truth": truth}[self.reward_cfg.target]
-        point_error = np.abs(z - self.norm.norm(target))  # per grid point: the pointwise agent's credit
+        target = self.reward_cfg.target
+        if target != "next_obs":
+            xa_target = {"stored": stored_xa, "online": self._xa_online, "truth": truth}[target]
+            point_error = np.abs(z - self.norm.norm(xa_target))  # per grid point: the pointwise agent's credit
         rmse_stored = float(rmse(z, self.norm.norm(stored_xa)))
         rmse_online = float(rmse(z, self.norm.norm(self._xa_online)))
-        reward = 1.0 - min(float(np.sqrt(np.mean(point_error ** 2))), clip)
 
         self._prev_analysis = xa
         self.cycle = k + 1
         terminated = truncated = False
         if self.cycle == self.n_cycles:
             truncated = True
+            if target == "next_obs":  # no next observation: this step has no reward
+                point_error = np.full(self.n, np.nan)
         else:
             self._forecast_from(xa + self._Aa)
-            z = self.norm.norm(self._xb)
+            if target == "next_obs":  # the forecast from xa_rl against the next cycle's y
+                point_error = next_obs_error(self.norm, self.system.obs_index, self._xb, self.current_obs, clip)
+            with np.errstate(invalid="ignore"):
+                z = self.norm.norm(self._xb)
             terminated = not (np.all(np.isfinite(z)) and np.all(np.abs(z) <= self.env_cfg.halt_bound))
             self._history.append(self._features())
+        reward = float(reward_of(point_error, clip))
         info = self._info(k, terminated, stored_xa, truth, rmse_stored, rmse_online, float(rmse(xa, truth)))
         info["point_error"] = point_error
         self.step_seconds += time.perf_counter() - t0
@@ -239,7 +288,7 @@ class AssimilationEnv(gym.Env):
         prev = self._xb if self._prev_analysis is None else self._prev_analysis
         with np.errstate(all="ignore"):
             f = build_features(self.env_cfg.features, self.norm, self.system.obs_index,
-                               self._xb, self.current_obs, self._spread, prev, self._ensemble)
+                               self._xb, self.current_obs, self._spread, prev, self._ensemble, self.lags)
         return clip_features(f, self.env_cfg.obs_bound)
 
     def _observation(self) -> np.ndarray:

@@ -37,7 +37,8 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 from rl.config import Config
 from enkf.io import DataError
 from enkf.system import System, rmse
-from rl.envs.assimilation import DATA_KEYS, build_features, clip_features, feature_sizes
+from rl.envs.assimilation import (DATA_KEYS, build_features, clip_features, feature_sizes, next_obs_error,
+                                  reward_of)
 from rl.envs.normalisation import Normaliser
 
 
@@ -55,8 +56,9 @@ def forecast_on_gpu(device: str) -> bool:
 @dataclass
 class BatchStep:
     """What one step of the active slots gave, one entry per slot (NaN / False elsewhere)."""
-    reward: np.ndarray          # (P,) 1 - clip(RMSE_norm vs the target)
-    point_error: np.ndarray     # (P, n) |norm(xa) - norm(target)|, the pointwise credit
+    reward: np.ndarray          # (P,) 1 - clip(RMSE_norm vs the target) (next_obs: NaN on a last cycle)
+    point_error: np.ndarray     # (P, n) |norm(xa) - norm(target)|, the pointwise credit (next_obs:
+                                # |norm(xb(k+1)) - norm(y(k+1))| on the observed points)
     terminated: np.ndarray      # (P,) halted: non-finite action, or the forecast left the bounds
     truncated: np.ndarray       # (P,) the path's last cycle was assimilated
     rmse_vs_enkf: np.ndarray    # (P,) normalised RMSE vs the stored analysis
@@ -72,8 +74,9 @@ class BatchedLoop:
     """P slots of the closed loop over the paths of `data` (arrays of paths.h5)."""
 
     def __init__(self, cfg: Config, data: dict, normaliser: Normaliser, n_slots: int):
-        self.system = System.from_config(cfg)
+        self.system = System.from_config(cfg.ensemble_config())  # the env's own ensemble filter
         self.env_cfg, self.reward_cfg = cfg.env, cfg.reward
+        self.lags = cfg.agent.stencil  # of the correlation feature
         self.block_columns = cfg.train.block_columns
         self.gpu = forecast_on_gpu(cfg.train.device)
         self.data = {k: data[k] for k in DATA_KEYS}
@@ -159,13 +162,13 @@ class BatchedLoop:
         a = np.clip(a, -b, b)
         xa = self.norm.unnorm(a) if self.env_cfg.action_mode == "absolute" else self.xb[ok] + self.norm.diff_unnorm(a)
         z = self.norm.norm(xa)
-        target = {"stored": stored_xa, "online": self.xa_online[ok], "truth": truth}[self.reward_cfg.target]
-        point_error = np.abs(z - self.norm.norm(target))
-        out.point_error[ok] = point_error
+        target = self.reward_cfg.target
+        if target != "next_obs":  # next_obs: after the forecast below
+            xa_target = {"stored": stored_xa, "online": self.xa_online[ok], "truth": truth}[target]
+            out.point_error[ok] = np.abs(z - self.norm.norm(xa_target))
         out.rmse_vs_enkf[ok] = rmse(z, self.norm.norm(stored_xa))
         out.rmse_vs_online[ok] = rmse(z, self.norm.norm(self.xa_online[ok]))
         out.rmse_vs_truth[ok] = rmse(xa, truth)
-        out.reward[ok] = 1.0 - np.minimum(np.sqrt(np.mean(point_error ** 2, axis=1)), clip)
         out.analysis[ok] = xa
 
         self.prev[ok] = xa
@@ -176,12 +179,16 @@ class BatchedLoop:
         cont = ok[go]
         if len(cont):
             self._forecast_from(cont, xa[go][:, None, :] + self.Aa[cont])
+            if target == "next_obs":  # the forecast from xa_rl against the next cycle's y
+                y_next = self.data["obs"][self.path[cont], self.cycle[cont]]
+                out.point_error[cont] = next_obs_error(self.norm, self.system.obs_index, self.xb[cont], y_next, clip)
             with np.errstate(all="ignore"):
                 zb = self.norm.norm(self.xb[cont])
                 inside = np.all(np.isfinite(zb), axis=1) & np.all(np.abs(zb) <= self.env_cfg.halt_bound, axis=1)
             out.terminated[cont[~inside]] = True
             self.history[cont, :-1] = self.history[cont, 1:]
             self.history[cont, -1] = self._features(cont)
+        out.reward[ok] = reward_of(out.point_error[ok], clip)  # NaN on a last cycle under next_obs
         return out
 
     # ---- internals ----------------------------------------------------------------------------------
@@ -200,7 +207,7 @@ class BatchedLoop:
         y = self.data["obs"][self.path[slots], self.cycle[slots]]
         with np.errstate(all="ignore"):
             f = build_features(self.env_cfg.features, self.norm, self.system.obs_index, self.xb[slots], y,
-                               self.spread[slots], self.prev[slots], self.ensemble[slots])
+                               self.spread[slots], self.prev[slots], self.ensemble[slots], self.lags)
         return clip_features(f, self.env_cfg.obs_bound).astype(np.float32)
 
 
@@ -216,6 +223,9 @@ class PathVecEnv(VecEnv):
     def __init__(self, cfg: Config, data: dict, normaliser: Normaliser, paths: Sequence[int],
                  n_slots: int, seed: int):
         self.loop = BatchedLoop(cfg, data, normaliser, n_slots)
+        # training episodes end where the last reward is known: a path's last cycle has no next
+        # observation under reward.target next_obs, so its episodes end one cycle before it
+        self.horizon = self.loop.n_cycles - (cfg.reward.target == "next_obs")
         self.n, self.n_slots = cfg.model.n, n_slots
         self.active_paths = list(paths)
         self.path_rng = np.random.default_rng(seed)  # the slots' path choice
@@ -263,9 +273,10 @@ class PathVecEnv(VecEnv):
         k = self.agents_per_slot
         self._returns += res.reward
         self._lengths += 1
-        done = res.terminated | res.truncated
+        truncated = res.truncated | ((self.loop.cycle >= self.horizon) & ~res.terminated)
+        done = res.terminated | truncated
         obs = self._agent_observations(self.loop.observations())
-        infos = self._infos(res, done, obs)
+        infos = self._infos(res, done, truncated, obs)
         ended = np.flatnonzero(done)
         if len(ended):
             self._start(ended)
@@ -274,7 +285,7 @@ class PathVecEnv(VecEnv):
         self.step_seconds += time.perf_counter() - t0
         return obs, self._rewards(res), np.repeat(done, k), infos
 
-    def _infos(self, res: BatchStep, done: np.ndarray, obs: np.ndarray) -> list[dict]:
+    def _infos(self, res: BatchStep, done: np.ndarray, truncated: np.ndarray, obs: np.ndarray) -> list[dict]:
         """One dict per agent; the first agent of a slot carries the path's diagnostics and its
         episode (info["episode_owner"]), so episodes are counted per path."""
         k = self.agents_per_slot
@@ -293,7 +304,7 @@ class PathVecEnv(VecEnv):
                                     "t": round(now - self._t0[m], 6)}
                 for i, d in enumerate(slot):
                     d["terminal_observation"] = terminal[m, i].copy()
-                    d["TimeLimit.truncated"] = bool(res.truncated[m] and not res.terminated[m])
+                    d["TimeLimit.truncated"] = bool(truncated[m] and not res.terminated[m])
             infos.extend(slot)
         return infos
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numba
 import numpy as np
 import torch as th
+from gymnasium.wrappers import TimeLimit
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
@@ -241,7 +242,10 @@ def set_exploration(model, cfg: Config, normaliser: Normaliser, data: dict, hist
 # ---- set-up helpers ---------------------------------------------------------------------------
 def make_env_fn(cfg: Config, data: dict, normaliser: Normaliser, paths: list[int], seed: int):
     def make():
-        env = Monitor(AssimilationEnv(cfg, data, normaliser, paths))
+        env = AssimilationEnv(cfg, data, normaliser, paths)
+        if cfg.reward.target == "next_obs":  # the last cycle has no next y: episodes end before it
+            env = TimeLimit(env, env.n_cycles - 1)
+        env = Monitor(env)
         env.reset(seed=seed)
         return env
     return make
