@@ -15,7 +15,7 @@ from stable_baselines3.common.logger import Logger
 from enkf.io import DataError, sha256_file
 from rl.agents.actors import actor_factory
 from rl.agents.policy import build_model
-from rl.envs.assimilation import AssimilationEnv
+from rl.envs.batched import BatchedLoop
 from rl.training.runs import CHECKSUMS, newest_checkpoint, save_checkpoint, save_model
 from rl.training.train import EvalCallback, make_vec_env
 
@@ -98,7 +98,7 @@ def test_incomplete_checkpoints_are_skipped(run):
 # ---- the best model ------------------------------------------------------------------------------------
 def eval_callback(smoke, run, model):
     cfg, data, norm = smoke
-    cb = EvalCallback(AssimilationEnv(cfg, data, norm, [cfg.paths.eval_path]), cfg.paths.eval_path, 512, run,
+    cb = EvalCallback(BatchedLoop(cfg, data, norm, 1), cfg.paths.eval_path, 512, run,
                       actor_factory(cfg))
     cb.init_callback(model)
     cb.on_training_start({}, {})
@@ -108,7 +108,7 @@ def eval_callback(smoke, run, model):
 def test_the_best_model_is_restored_on_resume_and_kept_when_not_beaten(smoke, model, tmp_path):
     """best.json of a resumed run (its best_model.zip recorded): the callback starts from that
     total reward, so an evaluation below it leaves best_model.zip and best.json alone."""
-    save_model(model, tmp_path / "best_model.zip", tmp_path)
+    save_model(model, tmp_path / "best_model.zip", tmp_path, 7)
     (tmp_path / "best.json").write_text(json.dumps({"total_reward": 1e9, "steps": 7}))
     before = sha256_file(tmp_path / "best_model.zip")
     cb = eval_callback(smoke, tmp_path, model)
@@ -125,7 +125,7 @@ def test_the_best_model_is_replaced_when_beaten_or_not_to_be_trusted(smoke, mode
     file, or none at all) is replaced: best.json is the evaluation, best_model.zip the model."""
     cfg, data, norm = smoke
     if case != "none":
-        save_model(model, tmp_path / "best_model.zip", tmp_path)
+        save_model(model, tmp_path / "best_model.zip", tmp_path, 7)
         (tmp_path / "best.json").write_text(json.dumps({"total_reward": -1e9 if case == "lower" else 1e9, "steps": 7}))
     if case == "unrecorded":
         forget(tmp_path, "best_model.zip")
