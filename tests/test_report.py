@@ -170,7 +170,8 @@ def test_fit_record_means_minima_and_per_seed_entries(clone_runs, smoke_cfg):
     gains = [1 - SEEDS[s]["rl"][0] / SEEDS[s]["supervised"][0] for s in (0, 1, 2)]
     assert record["improvement_over_clone"]["per_seed"] == pytest.approx(gains, rel=1e-12)
     assert record["improvement_over_clone"]["mean"] == pytest.approx(mean(gains), rel=1e-12)
-    assert record["provenance"]["config_hash"] == smoke_cfg.hash() and record["provenance"]["command"] == "cmd"
+    # the report's command, after the commands that made its runs (command.txt of each run)
+    assert record["provenance"]["config_hash"] == smoke_cfg.hash() and record["provenance"]["command"].endswith("; cmd")
 
 
 def test_fit_record_checks_on_the_mean_and_per_seed(clone_runs):

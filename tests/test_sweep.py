@@ -169,24 +169,25 @@ def test_variants_that_share_their_data_get_one_data_set_made_before_the_trials(
     once (generate_data) and then read by both trials; infl2's data are its trial's own (computed
     in memory); the experiment's own data go to data/smoke/ even for a single trial."""
     from rl.config import load_ablation
-    from rl.studies.ablate import compute_data, located_data
-    from rl.studies.sweep import generate_data, has_data, shared_data
+    from enkf import datafiles
+    from rl.studies.ablate import located_data
+    from rl.studies.sweep import generate_data, shared_data
     path = _write(tmp_path, SHARED)
     _, runs = load_ablation(path, "tiny")
     by = {r.variant: r.cfg for r in runs}
-    assert by["g05"].data_hash() == by["g09"].data_hash() != by["infl2"].data_hash()
-    own = {"smoke": load_config(path, "smoke").data_hash()}
+    h = datafiles.data_hash
+    assert h(by["g05"]) == h(by["g09"]) != h(by["infl2"])
+    own = {"smoke": h(load_config(path, "smoke"))}
     root = tmp_path / "data"
     todo = shared_data([r.cfg for r in runs], own, root)
-    assert [(cfg.data_hash(), folder) for cfg, folder in todo] == [
-        (by["g05"].data_hash(), root / "smoke" / by["g05"].data_hash())]
+    assert [(h(cfg), folder) for cfg, folder in todo] == [(h(by["g05"]), root / "smoke" / h(by["g05"]))]
     cfg, folder = todo[0]
     generate_data(cfg, folder, 1)
-    assert has_data(by["g09"], folder) and not has_data(by["infl2"], folder)
+    assert datafiles.is_current(by["g09"], folder) and not datafiles.is_current(by["infl2"], folder)
     assert shared_data([r.cfg for r in runs], own, root) == []  # made: nothing left to make
     data, _, source = located_data(by["g09"], root, 1)
     assert source == str(folder)
-    _, fresh = compute_data(by["g09"], 1)
+    _, fresh = datafiles.compute(by["g09"], 1)
     for key in ("truth", "obs", "analysis_mean", "initial_ensemble"):
         np.testing.assert_array_equal(data[key], fresh[key])
     assert located_data(by["infl2"], root, 1)[2] == "computed in memory"
