@@ -280,7 +280,7 @@ class Config(DAConfig):
 # Public entry points.
 # --------------------------------------------------------------------------------------------
 def read_yaml(path: str | Path) -> dict:
-    """The top level of config.yaml: exactly shared, experiments, ablations and sweep."""
+    """The top level of config.yaml: exactly TOP_BLOCKS."""
     return _read_yaml(path, TOP_BLOCKS, exact=True)
 
 

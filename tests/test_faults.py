@@ -315,7 +315,7 @@ CASES = [
          edit_config("c.yaml", lambda r: r["shared"].update(seed=-1))),
     Case("shared_list", "`shared: [1]`", ["config", "--exp", "smoke", "--config", "c.yaml"],
          2, "c.yaml: shared: expected a mapping",
-         write_yaml("c.yaml", "shared: [1]\nexperiments: {smoke: {}}\nablations: {}\nsweep: {}\n")),
+         write_yaml("c.yaml", "shared: [1]\nexperiments: {smoke: {}}\nablations: {}\nsweep: {}\nfilters: {}\n")),
     Case("duplicate_key", "a key written twice (`filter: {n_ens: 12, n_ens: 10}`)",
          ["config", "--exp", "smoke", "--config", "c.yaml"], 2, "duplicate key 'n_ens'",
          lambda d, request: (d / "c.yaml").write_text((d / "config.yaml").read_text().replace(
