@@ -34,9 +34,9 @@ def small_ppo(cfg):
 @pytest.fixture
 def measured(monkeypatch) -> dict:
     """Every RL measurement, run small; name -> list of what each call returned."""
-    seen = {"env": [], "ppo": [], "pointwise": [], "forecast": []}
-    env, ppo, pointwise, forecast = (rl_bench._env_steps_per_s, rl_bench._ppo_speed, rl_bench.pointwise_speed,
-                                     rl_bench.batched_forecast)
+    seen = {"env": [], "ppo": [], "pointwise": [], "per_path": [], "batched": [], "limit": []}
+    env, ppo, pointwise = rl_bench._env_steps_per_s, rl_bench._ppo_speed, rl_bench.pointwise_speed
+    per_path, batched, limit = rl_bench.per_path_loop_speed, rl_bench.batched_loop_speed, rl_bench.kernel_limit
 
     def keep(name, value):
         seen[name].append(value)
@@ -45,9 +45,12 @@ def measured(monkeypatch) -> dict:
     monkeypatch.setattr(rl_bench, "_ppo_speed", lambda cfg, data, norm, steps, policy_class=None: keep(
         "ppo", ppo(small_ppo(cfg), data, norm, 32, policy_class)))
     monkeypatch.setattr(rl_bench, "pointwise_speed", lambda cfg, data, norm, rollouts, env_seconds, device="cpu": keep(
-        "pointwise", pointwise(cfg, data, norm, 1, 0.2, device)))
-    monkeypatch.setattr(rl_bench, "batched_forecast", lambda cfg, data, norm, M, repeats: keep(
-        "forecast", forecast(cfg, data, norm, M, 1)))
+        "pointwise", pointwise(small_ppo(cfg), data, norm, 1, 0.2, device)))
+    monkeypatch.setattr(rl_bench, "per_path_loop_speed", lambda cfg, data, norm, P, seconds: keep(
+        "per_path", per_path(cfg, data, norm, P, 0.1)))
+    monkeypatch.setattr(rl_bench, "batched_loop_speed", lambda cfg, data, norm, P, seconds: keep(
+        "batched", batched(cfg, data, norm, P, 0.1)))
+    monkeypatch.setattr(rl_bench, "kernel_limit", lambda cfg, data, P, repeats: keep("limit", limit(cfg, data, P, 1)))
     return seen
 
 
@@ -57,13 +60,13 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
     (in_tmp / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     (in_tmp / "results").mkdir()
     (in_tmp / "results/bench.json").write_text(json.dumps({"ray_study": {"x": 1}, "rl": {"old": True}}))
-    result = CliRunner().invoke(main, ["bench", "--config", "config.yaml"])
+    result = CliRunner().invoke(main, ["bench", "--config", "config.yaml", "--record"])
     assert result.exit_code == 0, (result.output, result.exception)
     out = result.output
     res = json.loads((in_tmp / "results/bench.json").read_text())
     assert set(res) == {"kernels", "rl", "provenance", "ray_study"} and res["ray_study"] == {"x": 1}
     assert res["provenance"]["config_hash"] == hash_of(bench_config("config.yaml"))
-    assert res["provenance"]["command"] == "enkfrl bench"
+    assert res["provenance"]["command"] == "enkfrl bench --record"
 
     # kernels: every ratio printed is numba's speed over numpy's (for times: numpy's over numba's)
     k = res["kernels"]
@@ -78,28 +81,33 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
     row = next(line for line in out.splitlines() if "spin-up, 20,000 steps" in line)
     assert f"{k['spinup']['numpy_wall_s_extrapolated'] / k['spinup']['wall_s']:.1f}x" in row
     assert k["spinup"]["numpy_wall_s_extrapolated"] == pytest.approx(20000 / k["single"]["numpy_steps_per_s"])
-    # the model kernels agree with numpy to the last bit; the 2000 chaotic EnKF cycles only
-    # statistically (their analyses part), and the verdict printed says which
-    assert k["single"]["max_abs_diff"] <= 1e-9 and k["ensemble"]["max_abs_diff"] <= 1e-9
+    # one cycle from the same start agrees with numpy to rounding (trajectory, ensemble, one EnKF
+    # forecast + analysis with the same draws); the 2000 chaotic EnKF cycles only statistically
+    one = max(k["single"]["max_abs_diff_one_cycle"], k["ensemble"]["max_abs_diff_one_cycle"],
+              e["max_abs_diff_one_analysis"])
+    assert one <= 1e-9
     assert e["analysis_rmse_numba"] == pytest.approx(e["analysis_rmse_numpy"], rel=0.05)
-    agree = max(k["single"]["max_abs_diff"], k["ensemble"]["max_abs_diff"], e["max_abs_diff_analysis_mean"]) <= 1e-9
-    verdict = next(line for line in out.splitlines() if line.startswith("numba vs numpy max |diff|"))
-    assert verdict.endswith(": agree") == agree and ("DIFFER" in verdict) == (not agree)
+    verdict = next(line for line in out.splitlines() if line.startswith("numba vs numpy on one cycle"))
+    assert verdict.endswith(": agree") and "DIFFER" not in verdict
 
     # RL: the recorded numbers are what the measurements returned, the ratios are theirs
     rl = res["rl"]
-    assert set(rl) == {"env_steps_per_s", "pointwise", "pointwise_mlp", "pointwise_batched_forecast", "ppo_local",
-                       "recurrent_L96_1", "recurrent_smoke"}
+    assert set(rl) == {"env_steps_per_s", "batched_env_only", "batched", "batched_scratch_all_cores", "ppo_local",
+                       "recurrent_L96_1", "recurrent_smoke", "load_average_before", "load_average_after"}
     assert rl["env_steps_per_s"] == pytest.approx(measured["env"][0])
-    lstm, mlp = measured["pointwise"]
-    assert rl["pointwise"] == pytest.approx(lstm) and rl["pointwise_mlp"] == pytest.approx(mlp)
-    for pw, net in ((rl["pointwise"], "lstm"), (rl["pointwise_mlp"], "mlp")):
-        assert pw["point_net"] == net and pw["paths_per_env"] == 2
+    e = rl["batched_env_only"]
+    cores = e["cores"]
+    assert e["per_path_loop_P4"] == pytest.approx(measured["per_path"][0])
+    assert [e["kernel_limit_1_core"], e["kernel_limit_all_cores"]] == pytest.approx(measured["limit"])
+    keys = [f"batched_P{P}_threads{t}" for t in sorted({1, cores}) for P in (4, 32, 99)]
+    assert [e[k] for k in keys] == pytest.approx(measured["batched"])
+    default, scratch = measured["pointwise"]
+    assert rl["batched"] == pytest.approx(default) and rl["batched_scratch_all_cores"] == pytest.approx(scratch)
+    for pw in (rl["batched"], rl["batched_scratch_all_cores"]):
         assert pw["ratio_to_env_only"] == pytest.approx(pw["ppo_path_steps_per_s"] / pw["env_only_path_steps_per_s"])
         shares = pw["share_env_step"] + pw["share_policy_forward_in_rollouts"] + pw["share_ppo_updates"]
         assert shares == pytest.approx(1.0) and 0 < pw["share_env_step"] < 1
-    bf = rl["pointwise_batched_forecast"]
-    assert bf == pytest.approx(measured["forecast"][0]) and bf["speedup"] == pytest.approx(bf["separate_s"] / bf["batched_s"])
+    assert rl["batched"]["paths_per_env"] == 2 and rl["batched_scratch_all_cores"]["paths_per_env"] == 16
     local, *recurrent = measured["ppo"]
     assert rl["ppo_local"] == {"agent": "local", "steps_per_s": pytest.approx(local[0]),
                                "env_step_share": pytest.approx(local[1])}
@@ -111,7 +119,7 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
         row = next(line for line in out.splitlines() if f"4 envs, {exp}: upstream / ours" in line)
         assert f"{up:,.0f} / {ours:,.0f} ({ours / up:.1f}x)" in row, row
     row = next(line for line in out.splitlines() if "pointwise PPO (lstm" in line)
-    assert f"({rl['pointwise']['ratio_to_env_only']:.0%} of env-only)" in row
-    row = next(line for line in out.splitlines() if "one numba call of all columns" in line)
-    assert re.search(rf"{bf['speedup']:.2f}x\s+speed-up", row), row
+    assert f"({rl['batched']['ratio_to_env_only']:.0%} of env-only)" in row
+    row = next(line for line in out.splitlines() if "batched loop, P = 99" in line)
+    assert f"{e['batched_P99_threads1']:,.0f} / {e[f'batched_P99_threads{cores}']:,.0f}" in row, row
     assert out.strip().endswith("wrote results/bench.json")

@@ -215,7 +215,9 @@ def test_plot_all_without_eval_h5_notes_it(run, workdir):
     shutil.copytree(run, noeval, ignore=shutil.ignore_patterns("eval.h5", "plots"))
     try:
         newest = max(p.stat().st_mtime for p in (workdir / "logs/smoke").glob("*/config.yaml"))
-        os.utime(noeval / "config.yaml", (newest + 10, newest + 10))  # the newest run: plot picks it without --run
+        os.utime(noeval / "config.yaml", (newest + 10, newest + 10))
+        info = json.loads((noeval / "run.json").read_text())  # the newest run by run.json: plot picks it without --run
+        (noeval / "run.json").write_text(json.dumps(dict(info, created="9999-12-31T23:59:59+0000")))
         out = invoke("plot", "--exp", "smoke", "--stage", "all")
         assert "note: no evaluation figures" in out and "evaluate --run" in out
         assert_pngs(noeval / "plots", TRAIN_PNGS)
