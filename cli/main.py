@@ -252,7 +252,7 @@ def evaluate(cfg, run_dir, which, path_list, test, trust):
 @click.option("--config", "config_path", default="config.yaml", show_default=True,
               help="Config whose enkf_inflation study lists the inflations a truth-reward record is compared with.")
 def report(run_list, init, supervised_from, out_path, config_path):
-    """Fit record over training seeds (../shared/RESULTS_FORMAT.md) from evaluated run folders."""
+    """Fit record over training seeds (docs/design.md: results format) from evaluated run folders."""
     import shlex
     import sys
     from enkf.io import atomic_write_json

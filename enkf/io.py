@@ -78,7 +78,7 @@ def installed_versions(packages=KEY_PACKAGES) -> dict:
 
 
 def provenance(config: dict, config_hash: str, command: str, wall_s: float) -> dict:
-    """The block every JSON under results/ carries (../shared/RESULTS_FORMAT.md): the resolved
+    """The block every JSON under results/ carries (docs/design.md: results format): the resolved
     config (or a study's full overrides), its hash, the code version, the command, the wall time
     and the machine."""
     commit, dirty = git_state()

@@ -183,7 +183,7 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
         return {hash_of({})}, "python scripts/time_suite.py"
     if parts[0].startswith("mutation"):  # scripts/mutation_check.py --record: depends on no setting
         return {hash_of({})}, "python scripts/mutation_check.py --record"
-    if parts[0] == "gpu_check.json":  # scripts/gpu_check.py on a lent GPU machine, L96_1's config
+    if parts[0] == "gpu_check.json":  # scripts/gpu_check.py on a GPU machine, L96_1's config
         return ({load_config(config_path, doc["experiment"]).hash()}, "python scripts/gpu_check.py (on a GPU machine)")
     if parts[0] == "bench.json":
         from cli.common import bench_config

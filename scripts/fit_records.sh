@@ -5,7 +5,7 @@
 #   results/fit_pointwise/<E>_clone.json    the same runs: pointwise PPO started from the clone
 #   results/fit_pointwise/<E>_scratch.json  `pointwise` study, variant scratch (no cloning)
 #   results/fit_pointwise/<E>_truth_scratch.json   variant truth_scratch (reward vs the truth)
-#   results/fit_pointwise/<E>_local_global.json    variant local_global (issue 4's local agent)
+#   results/fit_pointwise/<E>_local_global.json    variant local_global (the local agent, one reward per cycle)
 #   docs/<E>_pointwise_curves.png           eval-path learning curves of those records
 # Usage: scripts/fit_records.sh [EXP ...]   (default: L96_1 L96_2 L96_3 L63). Settings without
 # evaluated runs are skipped with a note.
@@ -39,7 +39,7 @@ for exp in "${EXPS[@]}"; do
         $PYTHON -m cli.main report --runs "$runs" --init $init "${sup[@]}" --out "results/fit_pointwise/${exp}_$variant.json"
         case $variant in
             scratch) curves+=(--record "pointwise, from scratch=results/fit_pointwise/${exp}_scratch.json") ;;
-            local_global) curves+=(--record "local agent, one reward per cycle (issue 4)=results/fit_pointwise/${exp}_local_global.json") ;;
+            local_global) curves+=(--record "local agent, one reward per cycle=results/fit_pointwise/${exp}_local_global.json") ;;
         esac
     done
     if [ ${#curves[@]} -gt 0 ]; then

@@ -225,7 +225,7 @@ if __name__ == "__main__":
 
 
 def gpu_check() -> str:
-    """results/gpu_check.json: the pointwise agent's PPO on CUDA vs CPU on the lent GPU machine."""
+    """results/gpu_check.json: the pointwise agent's PPO on CUDA vs CPU on a GPU machine."""
     r = json.loads((RESULTS / "gpu_check.json").read_text())
     rows = [f"| {r['experiment']} pointwise PPO on {r['gpu']} machine ({r['provenance']['cores']} cores) | path-steps/s | "
             "env-only limit | wall time: env / forward / updates |", "|---|---|---|---|"]

@@ -201,7 +201,7 @@ def record_path(records_dir: Path, name: str, run: AblationRun) -> Path:
 
 def trial_record(name: str, meta: dict, run: AblationRun, result: dict, wall_s: float, command: str,
                  trial: dict) -> dict:
-    """A finished trial's record (../shared/RESULTS_FORMAT.md): the varied setting, the seed, the
+    """A finished trial's record (docs/design.md: results format): the varied setting, the seed, the
     measured values, how the trial ran, the provenance with the trial's resolved config."""
     return {"study": name, "question": meta["question"], "measure": meta["measure"],
             "experiment": run.experiment, "variant": run.variant, "seed": run.seed,

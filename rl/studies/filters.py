@@ -6,7 +6,7 @@ replaced runs on the test split's truth, observations and initial ensembles (enk
 finished trial writes logs/filters/<E>/<setting>.json at once; a rerun skips every trial whose
 record holds the same DA settings (the RL sections do not change a filter). The table of all settings, the best and the stored filter
 (the test split's own reference runs, paths.h5) goes to logs/filters/<E>.json, or with --record to
-results/filters/<E>.json (../shared/RESULTS_FORMAT.md: "Classical anchors").
+results/filters/<E>.json (the results format of docs/design.md: "Classical anchors").
 
 The best setting: the lowest mean RMSE vs truth over the paths among the settings with no diverged
 path (a diverged path: its analysis worse than the observations, or the ensemble blew up); if every

@@ -1,5 +1,5 @@
 """Fit records: the evaluated runs of one experiment and setting (one run folder per training
-seed) -> one results JSON in the shape of ../shared/RESULTS_FORMAT.md.
+seed) -> one results JSON in the shape of the results format of docs/design.md.
 
 Per seed: the eval path (path 0 of the training data) and the mean over the independent test
 paths (a spin-up of its own), cycle means after paths.burn_in, from the run's metrics.json
