@@ -384,6 +384,35 @@ def filters(experiment, config_path, record, address, max_concurrent):
     click.echo(f"wrote {out}")
 
 
+@main.command()
+@click.option("--study", required=True, help="A beyond study under ablations: in the config (one experiment).")
+@click.option("--config", "config_path", default="config.yaml", show_default=True)
+@click.option("--record", is_flag=True,
+              help="Write results/beyond/<E>.json and docs/<E>_beyond_curves.png (evidence); else logs/beyond/.")
+def beyond(study, config_path, record):
+    """RL analyses that do not imitate vs the best classical filter of the same ensemble: the newest
+    evaluated run of every variant and seed of the study, and results/filters/<E>.json -> one record."""
+    import shlex
+    import sys
+    from rl.config import load_ablation
+    from rl.studies.beyond import beyond_record, markdown_table
+    from rl.studies.plots import plot_beyond_curves
+    t0 = time.perf_counter()
+    _, runs = load_ablation(config_path, study)
+    experiment = runs[0].experiment
+    rec = beyond_record(study, Path(config_path), LOG_ROOT, Path("results/filters") / f"{experiment}.json",
+                        shlex.join(["enkfrl"] + sys.argv[1:]))
+    rec["provenance"]["wall_s"] = time.perf_counter() - t0
+    out = Path("results/beyond" if record else "logs/beyond") / f"{experiment}.json"
+    figure = Path("docs" if record else "logs/beyond") / f"{experiment}_beyond_curves.png"
+    atomic_write_json(out, rec)
+    plot_beyond_curves(rec, figure)
+    click.echo(markdown_table(rec))
+    if rec["not_run"]:
+        click.echo(f"not run yet: {', '.join(rec['not_run'])}")
+    click.echo(f"wrote {out}, {figure}")
+
+
 @main.command("train-many")
 @click.option("--exp", "experiments", default="L96_1,L96_2,L96_3", show_default=True,
               help="Comma-separated experiments; each is trained with every seed of its train.seeds.")

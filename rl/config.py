@@ -34,11 +34,13 @@ FEATURES = ("forecast_mean", "obs", "innovation", "spread", "prev_analysis", "en
 class EnsembleFilterConfig:
     """The filter settings of the env's own ensemble where they differ from the stored filter's
     (filter:): the same keys, with the same rules; n_ens and init_spread stay the stored filter's."""
-    method: Literal["enkf", "etkf"]
+    method: Literal["enkf", "etkf", "letkf"]
     inflation: float
     inflation_stage: Literal["forecast", "analysis"]
     centre_perturbations: bool
     rotate: bool
+    loc_radius: float | Literal[None]
+    """letkf only (null otherwise), as filter.loc_radius."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,12 @@ class PPOConfig:
 class PretrainConfig:
     epochs: int
     """Behaviour-cloning epochs on the stored (features -> xa) pairs before PPO (0: none)."""
+    target: Literal["truth", None]
+    """null: clone the stored EnKF xa (imitation). truth: regress the truth from the same features
+    along the same stored runs (inside env.ensemble_filter: along that filter's own runs of the
+    training paths): the information ceiling of the network and its features (what a
+    supervised map that sees the truth in training reaches; the cloned policy is then reported as
+    "supervised")."""
     batch_size: int
     """Minibatch size in transitions (recurrent agent: rounded to whole paths)."""
     learning_rate: float
@@ -219,9 +227,13 @@ class Config(DAConfig):
                 DAConfig.validate(self.ensemble_config(), split)
             except ConfigError as err:
                 raise ConfigError(str(err).replace("filter.", "env.ensemble_filter.", 1)) from None
-            need(cfg.pretrain.epochs == 0,
+            need(cfg.pretrain.epochs == 0 or cfg.pretrain.target == "truth",
                  "env.ensemble_filter: cloning imitates the stored run, whose features come from the "
-                 "stored filter's ensemble: set pretrain.epochs: 0")
+                 "stored filter's ensemble: set pretrain.epochs: 0 (or pretrain.target: truth, which "
+                 "clones the truth along the env's own filter's runs)")
+            for name in ("ensemble", "correlation"):
+                need(name not in e.features or cfg.pretrain.epochs == 0,
+                     f"env.features: cloning the {name!r} feature inside env.ensemble_filter is not supported")
         need(e.window >= 1, f"env.window: must be >= 1, got {e.window}")
         need(e.obs_bound > 0, f"env.obs_bound: must be > 0, got {e.obs_bound}")
         need(e.halt_bound > 0, f"env.halt_bound: must be > 0, got {e.halt_bound}")
@@ -264,6 +276,7 @@ class Config(DAConfig):
         need(ppo.max_grad_norm > 0, f"ppo.max_grad_norm: must be > 0, got {ppo.max_grad_norm}")
         pre = cfg.pretrain
         need(pre.epochs >= 0, f"pretrain.epochs: must be >= 0, got {pre.epochs}")
+        need(pre.target is None or pre.epochs >= 1, "pretrain.target: truth needs pretrain.epochs >= 1")
         need(pre.batch_size >= 1, f"pretrain.batch_size: must be >= 1, got {pre.batch_size}")
         need(pre.learning_rate > 0, f"pretrain.learning_rate: must be > 0, got {pre.learning_rate}")
         need(t.seed >= 0, f"train.seed: must be >= 0, got {t.seed}")

@@ -142,7 +142,7 @@ def test_batched_loop_equals_single_envs_for_every_target(smoke, target):
 
 # ---- env.ensemble_filter: the env's ensemble runs with another (tuned) filter ------------------------
 TUNED = {"method": "etkf", "inflation": 1.2, "inflation_stage": "analysis", "centre_perturbations": False,
-         "rotate": True}
+         "rotate": True, "loc_radius": None}
 
 
 def with_ensemble_filter(cfg, settings):
@@ -186,6 +186,40 @@ def test_tuned_ensemble_with_its_own_mean_reproduces_the_tuned_filter(smoke, tmp
     assert np.mean(rmse_env[b:]) == pytest.approx(np.mean(rmse_ref[b:]), rel=0.05)
     assert np.mean(rmse_ref[b:]) < 0.8 * np.mean(np.sqrt(np.mean(
         (data["analysis_mean"][2] - data["truth"][2]) ** 2, axis=1))[b:])  # tuned beats the stored filter
+
+
+def test_a_localised_ensemble_filter_with_its_own_mean_reproduces_the_letkf(smoke, tmp_path_factory):
+    """env.ensemble_filter may be the LETKF (the best filter of a ring is often localised): with
+    the LETKF's own analysis mean as the action the env follows that filter's run, cycle by cycle."""
+    cfg, data, norm = smoke
+    cfg = with_ensemble_filter(cfg, dict(TUNED, method="letkf", loc_radius=1.0))
+    assert cfg.ensemble_config().filter.method == "letkf" and cfg.ensemble_config().filter.loc_radius == 1.0
+    ref = reference_run(cfg, smoke_workdir(tmp_path_factory), 2)
+    etkf = reference_run(with_ensemble_filter(cfg, TUNED), smoke_workdir(tmp_path_factory), 2)
+    assert not np.allclose(ref["analysis_mean"][:5], etkf["analysis_mean"][:5], atol=1e-6)  # localisation acts
+    env = AssimilationEnv(cfg, data, norm, [2])
+    env.reset(options={"path": 2})
+    for k in range(10):
+        env.step(env.action_for(env.online_analysis, np.float64))
+        np.testing.assert_allclose(env.last_analysis, ref["analysis_mean"][k], rtol=0, atol=1e-6)
+
+
+def test_the_tuned_filters_own_runs_for_cloning_are_that_filters_runs(smoke, tmp_path_factory):
+    """rl.envs.batched.ensemble_filter_runs (the features a truth-cloning inside the tuned ensemble
+    reads): on the given paths the tuned filter's forecast mean, spread and analysis mean, cycle by
+    cycle; elsewhere, and the truth and observations everywhere, the stored run's."""
+    from rl.envs.batched import ensemble_filter_runs
+    cfg, data, norm = smoke
+    cfg = with_ensemble_filter(cfg, TUNED)
+    runs = ensemble_filter_runs(cfg, data, norm, [2, 4])
+    for p in (2, 4):
+        ref = reference_run(cfg, smoke_workdir(tmp_path_factory), p)
+        for key in ("forecast_mean", "forecast_spread", "analysis_mean"):
+            np.testing.assert_allclose(runs[key][p], ref[key], rtol=0, atol=1e-6, err_msg=key)
+    for key in ("forecast_mean", "analysis_mean"):
+        np.testing.assert_array_equal(runs[key][3], data[key][3])
+    for key in ("truth", "obs"):
+        np.testing.assert_array_equal(runs[key], data[key])
 
 
 def test_tuned_ensemble_in_the_batched_loop_equals_the_single_env(smoke):

@@ -114,3 +114,37 @@ def test_log_std_auto_without_cloning_starts_ppo_at_the_copy_obs_error(smoke, tm
     ea = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
     ea.Reload()
     assert ea.Scalars("policy/std_mean")[0].value == pytest.approx(expected, rel=1e-6)
+
+
+def test_cloning_the_truth_regresses_the_truth_from_the_same_features(smoke):
+    """pretrain.target truth (the information ceiling): the targets ask for the truth along the
+    stored runs (the features stay the stored run's), and the cloned policy ends nearer the truth
+    than the one cloned on the stored analyses, on the held-out path."""
+    from rl.envs.assimilation import reference_actions, reference_observations
+    cfg, data, norm = smoke
+    truth_cfg = configured(cfg, pretrain={"target": "truth"})
+    a_truth, a_xa = reference_actions(truth_cfg, norm, data, 3), reference_actions(cfg, norm, data, 3)
+    np.testing.assert_allclose(data["forecast_mean"][3] + norm.diff_unnorm(a_truth), data["truth"][3], atol=1e-9)
+    assert not np.allclose(a_truth, a_xa, atol=1e-3)
+    np.testing.assert_array_equal(reference_observations(truth_cfg, norm, data, 3),
+                                  reference_observations(cfg, norm, data, 3))
+    errors = {}
+    for name, c in (("stored", cfg), ("truth", truth_cfg)):
+        c = configured(c, agent={"kind": "pointwise", "point_net": "mlp"},
+                       pretrain={"epochs": 15, "batch_size": 16, "learning_rate": 3e-3})
+        model = build_model(c, make_vec_env(c, data, norm, [1]), None, "cpu", c.train.seed)
+        behaviour_clone(model, c, norm, data, log=lambda *a: None)
+        errors[name] = oracle_rmse(model, configured(c, pretrain={"target": "truth"}),  # both vs the truth
+                                   norm, data, HELD_OUT)
+    assert errors["truth"] < errors["stored"]
+
+
+def test_cloning_the_truth_needs_cloning_epochs(tmp_path):
+    from enkf.config import ConfigError
+    from rl.config import load_config
+    import yaml
+    raw = yaml.safe_load(open("config.yaml"))
+    raw["experiments"]["smoke"]["pretrain"] = {"epochs": 0, "target": "truth"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="pretrain.target: truth needs pretrain.epochs >= 1"):
+        load_config(tmp_path / "c.yaml", "smoke")

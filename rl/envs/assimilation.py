@@ -128,8 +128,9 @@ def reference_observations(cfg: Config, norm: Normaliser, data: dict, path: int)
 
 
 def reference_actions(cfg: Config, norm: Normaliser, data: dict, path: int) -> np.ndarray:
-    """The actions that ask for the stored xa along `path`, shape (n_cycles, n)."""
-    xa = data["analysis_mean"][path]
+    """The actions that ask for the stored xa along `path` (pretrain.target truth: for the truth),
+    shape (n_cycles, n)."""
+    xa = data["truth" if cfg.pretrain.target == "truth" else "analysis_mean"][path]
     if cfg.env.action_mode == "absolute":
         return norm.norm(xa)
     return norm.diff_norm(xa - data["forecast_mean"][path])

@@ -330,3 +330,25 @@ class PathVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class, indices=None):
         return [False for _ in self._get_indices(indices)]
+
+
+def ensemble_filter_runs(cfg: Config, data: dict, normaliser: Normaliser, paths: Sequence[int]) -> dict:
+    """The env's own ensemble filter (env.ensemble_filter) run along `paths`, its own analysis mean
+    as every action: that filter's run (tests/test_beyond.py), from the stored truth, observations
+    and initial ensembles. Returns a copy of data's DATA_KEYS arrays whose forecast_mean,
+    forecast_spread and analysis_mean on `paths` are that filter's (other paths: the stored run's),
+    so that cloning (rl/agents/clone.py) reads the features the tuned ensemble hands out."""
+    paths = np.asarray(list(paths), np.int64)
+    out = {k: np.array(data[k], copy=True) for k in DATA_KEYS}
+    loop = BatchedLoop(cfg, data, normaliser, len(paths))
+    loop.reset(np.arange(len(paths)), paths)
+    for k in range(loop.n_cycles):
+        out["forecast_mean"][paths, k] = loop.xb
+        out["forecast_spread"][paths, k] = loop.spread
+        out["analysis_mean"][paths, k] = loop.xa_online
+        res = loop.step(loop.action_for(loop.xa_online, np.float64))
+        if res.terminated.any():
+            raise DataError(f"env.ensemble_filter {cfg.env.ensemble_filter}: path "
+                            f"{int(res.path[res.terminated][0])} left the halt bounds at cycle {k}: "
+                            f"no run of that filter to clone")
+    return out

@@ -449,3 +449,32 @@ def plot_learning_curves(records: dict[str, dict], out: Path, title: str = "") -
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_beyond_curves(record: dict, out: Path) -> Path:
+    """RMSE vs truth on the eval path during training against PPO path-steps, one line per variant
+    of a beyond record (results/beyond/<E>.json; mean over its seeds), with the stored filter and the
+    best classical filter of the same ensemble as levels (their test-set means)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for v, fit in record["fit_records"].items():
+        curves = [np.array(s["eval_curve"]) for s in fit["per_seed"] if s.get("eval_curve")]
+        if not curves:
+            continue
+        steps = sorted(set.intersection(*[set(c[:, 0]) for c in curves]))
+        ys = np.array([[c[c[:, 0] == x][0, 2] for x in steps] for c in curves])
+        ax.plot(steps, ys.mean(0), marker="o", ms=3, label=f"{v} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+    f = record["filters"]
+    for key, text, colour, ls in (("stored", "stored filter", "k", ":"), ("best", "best classical filter", "grey", "--")):
+        ax.axhline(f[key]["rmse_vs_truth"]["mean"], color=colour, ls=ls, lw=1, label=f"{text} (test set)")
+    ax.set_yscale("log")
+    ax.set_xlabel("PPO path-steps (cycles of one path)")
+    ax.set_ylabel("RMSE vs truth, eval path")
+    ax.set_title(f"{record['experiment']}: RL analyses that do not imitate")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -35,7 +35,7 @@ from enkf.io import (DataError, atomic_path, atomic_write_json, atomic_write_tex
                      installed_versions, remove_stale_temps)
 from rl.training.curriculum import Curriculum, CurriculumCallback
 from rl.envs.assimilation import AssimilationEnv
-from rl.envs.batched import BatchedLoop, PathVecEnv
+from rl.envs.batched import BatchedLoop, PathVecEnv, ensemble_filter_runs
 from rl.agents.actors import actor_factory
 from rl.training.evaluate import run_paths, summarise
 from rl.envs.normalisation import Normaliser
@@ -337,7 +337,12 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
     # 4b. optional warm start: behaviour cloning of the stored analyses (the "supervised" policy)
     if not resume and cfg.pretrain.epochs > 0:
         t0 = time.perf_counter()
-        history = behaviour_clone(model, cfg, normaliser, data, log=log.info)
+        clone_data = data
+        if cfg.env.ensemble_filter is not None:  # pretrain.target truth: along the env's own filter's runs
+            clone_data = ensemble_filter_runs(cfg, data, normaliser, range(first, last + 1))
+            log.info("cloning along env.ensemble_filter's own runs of the training paths (%.0f s)",
+                     time.perf_counter() - t0)
+        history = behaviour_clone(model, cfg, normaliser, clone_data, log=log.info)
         for epoch, (tr, va) in enumerate(zip(history["train_rmse"], history["val_rmse"] or history["train_rmse"])):
             logger.record("pretrain/train_rmse", tr)
             logger.record("pretrain/heldout_rmse", va)
