@@ -413,6 +413,43 @@ def beyond(study, config_path, record):
     click.echo(f"wrote {out}, {figure}")
 
 
+@main.command()
+@click.option("--runs", "run_list", required=True,
+              help="Comma-separated run folders of one setting (pointwise agent), one per training seed.")
+@click.option("--to", "targets", required=True, help="Comma-separated Lorenz-96 experiments to evaluate them on.")
+@click.option("--config", "config_path", default="config.yaml", show_default=True)
+@click.option("--record", is_flag=True, help="Write results/beyond/transfer_<E>_<setting>.json (evidence); else logs/beyond/.")
+@click.option("--trust", is_flag=True, help="Take model weights whose sha256 is not the run's record.")
+def transfer(run_list, targets, config_path, record, trust):
+    """One policy for every ring: the runs' final pointwise policies, unchanged, on the test split
+    of other experiments (their physics, data and normalisation) beside their own filters."""
+    import shlex
+    import sys
+    from enkf.config import hash_of
+    from enkf.io import provenance
+    from rl.config import load_config
+    from rl.studies.report import select_runs
+    from rl.studies.transfer import markdown_table, transfer_record, transfer_run
+    t0 = time.perf_counter()
+    runs = [Path(r) for r in run_list.split(",")]
+    setting = select_runs(runs)
+    results = {}
+    for target in targets.split(","):
+        tcfg = load_config(config_path, target)
+        _, normaliser = load_run_inputs(tcfg, config_path)
+        test_cfg, _, test_data = read_split(tcfg, "test")
+        results[target] = [transfer_run(r, tcfg, (test_cfg, test_data), normaliser, trust) for r in runs]
+    name = setting["experiment"] + ("" if setting["study"] is None else f"_{setting['study']}_{setting['variant']}")
+    what = {"source": setting, "runs": [str(r) for r in runs], "targets": targets.split(",")}
+    rec = transfer_record(results, Path("results/filters"), provenance(
+        what, hash_of(what), shlex.join(["enkfrl"] + sys.argv[1:]), time.perf_counter() - t0))
+    rec["source"] = setting
+    out = Path("results/beyond" if record else "logs/beyond") / f"transfer_{name}.json"
+    atomic_write_json(out, rec)
+    click.echo(markdown_table(rec))
+    click.echo(f"wrote {out}")
+
+
 @main.command("train-many")
 @click.option("--exp", "experiments", default="L96_1,L96_2,L96_3", show_default=True,
               help="Comma-separated experiments; each is trained with every seed of its train.seeds.")

@@ -399,3 +399,36 @@ def test_train_without_data_says_what_to_run(tmp_path, monkeypatch, smoke_data):
         assert len(lines) == 1 and lines[0].startswith("error: ") and hint in lines[0], result.stderr
         assert "Traceback" not in result.output
         assert not (tmp_path / "logs/smoke/x").exists()
+
+
+# ---- enkfrl transfer: one pointwise policy on rings of other sizes ---------------------------------
+def test_transfer_to_its_own_experiment_is_its_own_test_evaluation(runs, in_workdir):
+    """The pointwise run, transferred to its own experiment, is exactly `enkfrl evaluate`'s test set
+    (the same policy, data and normalisation): the invariant that pins the transfer's plumbing."""
+    run = runs["pointwise"]
+    invoke(["evaluate", "--exp", "smoke", "--run", str(run)])
+    own = json.loads((run / "metrics.json").read_text())["test"]["over_paths"]
+    res = invoke(["transfer", "--runs", str(run), "--to", "smoke"])
+    rec = json.loads(Path("logs/beyond/transfer_smoke.json").read_text())["targets"]["smoke"]
+    assert rec["rl"]["mean"] == pytest.approx(own["rl"]["rmse_vs_truth"]["mean"], rel=1e-12)
+    assert rec["copy_obs"]["mean"] == pytest.approx(own["copy_obs"]["rmse_vs_truth"]["mean"], rel=1e-12)
+    assert rec["stored_filter"]["mean"] == pytest.approx(own["enkf"]["rmse_vs_truth"]["mean"], rel=1e-12)
+    assert rec["n"] == 8 and rec["per_seed"][0]["model"]["which"] == "final"
+    assert "| smoke | 8 | 1 |" in res.output and not Path("results/beyond").exists()
+
+
+def test_transfer_runs_the_same_network_on_a_ring_of_another_size(runs, in_workdir):
+    """A ring of 11 (smoke's physics otherwise): the policy runs on every point of it, the record
+    names the target's size; a window agent (its network sized to its own ring) is refused in one line."""
+    raw = yaml.safe_load(Path("config.yaml").read_text())
+    raw["experiments"]["smoke_n11"] = dict(raw["experiments"]["smoke"], model={"n": 11, "dt": 0.01})
+    Path("config_n11.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    invoke(["ensure-data", "--exp", "smoke_n11", "--config", "config_n11.yaml"])
+    invoke(["transfer", "--runs", str(runs["pointwise"]), "--to", "smoke_n11", "--config", "config_n11.yaml"])
+    rec = json.loads(Path("logs/beyond/transfer_smoke.json").read_text())["targets"]["smoke_n11"]
+    assert rec["n"] == 11 and rec["cycles_completed"] >= 1 and np.isfinite(rec["rl"]["mean"])
+    assert len(rec["per_seed"][0]["per_path_rl"]) == 3  # smoke's test split: 3 paths
+    res = invoke(["transfer", "--runs", str(runs["window"]), "--to", "smoke_n11", "--config", "config_n11.yaml"],
+                 ok=False)
+    assert res.exit_code != 0 and "transfer needs a pointwise agent" in res.output
+    assert "Traceback" not in res.output
