@@ -425,6 +425,12 @@ def load_ablation(path: str | Path, name: str) -> tuple[dict, list[AblationRun]]
                 except ConfigError as e:
                     raise ConfigError(f"{key}.variants.{variant} ({exp}): {e}") from None
                 runs.append(AblationRun(exp, variant, seed, cfg, own))
+    first = {}
+    for r in runs:  # two variants with one setting would be the same trials again
+        other = first.setdefault((r.experiment, r.seed, r.cfg.hash()), r.variant)
+        if other != r.variant:
+            raise ConfigError(f"{key}.variants: {other} and {r.variant} give {r.experiment} the same settings "
+                              f"(each would be the same trials again): drop one")
     return {"question": study["question"], "measure": study["measure"]}, runs
 
 

@@ -181,6 +181,26 @@ def rewrite_weights(run: Path, change: Callable[[dict], dict]) -> None:
     atomic_write_json(run / "checksums.json", sums)
 
 
+def rewrite_zip_policy(run: Path, name: str, change: Callable[[dict], dict]) -> None:
+    """The SB3 zip run/name with change(its policy's tensors), its sha256 written into checksums.json:
+    another run's model, recorded as this run's."""
+    import io
+    import torch
+    from enkf.io import atomic_write_json, sha256_file
+    path = run / name
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    buffer = io.BytesIO()
+    torch.save(change(torch.load(io.BytesIO(parts["policy.pth"]), weights_only=True)), buffer)
+    parts["policy.pth"] = buffer.getvalue()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, content in parts.items():
+            z.writestr(n, content)
+    sums = json.loads((run / "checksums.json").read_text())
+    sums[name] = sha256_file(path)
+    atomic_write_json(run / "checksums.json", sums)
+
+
 def forget_checksums(run: Path, *names: str) -> None:
     """checksums.json without the entries of names: a kill between a model's rename and its record."""
     sums = json.loads((run / "checksums.json").read_text())
@@ -379,6 +399,11 @@ CASES = [
          "wrote logs/smoke/base/final_model.safetensors (the policy's weights, from the run's own zip)",
          lambda d, request: [f.unlink() for f in (d / RUN).glob("*.safetensors")],
          check=lambda d, before: _evaluates(d)),
+    Case("other_run_zip", "another network's checkpoint zip (a tensor missing), its checksum written in; `train --resume`",
+         ["train", "--resume", RUN], 1, "checkpoints/model_1024.zip could not be loaded as this run's PPO model",
+         lambda d, request: (_unfinish(d), rewrite_zip_policy(d / RUN, "checkpoints/model_1024.zip",
+                                                              lambda t: dict(list(t.items())[1:]))),
+         check=unchanged("timing.json"), keep=("timing.json",)),
     Case("symlinked_model", "final_model.safetensors a symbolic link (to a copy of itself)", EVAL, 1,
          "final_model.safetensors is a symbolic link: a run folder holds its own files",
          lambda d, request: _link_out(d, RUN + "/final_model.safetensors")),
@@ -444,6 +469,16 @@ CASES = [
          ["ablate", "--question", "enkf_inflation", "--config", "c.yaml"], 2,
          "ablations.enkf_inflation.experiments: smoke listed more than once",
          edit_config("c.yaml", lambda r: r["ablations"]["enkf_inflation"].update(experiments=["smoke", "smoke"]))),
+    Case("study_repeats_variant", "a study listing a variant twice (one name written twice)",
+         ["ablate", "--question", "enkf_inflation", "--config", "c.yaml"], 2, "duplicate key 'inflation_1.0'",
+         lambda d, request: (d / "c.yaml").write_text((d / "config.yaml").read_text().replace(
+             "      inflation_1.0: {filter: {inflation: 1.0}}\n",
+             "      inflation_1.0: {filter: {inflation: 1.0}}\n      inflation_1.0: {filter: {inflation: 1.5}}\n"))),
+    Case("study_same_variant", "a study whose two variants give the same settings",
+         ["ablate", "--question", "enkf_inflation", "--config", "c.yaml"], 2,
+         "ablations.enkf_inflation.variants: inflation_1.0 and again_1.0 give L96_1 the same settings",
+         edit_config("c.yaml", lambda r: r["ablations"]["enkf_inflation"]["variants"].update(
+             {"again_1.0": {"filter": {"inflation": 1.0}}}))),
     Case("train_many_repeats_experiment", "`train-many --exp smoke,smoke`", ["train-many", "--exp", "smoke,smoke"], 2,
          "--exp lists smoke more than once"),
     # datasets of the data files
@@ -493,6 +528,11 @@ CASES = [
     Case("report_unnamed_model", "`report` on a metrics.json that does not name its model", REPORT(RUN), 1,
          "does not name the model it evaluated", lambda d, request: _edit_metrics(d, lambda m: m.pop("models")),
          check=lambda d, before: no_record(d)),
+    Case("report_not_evaluated", "`report` on a run that was never evaluated (no metrics.json)", REPORT(RUN), 1,
+         "logs/smoke/base/metrics.json not found", lambda d, request: (d / RUN / "metrics.json").unlink(),
+         check=lambda d, before: no_record(d)),
+    Case("curves_missing", "`curves` on a record that does not exist", CURVES_ARGS, 1,
+         "--record x=bad.json: expected LABEL=path/to/record.json of an existing file"),
     Case("curves_malformed", "`curves` on a record that is not JSON", CURVES_ARGS, 1, "bad.json is not readable JSON",
          write_yaml("bad.json", "{")),
     Case("curves_not_a_record", "`curves` on a JSON that is no fit record", CURVES_ARGS, 1,
@@ -779,7 +819,7 @@ def plant_payload(zip_path: Path, target: Path) -> None:
 def test_a_planted_model_file_runs_no_code(work):
     """A copied run folder whose every model zip carries a pickle payload, each with its sha256
     written into checksums.json (so every zip is "recorded"), and made the newest run: evaluate
-    (named, newest, --model best), report, plot and train --resume (finished; without its
+    (named, newest, --model best), report, curves, plot and train --resume (finished; without its
     weights files; without its final model) never run it: no file appears."""
     from enkf.io import sha256_file
     target = work / "PWNED"
@@ -809,10 +849,15 @@ def test_a_planted_model_file_runs_no_code(work):
     for argv, code in commands:
         result = invoke(argv)
         assert result.exit_code == code, (argv, result.output)
+        assert "Traceback" not in result.output, (argv, result.output)
         assert not target.exists(), f"`enkfrl {' '.join(argv)}` ran the payload"
+        if argv == ["evaluate", "--exp", "smoke"]:  # the newest run is the planted one
+            assert f"wrote {run}/metrics.json" in result.output, result.output
     (planted / "metrics.json").unlink()
     assert invoke(["evaluate", "--exp", "smoke", "--run", run]).exit_code == 0
     result = invoke(["report", "--runs", run, "--init", "clone", "--out", "record.json"])
+    assert result.exit_code == 0 and not target.exists(), result.output
+    result = invoke(["curves", "--record", "planted=record.json", "--out", "curves.png"])
     assert result.exit_code == 0 and not target.exists(), result.output
     # what is left needs the zips: resume reads only their tensors (torch's weights-only loader)
     for f in planted.glob("*.safetensors"):
@@ -829,6 +874,36 @@ def test_a_planted_model_file_runs_no_code(work):
     record("planted_pickle", "a copied run folder whose every model zip runs `touch` when unpickled, "
            "its checksums written in; evaluate, report, plot, train --resume", "enkfrl evaluate/report/plot/train --resume "
            "logs/smoke/planted", result.exit_code, "no file appears; " + result.stderr.strip())
+
+
+def test_a_record_names_what_it_measured(work):
+    """evaluate --model best names the best model (file, steps, sha256 of its weights) and the data
+    files (sha256) in metrics.json; report refuses it for a fit record in one line; after an
+    evaluation of the final model the record names that model, per seed."""
+    from enkf.io import sha256_file
+    run = work / RUN
+    result = invoke(EVAL + ["--model", "best"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = json.loads((run / "best.json").read_text())
+    assert metrics["models"]["rl"] == {"which": "best", "file": "best_model.safetensors", "steps": best["steps"],
+                                       "sha256": sha256_file(run / "best_model.safetensors")}
+    assert {k: v["sha256"] for k, v in metrics["data"].items()} == {
+        k: sha256_file(work / "data/smoke" / f"{k}.h5") for k in ("spinup", "paths", "test_spinup", "test_paths")}
+    refused = invoke(REPORT(RUN))
+    assert refused.exit_code == 1 and "Traceback" not in refused.output, refused.output
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "evaluates the best model (chosen on the eval path itself)" in lines[0], lines
+    no_record(work)
+    assert invoke(EVAL).exit_code == 0
+    result = invoke(REPORT(RUN))
+    assert result.exit_code == 0, result.output
+    seed = json.loads((work / "record.json").read_text())["per_seed"][0]
+    assert seed["models"]["rl"] == {"which": "final", "file": "final_model.safetensors", "steps": 1024,
+                                    "sha256": sha256_file(run / "final_model.safetensors")}
+    record("record_names_model", "`evaluate --model best`, then `report` of it", "enkfrl " + " ".join(REPORT(RUN)),
+           refused.exit_code, lines[0] + " (metrics.json names the model: best, its steps, the sha256 of its "
+           "weights, and the sha256 of every data file)")
 
 
 def test_two_resumes_of_one_run(work):
@@ -973,6 +1048,6 @@ def test_precompute_workers_die_with_their_parent(work, sig):
 
 # ---- the order of the faults table -------------------------------------------------------------------------
 ORDER = [c.id for c in CASES] + [
-    "planted_pickle", "two_resumes", "orphaned_trial", "unrecorded_model_resume",
+    "planted_pickle", "record_names_model", "two_resumes", "orphaned_trial", "unrecorded_model_resume",
     "kill_checkpoint", "kill_checkpoint_resume", "kill_final", "kill_final_resume", "kill_eval.h5",
     "kill_metrics.json", "precompute_SIGTERM", "precompute_SIGINT", "precompute_SIGKILL"]
