@@ -103,7 +103,7 @@ def fit_pointwise() -> str:
 def truth_study() -> str:
     """reward.target truth: RL vs truth against the stored EnKF and the best inflation's EnKF."""
     rows = ["| experiment | RL rewarded against the truth | RL rewarded against the stored xa (scratch) | "
-            "stored EnKF (inflation) | best EnKF of the sweep (inflation) | EnKF inflations tried |",
+            "stored EnKF (inflation) | best EnKF of those tried (inflation) | EnKF inflations tried |",
             "|---|---|---|---|---|---|"]
     for r in _records("fit_pointwise"):
         if r.get("reward_target") != "truth":
