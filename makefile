@@ -10,7 +10,7 @@ ENKFRL   = $(PYTHON) -m cli.main
 # the venv is built only when PYTHON is the venv's own interpreter
 SETUP    = $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed,)
 
-.PHONY: help setup test check run generate precompute train train_one evaluate plot visualize bench faults \
+.PHONY: help setup test check run generate precompute train train_one evaluate plot bench faults \
         tensorboard restart_training end_training status clear reset
 
 help:           ## list the targets
@@ -56,7 +56,6 @@ evaluate: $(SETUP)   ## closed-loop evaluation of EXP's newest run -> metrics.js
 plot: $(SETUP)       ## all figures of EXP: data -> logs/EXP/plots/, train+eval -> newest run folder
 	$(ENKFRL) plot --exp $(EXP) --config $(CONFIG) --stage all
 
-visualize: plot      ## alias of plot (the old makefile's name)
 
 tensorboard: $(SETUP) ## TensorBoard over logs/ (port 6006)
 	$(PYTHON) -m tensorboard.main --logdir logs --port 6006

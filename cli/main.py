@@ -313,8 +313,8 @@ def curves(records, title, out_path):
 
 @main.command()
 @exp_options
-@click.option("--stage", type=click.Choice(["data", "train", "eval", "all"]), default="data",
-              show_default=True)
+@click.option("--stage", type=click.Choice(["data", "train", "eval", "all"]), default="all", show_default=True,
+              help="all: the data figures, then the run's training and evaluation figures where they exist.")
 @click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False),
               help="Run folder for train/eval plots (default: the newest under logs/<E>/).")
 def plot(cfg, stage, run_dir):
@@ -330,6 +330,9 @@ def plot(cfg, stage, run_dir):
     if stage == "data":
         return
     from rl.studies.plots import plot_eval, plot_training
+    if run_dir is None and stage == "all" and not any((LOG_ROOT / cfg.experiment).glob("*/config.yaml")):
+        click.echo(f"note: no run under {LOG_ROOT / cfg.experiment} yet: only the data figures")
+        return
     run = Path(run_dir) if run_dir else newest_run(cfg)
     if not (run / "config.yaml").is_file():
         raise DataError(f"{run} is not a run folder (no config.yaml)")

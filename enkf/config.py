@@ -46,7 +46,7 @@ def without_nulls(obj):
 
 def hash_of(obj) -> str:
     """Short stable hash of a JSON-able object: of a config (DAConfig.hash), of its data settings
-    (enkf.datafiles.data_hash), of a study's overrides. The one hash function of the project. A
+    (data_hash), of a study's overrides. The one hash function of the project. A
     null setting hashes as an absent one (as stale_keys compares them), so a key added to the
     schema as null where unused (filter.loc_radius) leaves the records made before it valid."""
     return hashlib.sha256(json.dumps(without_nulls(obj), sort_keys=True).encode()).hexdigest()[:16]
@@ -66,6 +66,70 @@ def result_hash(d: dict) -> str:
         if isinstance(d.get(section), dict):
             d[section].pop(sub, None)
     return hash_of(d)
+
+
+# ---- what the data files depend on (enkf/datafiles.py names, makes and reads the files) ---------
+DATA_SECTIONS = ("seed", "model", "obs", "filter", "spinup", "paths")
+"""Sections of the config that paths.h5 depends on."""
+SPINUP_SECTIONS = ("seed", "model", "spinup", "paths.n_paths")
+"""Sections (and single keys) that spinup.h5 depends on."""
+NO_DATA_EFFECT = ("paths.workers", "paths.burn_in", "spinup.thin")
+"""Keys of those sections that change no stored array the readers compare, so changing them never
+makes data stale: processes used by precompute, cycles the printed summaries skip, and the
+thinning of the plot-only spin-up states (spinup.h5 records their steps, thinned_steps)."""
+
+
+def settings_of(d: dict, sections: tuple) -> dict:
+    """The given sections (or section.key) of a config dict, less NO_DATA_EFFECT."""
+    out = {}
+    for key in sections:
+        section, _, sub = key.partition(".")
+        if sub:
+            out.setdefault(section, {})[sub] = copy.deepcopy(d[section][sub])
+        else:
+            out[section] = copy.deepcopy(d[section])
+    for key in NO_DATA_EFFECT:
+        section, _, sub = key.partition(".")
+        if isinstance(out.get(section), dict):
+            out[section].pop(sub, None)
+    return out
+
+
+def data_settings(cfg: DAConfig) -> dict:
+    """The settings that determine the arrays of paths.h5."""
+    return settings_of(cfg.to_dict(), DATA_SECTIONS)
+
+
+def spinup_settings(cfg: DAConfig) -> dict:
+    """The settings that determine the arrays of spinup.h5."""
+    return settings_of(cfg.to_dict(), SPINUP_SECTIONS)
+
+
+def data_hash(cfg: DAConfig) -> str:
+    """Hash of what determines paths.h5 (not the experiment's name, not the RL settings)."""
+    return hash_of(data_settings(cfg))
+
+
+def spinup_hash(cfg: DAConfig) -> str:
+    """Hash of what determines spinup.h5."""
+    return hash_of(spinup_settings(cfg))
+
+
+def stale_keys(stored: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose value differs between a file's stored settings and the config's (keys
+    in NO_DATA_EFFECT ignored): empty when the file is up to date."""
+    diff = []
+    for k in sorted(set(stored) | set(current)):
+        key = f"{prefix}{k}"
+        if key in NO_DATA_EFFECT:
+            continue
+        a, b = stored.get(k), current.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diff += stale_keys(a, b, key + ".")
+        elif a != b:
+            diff.append(key)
+    return diff
+
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,29 +11,22 @@ scripts through `enkfrl`):
 
 A file is stale when a setting it depends on differs from the config's: spinup.h5 depends on
 SPINUP_SECTIONS, paths.h5 on DATA_SECTIONS, both less NO_DATA_EFFECT. The files store those
-settings; `stale_keys` names what changed.
+settings; `stale_keys` names what changed. These settings and their hashes are defined in
+enkf/config.py beside the config hash (enkf/spinup.py and enkf/precompute.py, which this module
+calls, write and compare them); they are used from here.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from pathlib import Path
 
-from enkf.config import SPLITS, DAConfig, hash_of, split_config
+from enkf.config import (  # noqa: F401  the data's settings and staleness, beside the config hash
+    DATA_SECTIONS, NO_DATA_EFFECT, SPINUP_SECTIONS, SPLITS, DAConfig, data_hash, data_settings, settings_of,
+    spinup_hash, spinup_settings, split_config, stale_keys)
 
 SPINUP_FILE = "spinup.h5"
 PATHS_FILE = "paths.h5"
-
-DATA_SECTIONS = ("seed", "model", "obs", "filter", "spinup", "paths")
-"""Sections of the config that paths.h5 depends on."""
-SPINUP_SECTIONS = ("seed", "model", "spinup", "paths.n_paths")
-"""Sections (and single keys) that spinup.h5 depends on."""
-NO_DATA_EFFECT = ("paths.workers", "paths.burn_in", "spinup.thin")
-"""Keys of those sections that change no stored array the readers compare, so changing them never
-makes data stale: processes used by precompute, cycles the printed summaries skip, and the
-thinning of the plot-only spin-up states (spinup.h5 records their steps, thinned_steps)."""
-
 
 # ---- names ------------------------------------------------------------------------------------
 def _prefix(split: str) -> str:
@@ -71,58 +64,6 @@ def data_dirs(data_root, cfg: DAConfig) -> list[Path]:
 
 
 # ---- staleness ----------------------------------------------------------------------------------
-def settings_of(d: dict, sections: tuple) -> dict:
-    """The given sections (or section.key) of a config dict, less NO_DATA_EFFECT."""
-    out = {}
-    for key in sections:
-        section, _, sub = key.partition(".")
-        if sub:
-            out.setdefault(section, {})[sub] = copy.deepcopy(d[section][sub])
-        else:
-            out[section] = copy.deepcopy(d[section])
-    for key in NO_DATA_EFFECT:
-        section, _, sub = key.partition(".")
-        if isinstance(out.get(section), dict):
-            out[section].pop(sub, None)
-    return out
-
-
-def data_settings(cfg: DAConfig) -> dict:
-    """The settings that determine the arrays of paths.h5."""
-    return settings_of(cfg.to_dict(), DATA_SECTIONS)
-
-
-def spinup_settings(cfg: DAConfig) -> dict:
-    """The settings that determine the arrays of spinup.h5."""
-    return settings_of(cfg.to_dict(), SPINUP_SECTIONS)
-
-
-def data_hash(cfg: DAConfig) -> str:
-    """Hash of what determines paths.h5 (not the experiment's name, not the RL settings)."""
-    return hash_of(data_settings(cfg))
-
-
-def spinup_hash(cfg: DAConfig) -> str:
-    """Hash of what determines spinup.h5."""
-    return hash_of(spinup_settings(cfg))
-
-
-def stale_keys(stored: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose value differs between a file's stored settings and the config's (keys
-    in NO_DATA_EFFECT ignored): empty when the file is up to date."""
-    diff = []
-    for k in sorted(set(stored) | set(current)):
-        key = f"{prefix}{k}"
-        if key in NO_DATA_EFFECT:
-            continue
-        a, b = stored.get(k), current.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diff += stale_keys(a, b, key + ".")
-        elif a != b:
-            diff.append(key)
-    return diff
-
-
 def is_current(cfg: DAConfig, folder, split: str = "train") -> bool:
     """folder holds the split's spinup.h5 and paths.h5 made with cfg's settings (attributes only,
     no array is read)."""

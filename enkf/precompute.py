@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from enkf.config import DAConfig
-from enkf.datafiles import data_hash, data_settings, spinup_hash, stale_keys
+from enkf.config import data_hash, data_settings, spinup_hash, stale_keys
 from enkf.filters import ensemble_spread
 from enkf.io import DataError, atomic_h5, check_arrays, code_version, put, read_all
 from enkf.system import System, rmse

@@ -7,7 +7,7 @@ import numpy as np
 
 from enkf import rng
 from enkf.config import DAConfig, hash_of
-from enkf.datafiles import spinup_hash, spinup_settings, stale_keys
+from enkf.config import spinup_hash, spinup_settings, stale_keys
 from enkf.io import DataError, atomic_h5, check_arrays, code_version, put, read_all
 from enkf.models import INTEGRATOR_IDS, MODEL_IDS, params_of, spinup_run
 

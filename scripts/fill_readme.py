@@ -1,20 +1,24 @@
-"""Rebuild the measured parts of readme.md from results/ (docs/readme_template.md + the tables of
-scripts/tables.py), so no figure in the readme is typed by hand:
+"""Rebuild the generated documents from their templates, results/ and config.yaml, so no measured
+number in them is typed by hand:
 
-    python scripts/fill_readme.py            rewrite readme.md
+    readme.md         from docs/readme_template.md
+    docs/results.md   from docs/results_template.md
+
+    python scripts/fill_readme.py            rewrite both
     python scripts/fill_readme.py --check    exit 1, one line per problem, when a results file
                                              comes from another config than config.yaml would run
-                                             for it, or readme.md differs from what the template
-                                             and results/ produce
+                                             for it, or a generated file differs from what its
+                                             template and results/ produce
 
-Placeholders of the template: ``{{name}}`` (a table of scripts/tables.py: see TABLES, or the
-study results/ablations/<name>.json),
+Each generated file starts with a line naming its template. Placeholders of the templates:
+``{{name}}`` (a table: see table(); a study name renders results/ablations/<name>.json),
 ``{{value FILE | KEY | FORMAT}}`` (one number of results/FILE: KEY is a /-separated path,
 ``summary[variant=V]`` picks the list entry whose fields match, FORMAT a format spec such as
-``.3f``; ``pct`` writes a fraction as a signed percentage), ``{{ratio FILE | KEY | FILE | KEY | FORMAT}}``
-(the first value over the second), ``{{change FILE | KEY | FILE | KEY}}`` (the first relative to
-the second, a signed percentage), ``{{config EXP | KEY}}`` (a value of EXP's resolved config, KEY
-dotted).
+``.3f``; ``pct`` writes a fraction as a signed percentage), ``{{measured FILE | KEY | FORMAT}}``
+(the same, or "not measured" while results/FILE does not exist), ``{{ratio FILE | KEY | FILE | KEY |
+FORMAT}}`` (the first value over the second), ``{{change FILE | KEY | FILE | KEY}}`` (the first
+relative to the second, a signed percentage), ``{{config EXP | KEY}}`` (a value of EXP's resolved
+config, KEY dotted).
 """
 from __future__ import annotations
 
@@ -35,9 +39,9 @@ from enkf.config import ConfigError, deep_merge, hash_of, result_hash, split_con
 from enkf.datafiles import DATA_SECTIONS, data_hash, settings_of  # noqa: E402
 from rl.config import from_dict, load_ablation, load_config  # noqa: E402
 
-TABLES = ("published_l96", "published_l63", "enkf_inflation", "enkf_variants", "sensitivity",
-          "bounds", "features", "architecture", "agent_kind", "ppo_settings", "data", "fit",
-          "fit_absolute", "bench")
+GENERATED = (("readme.md", "docs/readme_template.md"), ("docs/results.md", "docs/results_template.md"))
+"""(generated file, its template), relative to the repository root."""
+NOT_MEASURED = tables.NOT_MEASURED
 
 
 class TemplateError(ValueError):
@@ -45,19 +49,10 @@ class TemplateError(ValueError):
 
 
 # ---- filling ---------------------------------------------------------------------------------------
-def fit_absolute() -> str:
-    rows = ["| experiment | RL (absolute) vs EnKF xa | supervised | copy obs | RL vs truth | EnKF vs truth |",
-            "|---|---|---|---|---|---|"]
-    for f in sorted((tables.RESULTS / "fit_absolute").glob("*.json")):
-        r = json.loads(f.read_text())
-        rows.append(f"| {r['experiment']} | {r['rl']['rmse_norm_vs_enkf']:.4f} | "
-                    f"{r['supervised']['rmse_norm_vs_enkf']:.4f} | {r['copy_obs']['rmse_norm_vs_enkf']:.4f} | "
-                    f"{r['rl']['rmse_vs_truth']:.4f} | {r['enkf']['rmse_vs_truth']:.4f} |")
-    return "\n".join(rows)
-
-
 def faults() -> str:
     """The faults table from results/faults.json (scripts/faults_table.py)."""
+    if not (tables.RESULTS / "faults.json").is_file():
+        return NOT_MEASURED
     r = json.loads((tables.RESULTS / "faults.json").read_text())
     cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
     rows = ["| what was tried | command | exit | what the user sees |", "|---|---|---|---|"]
@@ -72,14 +67,16 @@ def faults() -> str:
 
 
 def table(name: str) -> str:
-    if name == "faults":
-        return faults()
-    if name == "fit_absolute":
-        return fit_absolute()
-    if name in ("data", "fit", "fit_pointwise", "truth_study", "bench", "ray_study", "gpu_check",
-                "classical_filters"):
-        return getattr(tables, name)()
-    return tables.ablation(name)
+    """A table placeholder: one of SECTIONS, else the study results/ablations/<name>.json."""
+    return SECTIONS[name]() if name in SECTIONS else tables.ablation(name)
+
+
+SECTIONS = {"faults": faults, "data": tables.data, "fit": tables.fit, "fit_pointwise": tables.fit_pointwise,
+            "headline": tables.headline, "truth_study": tables.truth_study, "bench": tables.bench,
+            "ray_study": tables.ray_study, "gpu_check": tables.gpu_check,
+            "classical_filters": tables.classical_filters, "beyond": tables.beyond}
+"""Table placeholders other than a study's; each renders NOT_MEASURED while its records are absent
+where its section may precede them (faults, bench, classical filters, beyond imitation)."""
 
 
 def lookup(obj, key: str, where: str):
@@ -122,6 +119,10 @@ def placeholder(body: str, config_path: Path) -> str:
     args = [a.strip() for a in rest.split("|")] if rest else []
     if kind == "value" and len(args) == 3:
         return fmt(result_value(args[0], args[1], where), args[2])
+    if kind == "measured" and len(args) == 3:
+        if not (tables.RESULTS / args[0]).is_file():
+            return NOT_MEASURED
+        return fmt(result_value(args[0], args[1], where), args[2])
     if kind == "ratio" and len(args) == 5:
         num, den = result_value(args[0], args[1], where), result_value(args[2], args[3], where)
         return fmt(num / den, args[4])
@@ -146,8 +147,12 @@ def placeholder(body: str, config_path: Path) -> str:
     raise TemplateError(f"{where}: unknown placeholder")
 
 
-def render(root: Path) -> tuple[str, list[str]]:
-    """readme.md as the template and results/ make it, and the placeholders that failed."""
+def header(template: str) -> str:
+    return f"<!-- generated from {template} by scripts/fill_readme.py — edit that -->\n"
+
+
+def render(root: Path, template: str = "docs/readme_template.md") -> tuple[str, list[str]]:
+    """A generated file as its template and results/ make it, and the placeholders that failed."""
     tables.RESULTS = root / "results"
     errors = []
 
@@ -157,8 +162,8 @@ def render(root: Path) -> tuple[str, list[str]]:
         except TemplateError as e:
             errors.append(str(e))
             return m[0]
-    text = re.sub(r"\{\{(.+?)\}\}", sub, (root / "docs/readme_template.md").read_text())
-    return text, errors
+    text = re.sub(r"\{\{(.+?)\}\}", sub, (root / template).read_text())
+    return header(template) + text, errors
 
 
 # ---- checking ---------------------------------------------------------------------------------------
@@ -179,6 +184,9 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
                 "python scripts/faults_table.py")
     if parts[0] == "fresh_install.json":  # scripts/time_fresh_install.sh: depends on no setting
         return {hash_of({})}, "scripts/time_fresh_install.sh"
+    if parts[0] == "quickstart":  # scripts/time_quickstart.py: `make run EXP=E` on a fresh clone
+        exp = doc["experiment"]
+        return {load_config(config_path, exp).hash()}, f"python scripts/time_quickstart.py {exp}"
     if parts[0] == "test_suite.json":  # scripts/time_suite.py: the suite's time, both orders
         return {hash_of({})}, "python scripts/time_suite.py"
     if parts[0].startswith("mutation"):  # scripts/mutation_check.py --record: depends on no setting
@@ -324,17 +332,24 @@ def result_problems(root: Path) -> list[str]:
     return out
 
 
-def readme_problems(root: Path) -> list[str]:
-    text, errors = render(root)
-    out = [f"docs/readme_template.md: {e}" for e in errors]
-    readme = root / "readme.md"
-    current = readme.read_text() if readme.is_file() else ""
-    if current != text:
-        diff = [line for line in difflib.unified_diff(current.splitlines(), text.splitlines(), lineterm="", n=0)
-                if line[:1] in "+-" and line[:3] not in ("+++", "---")]
-        first = diff[0][:100] if diff else "(whitespace)"
-        out.append(f"readme.md: differs from docs/readme_template.md + results/ in {len(diff)} line(s), "
-                   f"first {first!r}: run `python scripts/fill_readme.py`")
+def generated_problems(root: Path) -> list[str]:
+    """One line per generated file that differs from a fresh render, and per placeholder that fails."""
+    out = []
+    for target, template in GENERATED:
+        if not (root / template).is_file():
+            if (root / target).is_file():
+                out.append(f"{target}: its template {template} is missing")
+            continue  # a repository without this document (tests build small ones)
+        text, errors = render(root, template)
+        out += [f"{template}: {e}" for e in errors]
+        path = root / target
+        current = path.read_text() if path.is_file() else ""
+        if current != text:
+            diff = [line for line in difflib.unified_diff(current.splitlines(), text.splitlines(), lineterm="", n=0)
+                    if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+            first = diff[0][:100] if diff else "(whitespace)"
+            out.append(f"{target}: differs from {template} + results/ in {len(diff)} line(s), "
+                       f"first {first!r}: run `python scripts/fill_readme.py`")
     return out
 
 
@@ -344,16 +359,23 @@ def main(argv=None) -> int:
     ap.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this one)")
     args = ap.parse_args(argv)
     if args.check:
-        problems = result_problems(args.root) + readme_problems(args.root)
+        problems = result_problems(args.root) + generated_problems(args.root)
         for p in problems:
             print(p)
         return 1 if problems else 0
-    text, errors = render(args.root)
-    if errors:
+    rendered, failed = [], False
+    for target, template in GENERATED:
+        if not (args.root / template).is_file():
+            continue  # a repository without this template (tests build small ones)
+        text, errors = render(args.root, template)
         for e in errors:
-            print(f"docs/readme_template.md: {e}", file=sys.stderr)
+            print(f"{template}: {e}", file=sys.stderr)
+        failed |= bool(errors)
+        rendered.append((target, text))
+    if failed:
         return 1
-    (args.root / "readme.md").write_text(text)
+    for target, text in rendered:
+        (args.root / target).write_text(text)
     return 0
 
 

@@ -193,7 +193,7 @@ ABLATE = "rl/studies/ablate.py"
 TRAIN = "rl/training/train.py"
 EVALUATE = "rl/training/evaluate.py"
 RUNS = "rl/training/runs.py"
-# the mutations that the strengthened tests of the list catch (each names its test)
+# the mutations that the strengthened record-checking tests catch (each names its test)
 TESTS = [
     M("best_model_is_the_worst", TRAIN, 'if s["total_reward"] > self.best:', 'if s["total_reward"] < self.best or self.best == -np.inf:',
       T_CLI, "eval_scalars"),

@@ -1,4 +1,6 @@
-"""Print the readme's result tables from the JSON under results/ (nothing is typed by hand).
+"""The result tables of the generated documents, from the JSON under results/ (nothing is typed by
+hand). Each section's table is one function; a section whose records may not exist yet renders
+NOT_MEASURED while they are absent.
 
     python scripts/tables.py [fit|data|ablations|bench|<study> ...]   (default: data fit ablations)
 """
@@ -11,6 +13,7 @@ from pathlib import Path
 from rl.studies.ablate import markdown_table
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+NOT_MEASURED = "not measured"
 
 
 ACTOR_ROWS = (("rl", "RL (final policy)"), ("supervised", "supervised (its cloned start)"),
@@ -59,6 +62,18 @@ def fit() -> str:
     return fit_table(_records("fit"))
 
 
+def headline() -> str:
+    """One row per results/fit/<E>.json: the final defaults on the test set, mean ± std over seeds."""
+    rows = ["| experiment | agent | RL: RMSE_norm vs EnKF xa | its clone (supervised) | copy obs | "
+            "RL: RMSE vs truth | EnKF: RMSE vs truth | seeds |", "|---|---|---|---|---|---|---|---|"]
+    for r in _records("fit"):
+        t = r["test"]
+        rows.append(f"| {r['experiment']} | {r['agent']} | {_pm(t['rl']['rmse_norm_vs_enkf'], 4)} | "
+                    f"{_pm(t['supervised']['rmse_norm_vs_enkf'], 4)} | {_pm(t['copy_obs']['rmse_norm_vs_enkf'], 4)} | "
+                    f"{_pm(t['rl']['rmse_vs_truth'], 4)} | {_pm(t['enkf']['rmse_vs_truth'], 4)} | {len(r['seeds'])} |")
+    return "\n".join(rows) if len(rows) > 2 else NOT_MEASURED
+
+
 def fit_pointwise() -> str:
     """Scratch vs cloned pointwise PPO per experiment: the test-set figures side by side."""
     rows = ["| experiment | from scratch: RL | cloned start (supervised) | from the clone: RL | change vs its clone | "
@@ -88,7 +103,7 @@ def fit_pointwise() -> str:
 def truth_study() -> str:
     """reward.target truth: RL vs truth against the stored EnKF and the best inflation's EnKF."""
     rows = ["| experiment | RL rewarded against the truth | RL rewarded against the stored xa (scratch) | "
-            "stored EnKF (inflation) | best EnKF of the sweep (inflation) | EnKF inflations tried |",
+            "stored EnKF (inflation) | best EnKF of those tried (inflation) | EnKF inflations tried |",
             "|---|---|---|---|---|---|"]
     for r in _records("fit_pointwise"):
         if r.get("reward_target") != "truth":
@@ -101,6 +116,15 @@ def truth_study() -> str:
                     f"{sw['best']['rmse_vs_truth']:.4f} ({sw['best']['inflation']:g}) | "
                     + ", ".join(f"{x['inflation']:g}: {x['rmse_vs_truth']:.4f}" for x in sw["rows"]) + " |")
     return "\n".join(rows)
+
+
+def beyond() -> str:
+    """results/beyond/*.json: rewards and ensembles beyond imitating the stored EnKF. The section's
+    renderer: one line per record until its table is written."""
+    files = sorted((RESULTS / "beyond").glob("*.json"))
+    if not files:
+        return NOT_MEASURED
+    return "\n".join(f"- `results/beyond/{f.name}`" for f in files)
 
 
 def data() -> str:
@@ -136,9 +160,18 @@ COLUMNS = {
 }
 
 
+def question(name: str, recorded: str) -> str:
+    """The study's question as config.yaml asks it today (the record keeps the words of its run)."""
+    from rl.config import load_ablation
+    try:
+        return load_ablation(RESULTS.parent / "config.yaml", name)[0]["question"]
+    except (OSError, ValueError):
+        return recorded
+
+
 def ablation(name: str) -> str:
     doc = json.loads((RESULTS / "ablations" / f"{name}.json").read_text())
-    return "\n".join([f"*{doc['question']}* — `{doc['command']}`", "",
+    return "\n".join([f"*{question(name, doc['question'])}* — `{doc['command']}`", "",
                       markdown_table(doc, COLUMNS.get(name))])
 
 
@@ -147,6 +180,8 @@ def ablations() -> str:
 
 
 def bench() -> str:
+    if not (RESULTS / "bench.json").is_file():
+        return NOT_MEASURED
     b = json.loads((RESULTS / "bench.json").read_text())
     k, rl = b["kernels"], b["rl"]
     rows = ["| measurement (`enkfrl bench`, one run, 2 cores) | ours | plain numpy / upstream | ratio |",
@@ -216,14 +251,6 @@ def ray_study() -> str:
     return out
 
 
-if __name__ == "__main__":
-    parts = sys.argv[1:] or ["data", "fit", "ablations"]
-    for p in parts:
-        table = {"fit": fit, "data": data, "ablations": ablations, "bench": bench, "ray_study": ray_study}.get(p)
-        print(table() if table else ablation(p))
-        print()
-
-
 def gpu_check() -> str:
     """results/gpu_check.json: the pointwise agent's PPO on CUDA vs CPU on a GPU machine."""
     r = json.loads((RESULTS / "gpu_check.json").read_text())
@@ -246,6 +273,8 @@ def _filter_cell(r: dict) -> str:
 def classical_filters() -> str:
     """results/filters/<E>.json: per experiment the stored filter and the best setting of each
     method on the test split (RMSE vs truth of the analysis mean, mean ± std over test paths)."""
+    if not _records("filters"):
+        return NOT_MEASURED
     rows = ["| experiment | N | stored filter | best EnKF | best ETKF | best LETKF | best ÷ stored |",
             "|---|---|---|---|---|---|---|"]
     for r in _records("filters"):
@@ -262,3 +291,11 @@ def classical_filters() -> str:
         rows.append(f"| {r['experiment']} | {r['n_ens']} | {s['method']}: {_filter_cell(s)} | "
                     + " | ".join(cells) + f" | {ratio:.2f} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    parts = sys.argv[1:] or ["data", "fit", "ablations"]
+    for p in parts:
+        table = {"fit": fit, "data": data, "ablations": ablations, "bench": bench, "ray_study": ray_study}.get(p)
+        print(table() if table else ablation(p))
+        print()

@@ -30,6 +30,13 @@ smoke analysis RMSE {{value data/smoke.json | analysis_rmse/mean | .4f}} with N 
 {{smoke_skill}}
 """
 
+RESULTS_TEMPLATE = """# test results
+
+{{smoke_skill}}
+
+make run EXP=smoke: {{measured quickstart/run_smoke.json | wall_s | .0f}} s
+"""
+
 
 def run(*args):
     result = CliRunner().invoke(enkfrl, list(args))
@@ -53,6 +60,7 @@ def built(tmp_path_factory):
     (root / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     (root / "docs").mkdir()
     (root / "docs/readme_template.md").write_text(TEMPLATE)
+    (root / "docs/results_template.md").write_text(RESULTS_TEMPLATE)
     mp = pytest.MonkeyPatch()
     mp.chdir(root)
     try:
@@ -134,6 +142,44 @@ def test_check_fails_when_a_readme_table_is_edited_by_hand(repo, capsys):
     rc, lines = check(repo, capsys)
     assert rc == 1 and len(lines) == 1 and lines[0].startswith("readme.md: differs"), lines
     assert "python scripts/fill_readme.py" in lines[0]
+
+
+def test_every_generated_file_names_its_template(repo):
+    for target, template in fill_readme.GENERATED:
+        first = (repo / target).read_text().splitlines()[0]
+        assert first == f"<!-- generated from {template} by scripts/fill_readme.py — edit that -->"
+
+
+def test_check_fails_when_the_results_document_is_edited_by_hand(repo, capsys):
+    results = repo / "docs/results.md"
+    results.write_text(results.read_text().replace("# test results", "# my results"))
+    rc, lines = check(repo, capsys)
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("docs/results.md: differs from docs/results_template.md"), lines
+    results.unlink()
+    (repo / "docs/results_template.md").unlink()
+    assert check(repo, capsys) == (0, [])  # a repository without that document
+
+
+def test_a_timing_is_not_measured_until_its_record_exists(repo, capsys):
+    """{{measured ...}} renders "not measured" without the record; a quickstart record is rendered
+    once it exists and is checked against the experiment's config like every record."""
+    from enkf.io import provenance
+    from rl.config import load_config
+    assert "make run EXP=smoke: not measured s" in (repo / "docs/results.md").read_text()
+    cfg = load_config(repo / "config.yaml", "smoke")
+    record = {"command": "make run EXP=smoke", "experiment": "smoke", "wall_s": 123.4, "rc": 0,
+              "provenance": provenance(cfg.to_dict(), cfg.hash(), "python scripts/time_quickstart.py smoke", 123.4)}
+    (repo / "results/quickstart").mkdir()
+    (repo / "results/quickstart/run_smoke.json").write_text(json.dumps(record))
+    assert fill_readme.main(["--root", str(repo)]) == 0
+    assert "make run EXP=smoke: 123 s" in (repo / "docs/results.md").read_text()
+    assert check(repo, capsys) == (0, [])
+    raw = yaml.safe_load((repo / "config.yaml").read_text())
+    raw["experiments"]["smoke"]["ppo"]["n_epochs"] = 3
+    (repo / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    rc, lines = check(repo, capsys)
+    assert any(line.startswith("results/quickstart/run_smoke.json: stale") and "scripts/time_quickstart.py smoke" in line
+               for line in lines), lines
 
 
 def test_check_reports_old_format_and_unknown_results_without_crashing(repo, capsys):

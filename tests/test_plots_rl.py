@@ -25,7 +25,7 @@ from conftest import copy_smoke_data
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DATA_PNGS = ["spinup_timeseries.png", "spinup_hovmoller.png", "spinup_energy.png", "path0_rmse.png",
              "path0_states.png", "paths_rmse.png"]
-TRAIN_PNGS = ["training_curves.png", "pretrain_curve.png"]  # smoke pre-trains (pretrain.epochs 2)
+TRAIN_PNGS = ["training_curves.png", "clone_curve.png"]  # smoke clones (pretrain.epochs 2)
 EVAL_PNGS = ["eval_rmse_truth_path0.png", "eval_rmse_enkf_path0.png", "eval_states_path0.png",
              "eval_hovmoller_path0.png"]
 
@@ -130,7 +130,7 @@ def test_plot_all_writes_every_figure(run, figures):
     assert set(figures) == set(DATA_PNGS + TRAIN_PNGS + EVAL_PNGS)
     # training curves: the evaluation panel draws the logged eval RMSE against path-steps (the
     # unit of the run's log; TensorBoard holds SB3's agent-steps, model.n per path-step for the
-    # pointwise agent), the pretrain figure the cloning history of pretrain.json
+    # pointwise agent), the clone figure the cloning history of pretrain.json
     ea = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
     ea.Reload()
     logged = [(e.step, e.value) for e in ea.Scalars("eval/rmse_vs_enkf")]
@@ -141,7 +141,7 @@ def test_plot_all_writes_every_figure(run, figures):
         {"path-steps (cycles, summed over paths)"}
     np.testing.assert_allclose(y, [v for _, v in logged], rtol=1e-6)
     history = json.loads((run / "pretrain.json").read_text())
-    pre = figures["pretrain_curve.png"]["axes"][0]
+    pre = figures["clone_curve.png"]["axes"][0]
     np.testing.assert_allclose(curve(pre, "training paths")[1], history["train_rmse"], rtol=1e-6)
     np.testing.assert_allclose(curve(pre, "held-out paths")[1], history["val_rmse"], rtol=1e-6)
     # evaluation: every actor's curve is its eval.h5 series, its legend its metrics.json mean

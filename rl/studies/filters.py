@@ -157,7 +157,7 @@ def run_filters(config_path: Path, experiment: str, data_root: Path, command: st
 
 def filters_table(config_path: Path, experiment: str, settings: list[FilterSetting], records_dir: Path,
                   stored: dict, command: str, wall_s: float) -> dict:
-    """results/filters/<E>.json from the trial records (RESULTS_FORMAT.md's shape)."""
+    """results/filters/<E>.json from the trial records (docs/design.md: results format)."""
     cfg = load_config(config_path, experiment)
     rows = []
     for s in settings:

@@ -6,7 +6,7 @@ Style and saving are those of the data-stage figures (enkf/plots.py). Only cli/ 
 
     training_curves.png    reward, episode length, curriculum, eval RMSE vs the stored EnKF (and
                            cycles completed), PPO losses, approx KL, policy std; x = env steps
-    pretrain_curve.png     behaviour-cloning RMSE per epoch (only when the run pre-trained)
+    clone_curve.png        behaviour-cloning RMSE per epoch (only when the run cloned)
 
 ``plot_eval`` writes, for every evaluated path p (group path_<p> of eval.h5):
 
@@ -317,12 +317,12 @@ def _curve(ax, s, tag, title, ylabel, color="tab:blue", **kw) -> bool:
 
 
 def plot_training(run_dir: Path, out_dir: Path) -> list[Path]:
-    """training_curves.png (and pretrain_curve.png when the run pre-trained) into out_dir."""
+    """training_curves.png (and clone_curve.png when the run cloned) into out_dir."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     cfg = _run_config(run_dir)
     unit = agents_per_path(cfg)  # TensorBoard counts SB3's agent-steps; the run's log path-steps
-    s = {tag: (steps if tag.startswith("pretrain/") else steps / unit, values)
-         for tag, (steps, values) in read_scalars(run_dir / "tb").items()}
+    s = {tag.replace("pretrain/", "clone/", 1): (steps if tag.startswith(("clone/", "pretrain/")) else steps / unit, values)
+         for tag, (steps, values) in read_scalars(run_dir / "tb").items()}  # pretrain/: the cloning tags of older runs
     out_dir.mkdir(parents=True, exist_ok=True)
     K = cfg.paths.n_cycles
     first, last = cfg.paths.train_paths
@@ -372,7 +372,7 @@ def plot_training(run_dir: Path, out_dir: Path) -> list[Path]:
                 a_std.fill_between(st, lo, hi, color="tab:blue", alpha=0.15, lw=0, label="min–max")
                 _headroom(a_std, np.concatenate([lo, hi]), frac=0.25)
         a_std.legend(fontsize=7, loc="best")
-    last_step = max([v[0].max() for t, v in s.items() if not t.startswith("pretrain/") and len(v[0])],
+    last_step = max([v[0].max() for t, v in s.items() if not t.startswith("clone/") and len(v[0])],
                     default=1)
     for ax in axes.flat:
         ax.tick_params(labelsize=8)
@@ -388,32 +388,32 @@ def plot_training(run_dir: Path, out_dir: Path) -> list[Path]:
                  f"{envs}, rollout {cfg.ppo.n_steps} cycles)", fontsize=11)
     written = [_save(fig, out_dir / "training_curves.png")]
 
-    if "pretrain/train_rmse" in s and "pretrain/heldout_rmse" in s:
-        written.append(_pretrain_curve(cfg, run_dir, s, out_dir))
+    if "clone/train_rmse" in s and "clone/heldout_rmse" in s:
+        written.append(_clone_curve(cfg, run_dir, s, out_dir))
     return written
 
 
-def _pretrain_curve(cfg, run_dir: Path, s: dict, out: Path) -> Path:
+def _clone_curve(cfg, run_dir: Path, s: dict, out: Path) -> Path:
     # rl/training/train.py logs the training RMSE as the held-out one when there are no held-out paths
     history = run_dir / "pretrain.json"
     held_out = not history.exists() or bool(json.loads(history.read_text()).get("val_rmse"))
     fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
-    for tag, color, label in [("pretrain/train_rmse", "tab:blue", "training paths"),
-                              ("pretrain/heldout_rmse", "tab:orange", "held-out paths")]:
-        if tag == "pretrain/heldout_rmse" and not held_out:
+    for tag, color, label in [("clone/train_rmse", "tab:blue", "training paths"),
+                              ("clone/heldout_rmse", "tab:orange", "held-out paths")]:
+        if tag == "clone/heldout_rmse" and not held_out:
             continue
         steps, values = s[tag]
         ax.plot(steps + 1, values, color=color, marker="o", ms=3.5, lw=1.1,
                 label=f"{label} (last {values[-1]:.4f})")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _headroom(ax, np.concatenate([s[t][1] for t in ("pretrain/train_rmse", "pretrain/heldout_rmse")]),
+    _headroom(ax, np.concatenate([s[t][1] for t in ("clone/train_rmse", "clone/heldout_rmse")]),
               bottom_zero=True, frac=0.25)
     ax.set_ylabel("RMSE of the policy mean vs\nstored EnKF action (normalised)")
     ax.set_title(f"{cfg.experiment}: behaviour cloning before PPO "
                  f"(lr {cfg.pretrain.learning_rate:g}, batch {cfg.pretrain.batch_size})", fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, out / "pretrain_curve.png")
+    return _save(fig, out / "clone_curve.png")
 
 
 def plot_learning_curves(records: dict[str, dict], out: Path, title: str = "") -> Path:

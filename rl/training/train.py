@@ -344,8 +344,8 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
                      time.perf_counter() - t0)
         history = behaviour_clone(model, cfg, normaliser, clone_data, log=log.info)
         for epoch, (tr, va) in enumerate(zip(history["train_rmse"], history["val_rmse"] or history["train_rmse"])):
-            logger.record("pretrain/train_rmse", tr)
-            logger.record("pretrain/heldout_rmse", va)
+            logger.record("clone/train_rmse", tr)
+            logger.record("clone/heldout_rmse", va)
             logger.dump(step=epoch)
         save_model(model, run_dir / "pretrained_model.zip", run_dir, 0)
         atomic_write_json(run_dir / "pretrain.json", dict(history, wall_s=time.perf_counter() - t0))
