@@ -118,13 +118,47 @@ def truth_study() -> str:
     return "\n".join(rows)
 
 
+def _beyond_records() -> list[dict]:
+    """results/beyond/<E>.json (one per experiment; the transfer records apart)."""
+    return [json.loads(f.read_text()) for f in sorted((RESULTS / "beyond").glob("*.json"))
+            if not f.name.startswith("transfer_")]
+
+
 def beyond() -> str:
-    """results/beyond/*.json: rewards and ensembles beyond imitating the stored EnKF. The section's
-    renderer: one line per record until its table is written."""
-    files = sorted((RESULTS / "beyond").glob("*.json"))
-    if not files:
+    """results/beyond/*.json: per experiment every variant against the stored and the best classical
+    filter of the same ensemble, its learning curves, then the transfer records."""
+    from rl.studies import beyond as study, transfer
+    records = _beyond_records()
+    transfers = [json.loads(f.read_text()) for f in sorted((RESULTS / "beyond").glob("transfer_*.json"))]
+    if not records and not transfers:
         return NOT_MEASURED
-    return "\n".join(f"- `results/beyond/{f.name}`" for f in files)
+    parts = []
+    for r in records:
+        parts += [study.markdown_table(r), "",
+                  f"![{r['experiment']}: RMSE vs truth during training]({r['experiment']}_beyond_curves.png)", ""]
+        if r["not_run"]:
+            parts += [f"Not run: {', '.join(r['not_run'])}.", ""]
+    for t in transfers:
+        parts += [transfer.markdown_table(t), ""]
+    return "\n".join(parts).rstrip()
+
+
+def beyond_headline() -> str:
+    """One row per experiment of results/beyond/: the best RL variant vs the stored and the best
+    classical filter, and the features' information ceiling (the truth-regressed network)."""
+    records = _beyond_records()
+    if not records:
+        return NOT_MEASURED
+    rows = ["| experiment | stored filter | best classical filter | best RL analysis | RL ÷ best filter | "
+            "RL ÷ stored | ceiling (supervised on the truth) ÷ best filter |", "|---|---|---|---|---|---|---|"]
+    for r in records:
+        f, h = r["filters"], r["headline"]
+        ceil = [v["supervised_ratio_to_best_filter"] for v in r["variants"].values() if "supervised_ratio_to_best_filter" in v]
+        rows.append(f"| {r['experiment']} | {f['stored']['rmse_vs_truth']['mean']:.3f} | "
+                    f"{f['best']['rmse_vs_truth']['mean']:.3f} ({f['best']['method'].upper()}) | "
+                    f"{h['rl_vs_truth']['mean']:.3f} ({h['best_rl_variant']}) | {h['ratio_to_best_filter']:.2f} | "
+                    f"{h['ratio_to_stored_filter']:.2f} | {f'{min(ceil):.2f}' if ceil else 'not run'} |")
+    return "\n".join(rows)
 
 
 def data() -> str:
