@@ -101,7 +101,7 @@ def test_every_variant_its_ratios_and_a_headline_over_the_rl_variants_only(study
     table = markdown_table(rec)
     steps = max(SEEDS[s]["train_steps"] for s in (0, 1))  # the longest seed's
     assert f"| truth_stored | truth | stored | {steps:,} | 2 | {rl_truth('truth_stored'):.4f}" in table
-    assert "ceiling: the cloned map alone" in table
+    assert "| ceiling: the cloned map alone | (regression on the truth) | stored | 0 | 2 |" in table
 
 
 def test_a_missing_or_foreign_filters_record_is_one_line(study_dir):

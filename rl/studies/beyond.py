@@ -158,7 +158,7 @@ def markdown_table(record: dict) -> str:
                      f"{pm(e['rl'], e['seeds'])} | {e['ratio_to_best_filter']:.2f} | "
                      f"{e['ratio_to_stored_filter']:.2f} |")
         if "supervised" in e:
-            lines.append(f"| {v}: the cloned map alone | (regression on the truth) | stored | 0 | {len(e['seeds'])} | "
+            lines.append(f"| {v}: the cloned map alone | (regression on the truth) | {ens} | 0 | {len(e['seeds'])} | "
                          f"{pm(e['supervised'], e['seeds'])} | "
                          f"{e['supervised_ratio_to_best_filter']:.2f} | "
                          f"{e['supervised']['mean'] / f['stored']['rmse_vs_truth']['mean']:.2f} |")
