@@ -34,7 +34,8 @@ def write_config(folder: Path) -> Path:
         "variants": {"truth_stored": {"reward": {"target": "truth"}},
                      "next_obs": {"reward": {"target": "next_obs"}},
                      "ceiling": {"pretrain": {"epochs": 1, "target": "truth"}, "reward": {"target": "truth"}},
-                     "correlation_tuned": {"reward": {"target": "truth"}}}}}
+                     "correlation_tuned": {"reward": {"target": "truth"}, "env": {"features": [
+                         "forecast_mean", "obs", "innovation", "spread", "correlation"]}}}}}
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
