@@ -9,7 +9,7 @@ run past the limit (counted as killed by most tools; listed apart here).
                                                         # rl/envs/assimilation.py, rl/envs/pointwise.py,
                                                         # rl/studies/report.py -> logs/mutation.json
     python scripts/mutation_check.py --group tests      # the mutations the strengthened tests catch
-    python scripts/mutation_check.py --only report_     # mutants whose name starts so
+    python scripts/mutation_check.py --only report_     # mutants whose name starts so (a,b: either)
     python scripts/mutation_check.py --record           # -> results/mutation.json (with provenance)
     python scripts/mutation_check.py --jobs 3           # 3 mutants at once, each in its own copy
     python scripts/mutation_check.py --max-per-file 4   # the first 4 mutants of each file only
@@ -20,7 +20,7 @@ Files are restored in a `finally` (also on Ctrl-C or SIGTERM, which end the runn
 copy of every mutated file is kept under logs/mutation_backup/ until its mutant is done. With
 --jobs 1 (the default) the check edits the checkout it lies in: run it where nothing else runs
 tests meanwhile (a fresh `git clone` of the commit to check is the safe place). With --jobs N it
-copies the checkout's files (tracked and untracked, not ignored) to logs/mutation_work/1..N and
+copies the checkout's files (tracked and untracked, not ignored) to logs/mutation_work/<group>/1..N and
 mutates only the copies. --max-per-file cuts a long run short: it says (and records) how many
 mutants of each file it left out.
 """
@@ -247,6 +247,15 @@ TESTS = [
     M("bench_ppo_ratio_inverted", "rl/studies/bench.py", '"ratio_to_env_only": ppo / env_only,',
       '"ratio_to_env_only": env_only / ppo,',
       ["tests/test_bench.py"]),
+    M("log_std_auto_from_training_paths", TRAIN, "copy_obs_rmse(cfg, normaliser, data, split_training_paths(cfg)[1])",
+      "copy_obs_rmse(cfg, normaliser, data, split_training_paths(cfg)[0])", ["tests/test_clone.py"], "log_std_auto"),
+    M("old_format_hash_ignored", "enkf/precompute.py",
+      'changed = [] if attrs.get("data_hash") == data_hash(cfg) else ["data settings"]', "changed = []",
+      ["tests/test_system.py"], "old_format"),
+    M("shared_data_needs_three_variants", "rl/studies/sweep.py", "(len(cfgs) < 2 and not own)", "(len(cfgs) < 3 and not own)",
+      ["tests/test_sweep.py"], "share_their_data"),
+    M("readme_check_always_passes", "scripts/fill_readme.py", "return 1 if problems else 0", "return 0",
+      ["tests/test_fill_readme.py"], "check_fails_when_a_readme_table"),
     M("plots_no_log_scale", "rl/studies/plots.py", "LOG_Y_RATIO = 5.0 ", "LOG_Y_RATIO = 500.0 ", T_PLOTS, "halted"),
     M("plots_always_log_scale", "rl/studies/plots.py", "    if log_y:\n        ax.set_yscale", "    if True:\n        ax.set_yscale",
       T_PLOTS, "marks_nothing"),
@@ -367,14 +376,14 @@ def cut_per_file(mutants: list[Mutant], most: int) -> tuple[list[Mutant], dict[s
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--group", choices=sorted(GROUPS), default="core")
-    ap.add_argument("--only", default="", help="run the mutants whose name starts with this")
+    ap.add_argument("--only", default="", help="run the mutants whose name starts with this (a,b: with a or b)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
     ap.add_argument("--record", action="store_true", help="write results/mutation.json (else logs/)")
     ap.add_argument("--jobs", type=int, default=1, help="mutants tested at once, each in its own copy of the checkout")
     ap.add_argument("--max-per-file", type=int, default=0, help="the first N mutants of each file only (0: all)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # restore, then stop
-    mutants, per_file = cut_per_file([m for m in GROUPS[args.group] if m.name.startswith(args.only)],
+    mutants, per_file = cut_per_file([m for m in GROUPS[args.group] if m.name.startswith(tuple(args.only.split(",")))],
                                      args.max_per_file)
     for file, c in per_file.items():
         if c["run"] < c["of"]:
@@ -414,7 +423,7 @@ def main(argv=None) -> int:
     else:  # each mutant in a free copy of the checkout
         free: queue.Queue = queue.Queue()
         for i in range(1, args.jobs + 1):
-            free.put(copy_checkout(ROOT / "logs/mutation_work" / str(i)))
+            free.put(copy_checkout(ROOT / "logs/mutation_work" / args.group / str(i)))
         lock, stopping = threading.Lock(), threading.Event()
 
         def one(m: Mutant) -> None:
