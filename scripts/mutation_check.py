@@ -324,10 +324,12 @@ def run_tests(m: Mutant, timeout: float, data: Path, root: Path = ROOT) -> tuple
     last = (out.strip().splitlines() or [""])[-1]
     if p.returncode == 0:
         return "survived", wall, last
-    if p.returncode == 1:
-        failed = [line.split(" ")[1] for line in out.splitlines() if line.startswith("FAILED ")]
-        return "killed", wall, (failed[0] if failed else last)
-    return "error", wall, last  # collection or usage error: the mutant broke more than behaviour
+    failed = [line.split(" ")[1] for line in out.splitlines() if line.startswith("FAILED ")]
+    if p.returncode == 1 and failed:
+        return "killed", wall, failed[0]
+    # a collection or usage error (the mutant broke more than behaviour), or a test that could not
+    # start (an error in a fixture: nothing was asserted about the mutant)
+    return "error", wall, last
 
 
 def copy_checkout(dest: Path) -> Path:
