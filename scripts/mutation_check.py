@@ -135,7 +135,7 @@ CORE = [
       "return 1.0 - np.abs(point_error)", T_POINT),
     # ---- rl/envs/batched.py: the path slots under the pointwise wrapper ----------------------------
     M("point_truncated_flag", BATCH, 'd["TimeLimit.truncated"] = bool(truncated[m] and not res.terminated[m])',
-      'd["TimeLimit.truncated"] = bool(truncated[m] or res.terminated[m])', T_POINT),
+      'd["TimeLimit.truncated"] = bool(truncated[m] or res.terminated[m])', T_POINT, "halted"),
     M("point_no_slot_reset", BATCH, "            self._start(ended)\n", "\n", T_POINT),
     M("point_owner_every_point", BATCH, '[{"episode_owner": False} for _ in range(k - 1)]',
       '[dict(owner) for _ in range(k - 1)]', T_POINT),
