@@ -9,19 +9,27 @@ run past the limit (counted as killed by most tools; listed apart here).
                                                         # rl/envs/assimilation.py, rl/envs/pointwise.py,
                                                         # rl/studies/report.py -> logs/mutation.json
     python scripts/mutation_check.py --group tests      # the mutations the strengthened tests catch
-    python scripts/mutation_check.py --only report_     # mutants whose name starts so
+    python scripts/mutation_check.py --only report_     # mutants whose name starts so (a,b: either)
     python scripts/mutation_check.py --record           # -> results/mutation.json (with provenance)
+    python scripts/mutation_check.py --jobs 3           # 3 mutants at once, each in its own copy
+    python scripts/mutation_check.py --max-per-file 4   # the first 4 mutants of each file only
 
 Every snippet must occur exactly once in its file (checked before anything runs): a snippet the
 code no longer has is reported as "stale" and skipped, so the list is kept up to date by running it.
 Files are restored in a `finally` (also on Ctrl-C or SIGTERM, which end the running tests too), and a
-copy of every mutated file is kept under logs/mutation_backup/ until its mutant is done. The check
-edits the checkout it lies in: run it where nothing else runs tests meanwhile (a fresh
-`git clone` of the commit to check is the safe place).
+copy of every mutated file is kept under logs/mutation_backup/ until its mutant is done. With
+--jobs 1 (the default) the check edits the checkout it lies in: run it where nothing else runs
+tests meanwhile (a fresh `git clone` of the commit to check is the safe place). With --jobs N it
+copies the checkout's files (tracked and untracked, not ignored) to logs/mutation_work/<group>/1..N and
+mutates only the copies. --max-per-file cuts a long run short: it says (and records) how many
+mutants of each file it left out.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import queue
+import threading
 import json
 import os
 import shutil
@@ -29,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,49 +61,51 @@ def M(name, file, old, new, tests, select=""):
 FILTERS = "enkf/filters.py"
 ENV = "rl/envs/assimilation.py"
 POINT = "rl/envs/pointwise.py"
+BATCH = "rl/envs/batched.py"
 REPORT = "rl/studies/report.py"
 T_FILTERS = ["tests/test_filters.py", "tests/test_system.py"]
+S_FILTERS = "not old_format"  # test_system's read_paths test needs smoke data made with the mutated code and tests no filter
 T_ENV = ["tests/test_env.py"]
 T_POINT = ["tests/test_pointwise.py"]
 T_REPORT = ["tests/test_report.py"]
 
 CORE = [
     # ---- enkf/filters.py ---------------------------------------------------------------------
-    M("filters_mean_divisor", FILTERS, "    return x / N\n", "    return x / (N - 1)\n", T_FILTERS),
-    M("filters_spread_ddof", FILTERS, "(A * A).sum(axis=0) / (N - 1))", "(A * A).sum(axis=0) / N)", T_FILTERS),
-    M("filters_inflate_mean", FILTERS, "return x + factor * (E - x)", "return factor * E", T_FILTERS),
+    M("filters_mean_divisor", FILTERS, "    return x / N\n", "    return x / (N - 1)\n", T_FILTERS, S_FILTERS),
+    M("filters_spread_ddof", FILTERS, "(A * A).sum(axis=0) / (N - 1))", "(A * A).sum(axis=0) / N)", T_FILTERS, S_FILTERS),
+    M("filters_inflate_mean", FILTERS, "return x + factor * (E - x)", "return factor * E", T_FILTERS, S_FILTERS),
     M("filters_inflate_factor", FILTERS, "return x + factor * (E - x)", "return x + factor * factor * (E - x)",
-      T_FILTERS),
-    M("filters_enkf_sqrt_r", FILTERS, "D = np.sqrt(r) * perturbations", "D = r * perturbations", T_FILTERS),
-    M("filters_enkf_centre_scale", FILTERS, "* np.sqrt(N / (N - 1))", "* np.sqrt((N - 1) / N)", T_FILTERS),
+      T_FILTERS, S_FILTERS),
+    M("filters_enkf_sqrt_r", FILTERS, "D = np.sqrt(r) * perturbations", "D = r * perturbations", T_FILTERS, S_FILTERS),
+    M("filters_enkf_centre_scale", FILTERS, "* np.sqrt(N / (N - 1))", "* np.sqrt((N - 1) / N)", T_FILTERS, S_FILTERS),
     M("filters_enkf_no_centre", FILTERS, "    if centre:\n        D = (D - ensemble_mean(D))",
-      "    if False:\n        D = (D - ensemble_mean(D))", T_FILTERS),
+      "    if False:\n        D = (D - ensemble_mean(D))", T_FILTERS, S_FILTERS),
     M("filters_enkf_innovation_sign", FILTERS, "innov[j, k] = y[k] + D[j, k] - E[j, obs_index[k]]",
-      "innov[j, k] = y[k] - D[j, k] - E[j, obs_index[k]]", T_FILTERS),
+      "innov[j, k] = y[k] - D[j, k] - E[j, obs_index[k]]", T_FILTERS, S_FILTERS),
     M("filters_enkf_R_factor", FILTERS, "C = Y.T @ Y + (N - 1) * r * np.eye(p)", "C = Y.T @ Y + r * np.eye(p)",
-      T_FILTERS),
-    M("filters_enkf_gain_sign", FILTERS, "Ea = E + Z.T @ (Y.T @ A)", "Ea = E - Z.T @ (Y.T @ A)", T_FILTERS),
+      T_FILTERS, S_FILTERS),
+    M("filters_enkf_gain_sign", FILTERS, "Ea = E + Z.T @ (Y.T @ A)", "Ea = E - Z.T @ (Y.T @ A)", T_FILTERS, S_FILTERS),
     M("filters_etkf_Pw_term", FILTERS, "Y @ Y.T / r + (N - 1) * np.eye(N)", "Y @ Y.T / r + N * np.eye(N)",
-      T_FILTERS),
-    M("filters_etkf_T_sqrt", FILTERS, "np.sqrt((N - 1) / vals)", "np.sqrt(N / vals)", T_FILTERS),
-    M("filters_etkf_mean_weights", FILTERS, "w = (dy / r) @ Y.T @ Pw", "w = dy @ Y.T @ Pw", T_FILTERS),
-    M("filters_etkf_no_rotation", FILTERS, "return xa, rotation @ T @ A", "return xa, T @ A", T_FILTERS),
-    M("filters_rotation_sign_fix", FILTERS, "O = O * np.sign(np.diag(R))", "O = O", T_FILTERS),
-    M("filters_rotation_keeps_ones", FILTERS, "B[1:, 1:] = O", "B[:, :] = np.eye(N)[::-1]", T_FILTERS),
+      T_FILTERS, S_FILTERS),
+    M("filters_etkf_T_sqrt", FILTERS, "\n    T = (vecs * np.sqrt((N - 1) / vals))", "\n    T = (vecs * np.sqrt(N / vals))", T_FILTERS, S_FILTERS),
+    M("filters_etkf_mean_weights", FILTERS, "w = (dy / r) @ Y.T @ Pw", "w = dy @ Y.T @ Pw", T_FILTERS, S_FILTERS),
+    M("filters_etkf_no_rotation", FILTERS, "return xa, rotation @ T @ A", "return xa, T @ A", T_FILTERS, S_FILTERS),
+    M("filters_rotation_sign_fix", FILTERS, "O = O * np.sign(np.diag(R))", "O = O", T_FILTERS, S_FILTERS),
+    M("filters_rotation_keeps_ones", FILTERS, "B[1:, 1:] = O", "B[:, :] = np.eye(N)[::-1]", T_FILTERS, S_FILTERS),
     # ---- enkf/system.py: the inflation stage ---------------------------------------------------
     M("system_forecast_stage_ignored", "enkf/system.py",
-      'if self.inflation_stage == "forecast" and self.inflation != 1.0:', 'if False:', T_FILTERS),
+      'if self.inflation_stage == "forecast" and self.inflation != 1.0:', 'if False:', T_FILTERS, S_FILTERS),
     M("system_analysis_stage_ignored", "enkf/system.py",
-      'if self.inflation_stage == "analysis" and self.inflation != 1.0:', 'if False:', T_FILTERS),
+      'if self.inflation_stage == "analysis" and self.inflation != 1.0:', 'if False:', T_FILTERS, S_FILTERS),
     # ---- rl/envs/assimilation.py -----------------------------------------------------------------
     M("env_increment_sign", ENV, "xa = self._xb + self.norm.diff_unnorm(a)", "xa = self._xb - self.norm.diff_unnorm(a)",
       T_ENV),
     M("env_no_action_clip", ENV, "a = np.clip(a, -b, b)\n", "\n", T_ENV),
-    M("env_reward_clip", ENV, "reward = 1.0 - min(float(np.sqrt(np.mean(point_error ** 2))), clip)",
-      "reward = 1.0 - float(np.sqrt(np.mean(point_error ** 2)))", T_ENV),
-    M("env_reward_mean_abs", ENV, "reward = 1.0 - min(float(np.sqrt(np.mean(point_error ** 2))), clip)",
-      "reward = 1.0 - min(float(np.mean(point_error)), clip)", T_ENV),
-    M("env_truth_target", ENV, '"truth": truth}[self.reward_cfg.target]', '"truth": stored_xa}[self.reward_cfg.target]',
+    M("env_reward_clip", ENV, "return 1.0 - np.minimum(np.sqrt(np.nanmean(point_error ** 2, axis=-1)), clip)",
+      "return 1.0 - np.sqrt(np.nanmean(point_error ** 2, axis=-1))", T_ENV),
+    M("env_reward_mean_abs", ENV, "return 1.0 - np.minimum(np.sqrt(np.nanmean(point_error ** 2, axis=-1)), clip)",
+      "return 1.0 - np.minimum(np.nanmean(np.abs(point_error), axis=-1), clip)", T_ENV),
+    M("env_truth_target", ENV, '"truth": truth}[target]', '"truth": stored_xa}[target]',
       T_ENV),
     M("env_online_target", ENV, '"online": self._xa_online,', '"online": stored_xa,', T_ENV),
     M("env_anomalies_dropped", ENV, "self._forecast_from(xa + self._Aa)", "self._forecast_from(xa + 0 * self._Aa)",
@@ -106,8 +117,8 @@ CORE = [
       "return self._observation(), 0.0, True, False, info", T_ENV),
     M("env_prev_analysis_not_kept", ENV, "        self._prev_analysis = xa\n", "\n", T_ENV),
     M("env_window_not_slid", ENV, "            self._history.append(self._features())\n", "\n", T_ENV),
-    M("env_innovation_sign", ENV, "norm.diff_norm(obs - forecast_mean[obs_index], obs_index)",
-      "norm.diff_norm(forecast_mean[obs_index] - obs, obs_index)", T_ENV),
+    M("env_innovation_sign", ENV, "norm.diff_norm(obs - forecast_mean[..., obs_index], obs_index)",
+      "norm.diff_norm(forecast_mean[..., obs_index] - obs, obs_index)", T_ENV),
     M("env_features_unclipped", ENV, "return np.clip(np.nan_to_num(f, nan=0.0, posinf=bound, neginf=-bound), -bound, bound)",
       "return np.nan_to_num(f, nan=0.0, posinf=bound, neginf=-bound)", T_ENV),
     M("env_reference_window_pad", ENV, "padded = np.concatenate([np.repeat(rows[:1], W - 1, axis=0), rows])",
@@ -122,18 +133,21 @@ CORE = [
     M("point_gather_axis", POINT, "x = np.moveaxis(x, -2, -4)", "x = np.moveaxis(x, -1, -4)", T_POINT),
     M("point_rewards_unclipped", POINT, "return 1.0 - np.minimum(np.abs(point_error), clip)",
       "return 1.0 - np.abs(point_error)", T_POINT),
-    M("point_truncated_flag", POINT, 'd["TimeLimit.truncated"] = bool(truncated and not terminated)',
-      'd["TimeLimit.truncated"] = bool(truncated or terminated)', T_POINT),
-    M("point_no_slot_reset", POINT, "                self._reset_slot(m)\n", "                self._obs[m] = gather_points(obs, self.neighbours)\n",
-      T_POINT),
-    M("point_owner_every_point", POINT, '[{"episode_owner": False} for _ in range(self.n - 1)]',
-      '[dict(owner) for _ in range(self.n - 1)]', T_POINT),
-    M("point_return_not_global", POINT, "self._returns[m] += reward_global", "self._returns[m] += float(rewards[m].mean())",
-      T_POINT),
-    M("point_return_not_reset", POINT, "self._returns[m], self._lengths[m] = 0.0, 0", "self._lengths[m] = 0", T_POINT),
-    M("point_action_reshape", POINT, "reshape(self.n_slots, self.n)", "reshape(self.n, self.n_slots).T", T_POINT),
-    M("point_slot_seed", POINT, "env.reset(seed=seed + m)", "env.reset(seed=seed)", T_POINT),
-    M("point_env_method_once", POINT, "return [getattr(self, method_name)(*method_args, **method_kwargs)]",
+    # ---- rl/envs/batched.py: the path slots under the pointwise wrapper ----------------------------
+    M("point_truncated_flag", BATCH, 'd["TimeLimit.truncated"] = bool(truncated[m] and not res.terminated[m])',
+      'd["TimeLimit.truncated"] = bool(truncated[m] or res.terminated[m])', T_POINT, "halted"),
+    M("point_no_slot_reset", BATCH, "            self._start(ended)\n", "\n", T_POINT),
+    M("point_owner_every_point", BATCH, '[{"episode_owner": False} for _ in range(k - 1)]',
+      '[dict(owner) for _ in range(k - 1)]', T_POINT),
+    M("point_return_not_global", BATCH, "self._returns += res.reward",
+      "self._returns += self._rewards(res).reshape(self.n_slots, -1).mean(axis=1)", T_POINT),
+    M("point_return_not_reset", BATCH, "self._returns[slots], self._lengths[slots] = 0.0, 0",
+      "self._lengths[slots] = 0", T_POINT),
+    M("point_action_reshape", BATCH, "dtype=np.float64).reshape(self.n_slots, self.n)",
+      "dtype=np.float64).reshape(self.n, self.n_slots).T", T_POINT),
+    M("point_slot_seed", BATCH, "paths = self.path_rng.choice(self.active_paths, size=len(slots))",
+      "paths = np.full(len(slots), self.path_rng.choice(self.active_paths))", T_POINT),
+    M("point_env_method_once", BATCH, "return [getattr(self, method_name)(*method_args, **method_kwargs)]",
       "return [getattr(self, method_name)(*method_args, **method_kwargs)] * self.n_slots", T_POINT),
     # ---- rl/studies/report.py ---------------------------------------------------------------------
     M("report_test_means_not_mean", REPORT, '(v if k == "cycles_completed" else v["mean"])',
@@ -209,7 +223,7 @@ TESTS = [
     M("curriculum_logs_wrong_count", "rl/training/curriculum.py",
       'self.logger.record("curriculum/n_paths", self.curriculum.n_active)',
       'self.logger.record("curriculum/n_paths", max(1, self.curriculum.n_active - 1))', T_CLI, "every_tag"),
-    M("metrics_without_burn_in", EVALUATE, "metrics[p][name] = summarise(ep, burn_in)", "metrics[p][name] = summarise(ep, 0)",
+    M("metrics_without_burn_in", EVALUATE, "{name: summarise(ep, burn_in) for name", "{name: summarise(ep, 0) for name",
       T_CLI, "writes_metrics"),
     M("ablate_clone_training_rmse", ABLATE, '(history["val_rmse"] or history["train_rmse"] or [np.nan])[-1]',
       '(history["train_rmse"] or [np.nan])[-1]', T_ABLATE, "clone"),
@@ -217,7 +231,8 @@ TESTS = [
       "\n", T_ABLATE, "finetune"),
     M("ablate_bounds_threshold", ABLATE, 'out[f"{name}_outside_{b}"] = float(np.mean(np.abs(z) > b))',
       'out[f"{name}_outside_{b}"] = float(np.mean(np.abs(z) > b + 0.1))', T_ABLATE, "bounds"),
-    M("ablate_bounds_fewer_paths", ABLATE, "paths = range(min(cfg.paths.n_paths, 5))", "paths = range(1, min(cfg.paths.n_paths, 5))",
+    M("ablate_bounds_fewer_paths", ABLATE, "paths = list(range(min(cfg.paths.n_paths, 5)))",
+      "paths = list(range(1, min(cfg.paths.n_paths, 5)))",
       T_ABLATE, "bounds"),
     M("ablate_diverged_flipped", ABLATE, '"diverged_paths": int(np.sum(per_path > obs_per_path))',
       '"diverged_paths": int(np.sum(per_path < obs_per_path))', T_ABLATE, "enkf_skill"),
@@ -229,8 +244,18 @@ TESTS = [
       ["tests/test_training.py"], "differs"),
     M("bench_recurrent_ratio_inverted", "rl/studies/bench.py", '"ratio": ours / up}', '"ratio": up / ours}',
       ["tests/test_bench.py"]),
-    M("bench_forecast_speedup_inverted", "rl/studies/bench.py", '"speedup": separate / batched}', '"speedup": batched / separate}',
+    M("bench_ppo_ratio_inverted", "rl/studies/bench.py", '"ratio_to_env_only": ppo / env_only,',
+      '"ratio_to_env_only": env_only / ppo,',
       ["tests/test_bench.py"]),
+    M("log_std_auto_from_training_paths", TRAIN, "copy_obs_rmse(cfg, normaliser, data, split_training_paths(cfg)[1])",
+      "copy_obs_rmse(cfg, normaliser, data, split_training_paths(cfg)[0])", ["tests/test_clone.py"], "log_std_auto"),
+    M("old_format_hash_ignored", "enkf/precompute.py",
+      'changed = [] if attrs.get("data_hash") == data_hash(cfg) else ["data settings"]', "changed = []",
+      ["tests/test_system.py"], "old_format"),
+    M("shared_data_needs_three_variants", "rl/studies/sweep.py", "(len(cfgs) < 2 and not own)", "(len(cfgs) < 3 and not own)",
+      ["tests/test_sweep.py"], "share_their_data"),
+    M("readme_check_always_passes", "scripts/fill_readme.py", "return 1 if problems else 0", "return 0",
+      ["tests/test_fill_readme.py"], "check_fails_when_a_readme_table"),
     M("plots_no_log_scale", "rl/studies/plots.py", "LOG_Y_RATIO = 5.0 ", "LOG_Y_RATIO = 500.0 ", T_PLOTS, "halted"),
     M("plots_always_log_scale", "rl/studies/plots.py", "    if log_y:\n        ax.set_yscale", "    if True:\n        ax.set_yscale",
       T_PLOTS, "marks_nothing"),
@@ -265,19 +290,24 @@ def smoke_data(folder: Path) -> Path:
     return folder
 
 
-def run_tests(m: Mutant, timeout: float, data: Path) -> tuple[str, float, str]:
+RUNNING: set[int] = set()
+"""Process groups of the test runs under way (ended on an interrupt)."""
+
+
+def run_tests(m: Mutant, timeout: float, data: Path, root: Path = ROOT) -> tuple[str, float, str]:
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-           *[t for t in m.tests if (ROOT / t).exists()]]
+           *[t for t in m.tests if (root / t).exists()]]
     if m.select:
         cmd += ["-k", m.select]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
     env.pop("ENKFRL_TEST_SMOKE_DATA", None)
     if not m.file.startswith("enkf/"):  # the data come from enkf/ alone: unchanged by this mutant
         env["ENKFRL_TEST_SMOKE_DATA"] = str(data)
     t0 = time.perf_counter()
     # its own process group: a timeout or an interrupt ends pytest and everything it started
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    p = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
+    RUNNING.add(p.pid)
     try:
         out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -288,62 +318,141 @@ def run_tests(m: Mutant, timeout: float, data: Path) -> tuple[str, float, str]:
         os.killpg(p.pid, signal.SIGKILL)
         p.communicate()
         raise
+    finally:
+        RUNNING.discard(p.pid)
     wall = time.perf_counter() - t0
     last = (out.strip().splitlines() or [""])[-1]
     if p.returncode == 0:
         return "survived", wall, last
-    if p.returncode == 1:
-        failed = [line.split(" ")[1] for line in out.splitlines() if line.startswith("FAILED ")]
-        return "killed", wall, (failed[0] if failed else last)
-    return "error", wall, last  # collection or usage error: the mutant broke more than behaviour
+    failed = [line.split(" ")[1] for line in out.splitlines() if line.startswith("FAILED ")]
+    if p.returncode == 1 and failed:
+        return "killed", wall, failed[0]
+    # a collection or usage error (the mutant broke more than behaviour), or a test that could not
+    # start (an error in a fixture: nothing was asserted about the mutant)
+    return "error", wall, last
+
+
+def copy_checkout(dest: Path) -> Path:
+    """dest (made afresh) with the checkout's tracked and untracked, not ignored files."""
+    files = subprocess.check_output(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, text=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    for name in filter(None, files.split("\0")):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+def check_mutant(m: Mutant, root: Path, timeout: float, data: Path, backup: Path | None) -> dict:
+    """m applied to root's copy of its file, its tests run, the file restored: the mutant's row."""
+    path = root / m.file
+    text = path.read_text()
+    if text.count(m.old) != 1:
+        return {"name": m.name, "file": m.file, "status": "stale", "detail": f"snippet found {text.count(m.old)} times"}
+    saved = backup / m.file.replace("/", "__") if backup else None
+    if saved:
+        shutil.copy2(path, saved)
+    try:
+        path.write_text(text.replace(m.old, m.new))
+        status, wall, detail = run_tests(m, timeout, data, root)
+    finally:
+        path.write_text(text)
+        if saved:
+            saved.unlink()
+    return {"name": m.name, "file": m.file, "old": m.old, "new": m.new, "tests": list(m.tests),
+            "select": m.select, "status": status, "wall_s": round(wall, 1), "detail": detail}
+
+
+def cut_per_file(mutants: list[Mutant], most: int) -> tuple[list[Mutant], dict[str, dict]]:
+    """The first `most` mutants of each file (0: all), and per file how many were run of how many."""
+    kept, count = [], {}
+    for m in mutants:
+        c = count.setdefault(m.file, {"run": 0, "of": 0})
+        c["of"] += 1
+        if not most or c["run"] < most:
+            c["run"] += 1
+            kept.append(m)
+    return kept, count
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--group", choices=sorted(GROUPS), default="core")
-    ap.add_argument("--only", default="", help="run the mutants whose name starts with this")
+    ap.add_argument("--only", default="", help="run the mutants whose name starts with this (a,b: with a or b)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
     ap.add_argument("--record", action="store_true", help="write results/mutation.json (else logs/)")
+    ap.add_argument("--jobs", type=int, default=1, help="mutants tested at once, each in its own copy of the checkout")
+    ap.add_argument("--max-per-file", type=int, default=0, help="the first N mutants of each file only (0: all)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # restore, then stop
-    mutants = [m for m in GROUPS[args.group] if m.name.startswith(args.only)]
-    backup = ROOT / "logs/mutation_backup"
-    backup.mkdir(parents=True, exist_ok=True)
+    mutants, per_file = cut_per_file([m for m in GROUPS[args.group] if m.name.startswith(tuple(args.only.split(",")))],
+                                     args.max_per_file)
+    for file, c in per_file.items():
+        if c["run"] < c["of"]:
+            print(f"{file}: {c['run']} of its {c['of']} mutants (--max-per-file {args.max_per_file}); "
+                  f"{c['of'] - c['run']} not run", flush=True)
     rows, t_start = [], time.perf_counter()
     data = smoke_data(ROOT / "logs/mutation_smoke_data")
-    for m in mutants:
-        path = ROOT / m.file
-        text = path.read_text()
-        if text.count(m.old) != 1:
-            rows.append({"name": m.name, "file": m.file, "status": "stale",
-                         "detail": f"snippet found {text.count(m.old)} times"})
-            print(f"{m.name:40s} stale ({text.count(m.old)} matches)", flush=True)
-            continue
-        saved = backup / m.file.replace("/", "__")
-        shutil.copy2(path, saved)
-        try:
-            path.write_text(text.replace(m.old, m.new))
-            status, wall, detail = run_tests(m, args.timeout, data)
-        finally:
-            path.write_text(text)
-            saved.unlink()
-        rows.append({"name": m.name, "file": m.file, "old": m.old, "new": m.new, "tests": list(m.tests),
-                     "select": m.select, "status": status, "wall_s": round(wall, 1), "detail": detail})
-        print(f"{m.name:40s} {status:9s} {wall:6.1f} s  {detail}", flush=True)
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("killed", "survived", "timeout", "error", "stale")}
-    counts["total"] = len(rows)
-    print(", ".join(f"{k} {v}" for k, v in counts.items()))
-    doc_survivors = {m.name: EXPLAINED[m.name] for m in mutants if m.name in EXPLAINED}
-    command = "python scripts/mutation_check.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    doc = {"group": args.group, "counts": counts, "mutants": rows, "wall_s": time.perf_counter() - t_start,
-           "explained": doc_survivors}
+    order = {m.name: i for i, m in enumerate(mutants)}
+    out = ROOT / ("results" if args.record else "logs") / f"mutation{'' if args.group == 'core' else '_' + args.group}.json"
+    command = ("python scripts/mutation_check.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     sys.path.insert(0, str(ROOT))
     from enkf.config import hash_of
     from enkf.io import atomic_write_json, provenance
-    # the mutants are listed above; like the suite's timing, the check depends on no config setting
-    doc["provenance"] = provenance({}, hash_of({}), command.strip(), doc["wall_s"])
-    out = ROOT / ("results" if args.record else "logs") / f"mutation{'' if args.group == 'core' else '_' + args.group}.json"
-    atomic_write_json(out, doc)
+
+    def write(finished: bool) -> dict:
+        """The record so far (after every mutant: an interrupted check keeps what it found)."""
+        counts = {s: sum(r["status"] == s for r in rows) for s in ("killed", "survived", "timeout", "error", "stale")}
+        counts["total"] = len(rows)
+        doc = {"group": args.group, "finished": finished, "counts": counts,
+               "mutants": sorted(rows, key=lambda r: order[r["name"]]), "wall_s": time.perf_counter() - t_start,
+               "jobs": args.jobs, "mutants_per_file": per_file,
+               "explained": {m.name: EXPLAINED[m.name] for m in mutants if m.name in EXPLAINED}}
+        # the mutants are listed above; like the suite's timing, the check depends on no config setting
+        doc["provenance"] = provenance({}, hash_of({}), command, doc["wall_s"])
+        atomic_write_json(out, doc)
+        return counts
+
+    def done(row: dict) -> None:
+        rows.append(row)
+        print(f"{row['name']:40s} {row['status']:9s} {row.get('wall_s', 0):6.1f} s  {row['detail']}", flush=True)
+        write(False)
+    if args.jobs == 1:  # in this checkout (run_tests ends its tests on an interrupt)
+        backup = ROOT / "logs/mutation_backup"
+        backup.mkdir(parents=True, exist_ok=True)
+        for m in mutants:
+            done(check_mutant(m, ROOT, args.timeout, data, backup))
+    else:  # each mutant in a free copy of the checkout
+        free: queue.Queue = queue.Queue()
+        for i in range(1, args.jobs + 1):
+            free.put(copy_checkout(ROOT / "logs/mutation_work" / args.group / str(i)))
+        lock, stopping = threading.Lock(), threading.Event()
+
+        def one(m: Mutant) -> None:
+            root = free.get()
+            try:
+                row = check_mutant(m, root, args.timeout, data, None)
+            finally:
+                free.put(root)
+            with lock:
+                if not stopping.is_set():  # a test run ended by the interrupt is no result
+                    done(row)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(one, m) for m in mutants]
+            try:
+                for f in futures:
+                    f.result()
+            except BaseException:  # Ctrl-C or SIGTERM: no new mutant, the running tests ended
+                stopping.set()
+                for f in futures:
+                    f.cancel()
+                for pid in list(RUNNING):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+                raise
+    rows.sort(key=lambda r: order[r["name"]])
+    counts = write(True)
+    print(", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"wrote {out.relative_to(ROOT)}")
     return 0 if counts["survived"] == counts["error"] == counts["stale"] == 0 else 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import yaml
 import enkf.config
 import rl.config
 from enkf.config import deep_merge
+from rl.studies.sweep import THREAD_VARS
 
 # The full loader moved to rl.config; tests/test_faults.py (another owner's file) still imports it
 # from enkf.config. Remove these two lines when it imports rl.config.load_config.
@@ -24,8 +26,22 @@ CONFIG = ROOT / "config.yaml"
 
 def pytest_configure(config):
     """RAY_ADDRESS from the caller's environment would send every Ray test (and the subprocess
-    drivers they start) to that cluster: the test session runs on its own local Ray only."""
+    drivers they start) to that cluster: the test session runs on its own local Ray only. Ray
+    Tune's run installs its own SIGINT handler in the process that runs it and leaves it there:
+    a study run in a test would change how every later test's commands see Ctrl-C."""
     os.environ.pop("RAY_ADDRESS", None)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def leaves_the_session_as_it_found_it():
+    """Every test leaves the working directory, the thread settings of the environment and the
+    handling of SIGINT as it found them (monkeypatch restores what it changed): what one test
+    changes would otherwise reach the tests after it, in one order and not in another."""
+    before = os.getcwd(), {v: os.environ.get(v) for v in THREAD_VARS}, signal.getsignal(signal.SIGINT)
+    yield
+    after = os.getcwd(), {v: os.environ.get(v) for v in THREAD_VARS}, signal.getsignal(signal.SIGINT)
+    assert after == before, f"the test changed the session's state (cwd, thread variables, SIGINT): {before} -> {after}"
 
 
 def read_config_yaml() -> dict:

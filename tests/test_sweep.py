@@ -164,7 +164,26 @@ SHARED = {"question": "q", "measure": "enkf_skill", "experiments": ["smoke"], "s
                        "infl2": {"filter": {"inflation": 2.0}}}}
 
 
-def test_variants_that_share_their_data_get_one_data_set_made_before_the_trials(tmp_path):
+@pytest.fixture
+def trial_threads():
+    """generate_data is a Ray task: it sets the thread counts of the process it runs in
+    (limit_threads), here the test session's. They are put back afterwards."""
+    import numba
+    import torch as th
+    from rl.studies.sweep import THREAD_VARS
+    env = {v: os.environ.get(v) for v in THREAD_VARS}
+    torch_threads, numba_threads = th.get_num_threads(), numba.get_num_threads()
+    yield
+    for v, value in env.items():
+        if value is None:
+            os.environ.pop(v, None)
+        else:
+            os.environ[v] = value
+    th.set_num_threads(torch_threads)
+    numba.set_num_threads(numba_threads)
+
+
+def test_variants_that_share_their_data_get_one_data_set_made_before_the_trials(tmp_path, trial_threads):
     """g05 and g09 differ in an RL setting only: one data set under data/smoke/<data hash>/, made
     once (generate_data) and then read by both trials; infl2's data are its trial's own (computed
     in memory); the experiment's own data go to data/smoke/ even for a single trial."""
