@@ -416,6 +416,26 @@ def _clone_curve(cfg, run_dir: Path, s: dict, out: Path) -> Path:
     return _save(fig, out / "clone_curve.png")
 
 
+def _seed_curves(record: dict, column: int) -> tuple[list, np.ndarray]:
+    """(path-steps every seed evaluated at, (seeds, steps) values of eval_curve's column: 1 RMSE_norm
+    vs the stored xa, 2 RMSE vs truth) of a fit record's seeds; ([], empty) without curves."""
+    curves = [np.array(s["eval_curve"]) for s in record["per_seed"] if s.get("eval_curve")]
+    if not curves:
+        return [], np.empty((0, 0))
+    steps = sorted(set.intersection(*[set(c[:, 0]) for c in curves]))
+    return steps, np.array([[c[c[:, 0] == x][0, column] for x in steps] for c in curves])
+
+
+def _write_figure(fig, out) -> Path:
+    """A summary figure into out (its folder made), tight layout (enkf.plots._save: a run's figures)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_learning_curves(records: dict[str, dict], out: Path, title: str = "") -> Path:
     """RMSE_norm vs the stored EnKF xa on the eval path during training against path-steps, one
     line per labelled fit record (results/fit*/...json: mean over its seeds, band = min..max),
@@ -423,13 +443,11 @@ def plot_learning_curves(records: dict[str, dict], out: Path, title: str = "") -
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     refs = {}
     for i, (label, rec) in enumerate(records.items()):
-        curves = [np.array(s["eval_curve"]) for s in rec["per_seed"] if s.get("eval_curve")]
-        if not curves:
+        steps, ys = _seed_curves(rec, 1)
+        if not steps:
             continue
-        steps = sorted(set.intersection(*[set(c[:, 0]) for c in curves]))
-        ys = np.array([[c[c[:, 0] == x][0, 1] for x in steps] for c in curves])
-        line, = ax.plot(steps, ys.mean(0), marker="o", ms=3, label=f"{label} ({len(curves)} seed{'s' * (len(curves) > 1)})")
-        if len(curves) > 1:
+        line, = ax.plot(steps, ys.mean(0), marker="o", ms=3, label=f"{label} ({len(ys)} seed{'s' * (len(ys) > 1)})")
+        if len(ys) > 1:
             ax.fill_between(steps, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
         for name in ("copy_obs", "supervised"):
             if name in rec["eval_path"]:
@@ -443,12 +461,7 @@ def plot_learning_curves(records: dict[str, dict], out: Path, title: str = "") -
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _write_figure(fig, out)
 
 
 def plot_beyond_curves(record: dict, out: Path) -> Path:
@@ -457,12 +470,10 @@ def plot_beyond_curves(record: dict, out: Path) -> Path:
     best classical filter of the same ensemble as levels (their test-set means)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for v, fit in record["fit_records"].items():
-        curves = [np.array(s["eval_curve"]) for s in fit["per_seed"] if s.get("eval_curve")]
-        if not curves:
+        steps, ys = _seed_curves(fit, 2)
+        if not steps:
             continue
-        steps = sorted(set.intersection(*[set(c[:, 0]) for c in curves]))
-        ys = np.array([[c[c[:, 0] == x][0, 2] for x in steps] for c in curves])
-        ax.plot(steps, ys.mean(0), marker="o", ms=3, label=f"{v} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+        ax.plot(steps, ys.mean(0), marker="o", ms=3, label=f"{v} ({len(ys)} seed{'s' * (len(ys) > 1)})")
     f = record["filters"]
     for key, text, colour, ls in (("stored", "stored filter", "k", ":"), ("best", "best classical filter", "grey", "--")):
         ax.axhline(f[key]["rmse_vs_truth"]["mean"], color=colour, ls=ls, lw=1, label=f"{text} (test set)")
@@ -472,9 +483,4 @@ def plot_beyond_curves(record: dict, out: Path) -> Path:
     ax.set_title(f"{record['experiment']}: RL analyses that do not imitate")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _write_figure(fig, out)
