@@ -432,7 +432,7 @@ def transfer(run_list, targets, config_path, record, trust):
     from enkf.io import provenance
     from rl.config import load_config
     from rl.studies.report import select_runs
-    from rl.studies.transfer import markdown_table, transfer_record, transfer_run
+    from rl.studies.transfer import markdown_table, transfer_config, transfer_record, transfer_run
     t0 = time.perf_counter()
     runs = [Path(r) for r in run_list.split(",")]
     setting = select_runs(runs)
@@ -443,10 +443,10 @@ def transfer(run_list, targets, config_path, record, trust):
         test_cfg, _, test_data = read_split(tcfg, "test")
         results[target] = [transfer_run(r, tcfg, (test_cfg, test_data), normaliser, trust) for r in runs]
     name = setting["experiment"] + ("" if setting["study"] is None else f"_{setting['study']}_{setting['variant']}")
-    what = {"source": setting, "runs": [str(r) for r in runs], "targets": targets.split(",")}
+    what = transfer_config(setting, {t: load_config(config_path, t) for t in targets.split(",")})
     rec = transfer_record(results, Path("results/filters"), provenance(
         what, hash_of(what), shlex.join(["enkfrl"] + sys.argv[1:]), time.perf_counter() - t0))
-    rec["source"] = setting
+    rec["source"], rec["runs"] = setting, [str(r) for r in runs]
     out = Path("results/beyond" if record else "logs/beyond") / f"transfer_{name}.json"
     atomic_write_json(out, rec)
     click.echo(markdown_table(rec))

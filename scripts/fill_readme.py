@@ -201,6 +201,22 @@ def expected_hashes(rel: Path, doc: dict, config_path: Path) -> tuple[set[str], 
         from rl.studies.filters import study_config
         exp = doc["experiment"]
         return {hash_of(study_config(config_path, exp))}, f"enkfrl filters --exp {exp} --record"
+    if parts[0] == "beyond" and parts[1].startswith("transfer_"):  # rl/studies/transfer.py
+        from rl.studies.transfer import transfer_config
+        targets = {t: load_config(config_path, t) for t in doc["provenance"]["config"]["targets"]}
+        return ({hash_of(transfer_config(doc["source"], targets))},
+                f"enkfrl transfer --runs {','.join(doc['runs'])} --to {','.join(targets)} --record")
+    if parts[0] == "beyond":  # rl/studies/beyond.py: the study's variants, their lowest seed
+        from rl.studies.beyond import study_config
+        _, runs = load_ablation(config_path, doc["study"])
+        variants = {}
+        for v, e in doc["variants"].items():
+            hits = [r for r in runs if r.variant == v and r.seed == min(e["seeds"])]
+            if not hits:
+                raise KeyError(f"config.yaml's study {doc['study']} has no variant {v} seed {min(e['seeds'])}")
+            variants[v] = hits[0].cfg.to_dict()
+        return ({hash_of(study_config(doc["study"], variants))},
+                f"scripts/beyond.sh {doc['study']} (then enkfrl beyond --study {doc['study']} --record)")
     if parts[0].startswith("fit") and doc.get("study"):  # a variant of a `measure: train` study
         _, runs = load_ablation(config_path, doc["study"])
         want = {r.cfg.hash() for r in runs if r.experiment == doc["experiment"]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from enkf.io import DataError, provenance
-from enkf.config import hash_of
+from enkf.config import hash_of, result_hash
 from rl.config import load_ablation
 from rl.studies.report import fit_record
 from rl.training.runs import select_runs
@@ -65,6 +65,13 @@ def best_global(filters: dict) -> dict:
         raise DataError(f"{filters['experiment']}: no global filter setting without diverged paths")
     best = min(rows, key=lambda r: r["rmse_vs_truth"]["mean"])
     return {k: best[k] for k in ("method", "inflation", "inflation_stage", "loc_radius", "rmse_vs_truth")}
+
+
+def study_config(study: str, variant_configs: dict[str, dict]) -> dict:
+    """What a beyond record depends on: the study and the config hash (less the keys that do not
+    change results) of each variant's resolved run config, its lowest seed's (as the fit record keeps
+    it; the whole config is in each fit record's provenance)."""
+    return {"study": study, "variants": {v: result_hash(c) for v, c in variant_configs.items()}}
 
 
 def variant_entry(fit: dict) -> dict:
@@ -122,8 +129,7 @@ def beyond_record(study: str, config_path: Path, log_root: Path, filters_path: P
         if "next_obs" in entries:
             headline["no_truth_below_stored_filter"] = entries["next_obs"]["ratio_to_stored_filter"] < 1.0
     any_fit = next(iter(fits.values()))
-    cfg_study = {"study": study, "question": meta["question"], "variants": {v: fits[v]["provenance"]["config"]
-                                                                              for v in fits}}
+    cfg_study = study_config(study, {v: fits[v]["provenance"]["config"] for v in fits})
     return {
         "experiment": experiment, "study": study, "question": meta["question"], "headline_on": "test",
         "test": any_fit["test"] and {"n_paths": any_fit["test"]["n_paths"], "spinup_seed": any_fit["test"]["spinup_seed"]},

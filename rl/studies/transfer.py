@@ -38,6 +38,12 @@ def transferred_config(run_cfg: Config, target: Config) -> Config:
     return cfg
 
 
+def transfer_config(source: dict, targets: dict[str, Config]) -> dict:
+    """What a transfer record depends on besides the runs' own folders: the source setting (run.json's
+    experiment, study, variant) and each target experiment's config hash."""
+    return {"source": source, "targets": {t: cfg.hash() for t, cfg in targets.items()}}
+
+
 def transfer_run(run_dir: Path, target: Config, test: tuple, normaliser, trust: bool = False) -> dict:
     """The run's final policy on the target's test split test = (its config, its arrays): per path
     and over paths, every actor's cycle means after the target's burn-in."""
