@@ -873,8 +873,8 @@ def test_a_planted_model_file_runs_no_code(work):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert not target.exists()
     record("planted_pickle", "a copied run folder whose every model zip runs `touch` when unpickled, "
-           "its checksums written in; evaluate, report, plot, train --resume", "enkfrl evaluate/report/plot/train --resume "
-           "logs/smoke/planted", result.exit_code, "no file appears; " + result.stderr.strip())
+           "its checksums written in; evaluate, report, curves, plot, then train --resume (its line below)",
+           "enkfrl train --resume logs/smoke/planted", result.exit_code, "no file appears; " + result.stderr.strip())
 
 
 def test_a_record_names_what_it_measured(work):
