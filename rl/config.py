@@ -65,7 +65,7 @@ class EnvConfig:
     ensemble_filter: EnsembleFilterConfig | Literal[None]
     """null: the env's ensemble runs with the stored filter (filter:), whose analysis anomalies
     carry the next ensemble and whose analysis is the online target. A mapping (method, inflation,
-    inflation_stage, centre_perturbations, rotate): the env's ensemble runs with these settings
+    inflation_stage, centre_perturbations, rotate, loc_radius): the env's ensemble runs with these settings
     instead (e.g. the best classical filter of results/filters/<E>.json): the agent replaces that
     filter's mean and its anomalies carry on; with the filter's own mean as the action the env
     reproduces that filter's run. The stored run (reward.target stored, cloning) stays the
