@@ -245,9 +245,10 @@ def bench() -> str:
         rows.append(f"| L96_1 closed loop, env only, batched loop, P = {P} (path-steps/s) | "
                     f"{e[f'batched_P{P}_threads{c}']:,.0f} on {c} cores | {e[f'batched_P{P}_threads1']:,.0f} on 1 core | "
                     f"{e[f'batched_P{P}_threads{c}'] / e['per_path_loop_P4']:.1f}x the per-path loop |")
-    for r, what in ((rl["batched"], "the default settings"), (rl["batched_scratch_all_cores"], "the scratch variant's settings")):
+    for r, what in ((rl["batched"], "the default settings"), (rl["batched_scratch_all_cores"], "the scratch variant's settings"),
+                    (rl["batched_scratch_1epoch_all_cores"], "the scratch_1epoch variant's settings")):
         rows.append(f"| L96_1 pointwise PPO, LSTM per point, {what} ({r['paths_per_env']} paths x n_steps {r['n_steps']}, "
-                    f"{r['n_epochs']} epochs, {r['torch_threads']} torch / {r['env_threads']} env threads) (path-steps/s) | "
+                    f"batch {r['batch_size']}, {r['n_epochs']} epoch(s), {r['torch_threads']} torch / {r['env_threads']} env threads) (path-steps/s) | "
                     f"{r['ppo_path_steps_per_s']:,.0f} | | {r['ratio_to_env_only']:.0%} of its env-only "
                     f"{r['env_only_path_steps_per_s']:,.0f}; wall time: env.step {r['share_env_step']:.0%}, "
                     f"policy forward while collecting {r['share_policy_forward_in_rollouts']:.0%}, "
