@@ -74,28 +74,34 @@ def headline() -> str:
     return "\n".join(rows) if len(rows) > 2 else NOT_MEASURED
 
 
+SCRATCH_VARIANTS = ("scratch", "scratch_1epoch")
+"""The pointwise study's from-scratch variants (config.yaml): 2 epochs x 16 paths; 1 epoch x 32 paths."""
+
+
 def fit_pointwise() -> str:
-    """Scratch vs cloned pointwise PPO per experiment: the test-set figures side by side."""
-    rows = ["| experiment | from scratch: RL | cloned start (supervised) | from the clone: RL | change vs its clone | "
+    """Scratch vs cloned pointwise PPO per experiment and from-scratch variant: the test-set figures side by side."""
+    rows = ["| experiment | from scratch: RL (variant) | cloned start (supervised) | from the clone: RL | change vs its clone | "
             "copy obs | RL vs truth (scratch / clone) | EnKF vs truth | paths active at the end (scratch / clone) |",
             "|---|---|---|---|---|---|---|---|---|"]
     for exp in ("L96_1", "L96_2", "L96_3"):
-        sc, cl = _records("fit_pointwise", [f"{exp}_scratch"]), _records("fit_pointwise", [f"{exp}_clone"])
-        if not (sc or cl):
+        cl = (_records("fit_pointwise", [f"{exp}_clone"]) or [None])[0]
+        scs = [(v, r[0]) for v in SCRATCH_VARIANTS if (r := _records("fit_pointwise", [f"{exp}_{v}"]))] or [(None, None)]
+        if not (cl or scs[0][1]):
             continue
-        sc, cl = (sc or [None])[0], (cl or [None])[0]
         t = lambda r, a, k: _pm(r["test"][a][k], 4) if r and a in r["test"] else "—"  # noqa: E731
         change = (f"{-100 * cl['improvement_over_clone']['mean']:+.1f}% ± {100 * cl['improvement_over_clone']['std']:.1f}% "
                   f"({len(cl['seeds'])} seeds)") if cl and "improvement_over_clone" in cl else "—"
-        ref = cl or sc
-        rows.append(f"| {exp} | {t(sc, 'rl', 'rmse_norm_vs_enkf')} ({len(sc['seeds']) if sc else 0} seed) | "
-                    f"{t(cl, 'supervised', 'rmse_norm_vs_enkf')} | {t(cl, 'rl', 'rmse_norm_vs_enkf')} | {change} | "
-                    f"{t(ref, 'copy_obs', 'rmse_norm_vs_enkf')} | {t(sc, 'rl', 'rmse_vs_truth')} / {t(cl, 'rl', 'rmse_vs_truth')} | "
-                    f"{t(ref, 'enkf', 'rmse_vs_truth')} | {sc['active_paths_at_end'] if sc else '—'} / "
-                    f"{cl['active_paths_at_end'] if cl else '—'} |")
+        for variant, sc in scs:
+            ref = cl or sc
+            label = f"{len(sc['seeds'])} seed, {variant}" if sc else "0 seed"
+            rows.append(f"| {exp} | {t(sc, 'rl', 'rmse_norm_vs_enkf')} ({label}) | "
+                        f"{t(cl, 'supervised', 'rmse_norm_vs_enkf')} | {t(cl, 'rl', 'rmse_norm_vs_enkf')} | {change} | "
+                        f"{t(ref, 'copy_obs', 'rmse_norm_vs_enkf')} | {t(sc, 'rl', 'rmse_vs_truth')} / {t(cl, 'rl', 'rmse_vs_truth')} | "
+                        f"{t(ref, 'enkf', 'rmse_vs_truth')} | {sc['active_paths_at_end'] if sc else '—'} / "
+                        f"{cl['active_paths_at_end'] if cl else '—'} |")
     notes = []
-    for r in _records("fit_pointwise", [f"{e}_scratch" for e in ("L96_1", "L96_2", "L96_3")]):
-        notes.append(f"- {r['experiment']} from scratch, {r['train_steps']:,} path-steps: "
+    for r in _records("fit_pointwise", [f"{e}_{v}" for e in ("L96_1", "L96_2", "L96_3") for v in SCRATCH_VARIANTS]):
+        notes.append(f"- {r['experiment']} {r.get('variant', 'scratch')}, {r['train_steps']:,} path-steps: "
                      + ", ".join(f"{k} {'yes' if c['mean'] else 'NO'}" for k, c in r["checks"].items()))
     return "\n".join(rows + [""] + notes)
 
