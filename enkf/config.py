@@ -58,10 +58,27 @@ column blocks (bit-identical results, tests/test_batched.py) and the device. A r
 other values of these still describes the config; the config hash leaves them out."""
 
 
+HASHED_AS_ABSENT = {"train.algo": "ppo"}
+"""Keys added after records were made, at the value every earlier record ran with: at that value
+the key hashes as absent (as a null setting does), so those records stay valid; any other value
+changes the hash."""
+READ_ONLY_WHEN = {"offpolicy": ("train.algo", ("sac", "td3"))}
+"""Sections a run reads only when a key has one of some values: a run that does not read one hashes
+as without it (the SAC/TD3 settings change nothing a PPO run computes)."""
+
+
 def result_hash(d: dict) -> str:
-    """hash_of a config dict less NO_RESULT_EFFECT: what DAConfig.hash gives."""
+    """hash_of a config dict less NO_RESULT_EFFECT, less the settings it does not read
+    (READ_ONLY_WHEN) and less HASHED_AS_ABSENT keys at their earlier value: what DAConfig.hash gives."""
     d = copy.deepcopy(d)
-    for key in NO_RESULT_EFFECT:
+
+    def value(key):
+        section, _, sub = key.partition(".")
+        return d[section].get(sub) if isinstance(d.get(section), dict) else None
+    for name, (key, values) in READ_ONLY_WHEN.items():
+        if value(key) not in values:
+            d.pop(name, None)
+    for key in NO_RESULT_EFFECT + tuple(k for k, v in HASHED_AS_ABSENT.items() if value(k) == v):
         section, _, sub = key.partition(".")
         if isinstance(d.get(section), dict):
             d[section].pop(sub, None)

@@ -141,6 +141,48 @@ class PPOConfig:
 
 
 @dataclass(frozen=True)
+class OffPolicyConfig:
+    """SB3's SAC and TD3 (train.algo sac | td3, pointwise agent): one replay buffer of agent-steps,
+    the critics (two Q networks, agent.vf_arch) and the actor (agent.pi_arch) behind the same
+    per-point feature extractor as PPO's (rl/agents/policy.py). Noise and entropy are in normalised
+    action units (the action space is Box(-env.obs_bound, env.obs_bound); SB3's squashed units are
+    these / obs_bound)."""
+    learning_rate: float
+    """Adam's step of the actor, the critics and (SAC) the entropy coefficient."""
+    buffer_size: int
+    """Replay buffer size in agent-steps (the newest are kept)."""
+    learning_starts: int
+    """Agent-steps collected before the first gradient step; the warm-up acts with the initial
+    policy and its exploration (not SB3's uniform draw over the whole action box)."""
+    batch_size: int
+    """Agent-steps per gradient step."""
+    tau: float
+    """Polyak coefficient of the target networks."""
+    gamma: float
+    """Discount per cycle."""
+    train_freq: int
+    """Vec-steps (one cycle of all train.paths_per_env paths: paths x model.n agent-steps) between updates."""
+    gradient_steps: int
+    """Gradient steps per update."""
+    exploration_std: float | Literal["auto"]
+    """Exploration scale in normalised action units. auto: the error left at the start, measured as
+    for agent.log_std_init auto (copy-obs' RMSE vs the reward's target on held-out training paths),
+    recorded in exploration.json. TD3: the std of its Gaussian action noise. SAC: its initial
+    policy std (every state)."""
+    policy_delay: int
+    """TD3: the actor and the targets are updated every policy_delay critic updates."""
+    target_policy_noise: float
+    """TD3: std of the target policy smoothing noise, in multiples of exploration_std."""
+    target_noise_clip: float
+    """TD3: that noise is clipped to +-target_noise_clip x exploration_std."""
+    ent_coef_init: float | Literal["auto"]
+    """SAC: initial entropy coefficient alpha (learned from there). auto: exploration_std."""
+    target_entropy: float | Literal["auto"]
+    """SAC: the policy entropy alpha is tuned to hold, in SB3's squashed action units. auto: the
+    entropy of a Gaussian of std exploration_std there, ln(exploration_std / obs_bound) + ln(2 pi e)/2."""
+
+
+@dataclass(frozen=True)
 class PretrainConfig:
     epochs: int
     """Behaviour-cloning epochs on the stored (features -> xa) pairs before PPO (0: none)."""
@@ -157,6 +199,9 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    algo: Literal["ppo", "sac", "td3"]
+    """The learner: ppo (section ppo:), or SB3's off-policy sac | td3 (section offpolicy:,
+    pointwise agent only)."""
     seed: int
     """Training seed (network initialisation, PPO sampling, path choice); the data come from the
     master seed. `enkfrl train --seed S` picks one of train.seeds."""
@@ -175,7 +220,8 @@ class TrainConfig:
     eval_freq: int
     """Evaluate on the eval path (deterministic, whole path) every so many environment steps."""
     log_interval: int
-    """SB3 writes its rollout/ and train/ scalars every log_interval iterations."""
+    """SB3 writes its rollout/ and train/ scalars every log_interval iterations (PPO) or
+    path-episodes (SAC, TD3)."""
     device: Literal["auto", "cpu", "cuda"]
     torch_threads: int
     """torch.set_num_threads for the training process (small nets run slower with many)."""
@@ -195,6 +241,8 @@ class Config(DAConfig):
     curriculum: CurriculumConfig
     agent: AgentConfig
     ppo: PPOConfig
+    offpolicy: OffPolicyConfig | Literal[None]
+    """null only in run folders made before SAC/TD3 existed (their train.algo is ppo)."""
     pretrain: PretrainConfig
     train: TrainConfig
 
@@ -274,6 +322,14 @@ class Config(DAConfig):
         need(ppo.ent_coef >= 0, f"ppo.ent_coef: must be >= 0, got {ppo.ent_coef}")
         need(ppo.vf_coef >= 0, f"ppo.vf_coef: must be >= 0, got {ppo.vf_coef}")
         need(ppo.max_grad_norm > 0, f"ppo.max_grad_norm: must be > 0, got {ppo.max_grad_norm}")
+        if t.algo != "ppo":
+            need(a.kind == "pointwise", f"train.algo: {t.algo} runs the pointwise agent only (one "
+                 f"point's window and scalar action per sample), got agent.kind {a.kind}")
+            need(cfg.offpolicy is not None, f"offpolicy: train.algo {t.algo} needs the offpolicy: section")
+            need(cfg.pretrain.epochs == 0, f"pretrain.epochs: behaviour cloning warm-starts PPO's policy "
+                 f"only, set 0 with train.algo {t.algo}")
+        if cfg.offpolicy is not None:
+            self._validate_offpolicy(cfg.offpolicy)
         pre = cfg.pretrain
         need(pre.epochs >= 0, f"pretrain.epochs: must be >= 0, got {pre.epochs}")
         need(pre.target is None or pre.epochs >= 1, "pretrain.target: truth needs pretrain.epochs >= 1")
@@ -287,6 +343,41 @@ class Config(DAConfig):
         need(t.n_envs >= 1, f"train.n_envs: must be >= 1, got {t.n_envs}")
         for k in ("checkpoint_freq", "eval_freq", "log_interval", "torch_threads", "env_threads", "block_columns"):
             need(getattr(t, k) >= 1, f"train.{k}: must be >= 1, got {getattr(t, k)}")
+
+
+    @staticmethod
+    def _validate_offpolicy(o: OffPolicyConfig) -> None:
+        need = require
+        for k in ("learning_rate", "tau", "target_noise_clip"):
+            need(getattr(o, k) > 0, f"offpolicy.{k}: must be > 0, got {getattr(o, k)}")
+        for k in ("batch_size", "train_freq", "gradient_steps", "policy_delay"):
+            need(getattr(o, k) >= 1, f"offpolicy.{k}: must be >= 1, got {getattr(o, k)}")
+        need(o.buffer_size >= o.batch_size,
+             f"offpolicy.buffer_size: must be >= offpolicy.batch_size = {o.batch_size}, got {o.buffer_size}")
+        need(o.learning_starts >= 0, f"offpolicy.learning_starts: must be >= 0, got {o.learning_starts}")
+        need(o.tau <= 1, f"offpolicy.tau: must be in (0, 1], got {o.tau}")
+        need(0 <= o.gamma <= 1, f"offpolicy.gamma: must be in [0, 1], got {o.gamma}")
+        need(o.target_policy_noise >= 0, f"offpolicy.target_policy_noise: must be >= 0, got {o.target_policy_noise}")
+        for k in ("exploration_std", "ent_coef_init"):
+            v = getattr(o, k)
+            need(v == "auto" or v > 0, f"offpolicy.{k}: must be 'auto' or > 0, got {v}")
+
+
+ADDED_SETTINGS = {"train.algo": "ppo"}
+"""Keys added to the schema after runs were made, with the value every earlier run had: a run
+folder's config.yaml (and run.json) without one reads as that value (enkf.config.HASHED_AS_ABSENT
+hashes it as absent there, so records made before the key stay valid)."""
+
+
+def with_added_settings(data: dict) -> dict:
+    """data (a resolved config dict of a run folder) with every ADDED_SETTINGS key it lacks set to
+    the value earlier runs had, and every null-able key it lacks set to null."""
+    out = with_absent_nulls(Config, data)
+    for key, value in ADDED_SETTINGS.items():
+        section, _, name = key.partition(".")
+        if isinstance(out.get(section), dict) and name not in out[section]:
+            out[section] = dict(out[section], **{name: value})
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +423,7 @@ def seed_config(cfg: Config, seed: int | None) -> Config:
 
 def load_run_config(path: str | Path) -> Config:
     """The resolved config a run folder keeps (<run>/config.yaml); errors name that file."""
-    raw = with_absent_nulls(Config, load_yaml_mapping(path))
+    raw = with_added_settings(load_yaml_mapping(path))
     try:
         return from_dict(raw)
     except ConfigError as e:
