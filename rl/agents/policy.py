@@ -12,6 +12,9 @@ kind: pointwise  SB3 PPO on rl.envs.pointwise.PointwiseVecEnv: every grid point 
                  own reward; its observation is the window of its stencil, and one policy (an
                  LSTM over the window as the window agent's, or with point_net: mlp SB3's MLP of
                  the flattened window) gives its scalar analysis.
+                 With train.algo sac | td3 the same per-point network learns off-policy instead
+                 (SB3's SAC / TD3 with a replay buffer: PointwiseSAC, PointwiseTD3): the actor
+                 (pi_arch) and two Q critics (vf_arch) each behind their own extractor of that kind.
 kind: recurrent  sb3-contrib RecurrentPPO with FastRecurrentPolicy: the LSTM state is carried
                  across the whole episode. Upstream's _process_sequence falls into a per-time-step
                  Python loop whenever a minibatch holds an episode start; after the buffer's split
@@ -27,8 +30,14 @@ from sb3_contrib import RecurrentPPO
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from functools import partial
 
-from stable_baselines3 import PPO
+import math
+
+import numpy as np
+from stable_baselines3 import PPO, SAC, TD3
+from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.sac.policies import SACPolicy
+from stable_baselines3.td3.policies import TD3Policy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
@@ -166,10 +175,38 @@ class FastRecurrentPolicy(RecurrentActorCriticPolicy):
         return th.flatten(lstm_output.transpose(0, 1), start_dim=0, end_dim=1), lstm_states
 
 
+class PolicyWarmup:
+    """SAC / TD3 whose warm-up (the first offpolicy.learning_starts agent-steps, before any update)
+    acts with the initial policy and its exploration noise. SB3 draws uniformly over the action box
+    there: increments of up to +-obs_bound normalised units, 100x the analysis error, which throw
+    every forecast out of the halt bound and fill the buffer with states the agent never meets."""
+
+    def _sample_action(self, learning_starts, action_noise=None, n_envs=1):
+        return super()._sample_action(0, action_noise, n_envs)
+
+
+class PointwiseSAC(PolicyWarmup, SAC):
+    """SB3's SAC, the warm-up acting with the policy."""
+
+
+class PointwiseTD3(PolicyWarmup, TD3):
+    """SB3's TD3, the warm-up acting with the policy."""
+
+
+OFF_POLICY = {"sac": (PointwiseSAC, SACPolicy), "td3": (PointwiseTD3, TD3Policy)}
+"""train.algo -> (SB3 algorithm, its policy)."""
+
+
 def policy_spec(cfg: Config) -> tuple[type, dict]:
     """(policy class, policy_kwargs) of the config's agent: what build_model hands SB3 and
     build_policy rebuilds a saved policy from."""
     a = cfg.agent
+    if cfg.train.algo in OFF_POLICY:  # the pointwise agent (rl.config): its extractor, actor and critics
+        kwargs = dict(net_arch=dict(pi=list(a.pi_arch), qf=list(a.vf_arch)), activation_fn=ACTIVATIONS[a.activation])
+        if a.point_net == "lstm":
+            kwargs.update(features_extractor_class=WindowLstmExtractor,
+                          features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers))
+        return OFF_POLICY[cfg.train.algo][1], kwargs
     # log_std_init auto: set by rl.training.train once the error left at the start of PPO is measured
     log_std = 0.0 if a.log_std_init == "auto" else a.log_std_init
     common = dict(net_arch=dict(pi=list(a.pi_arch), vf=list(a.vf_arch)),
@@ -202,23 +239,76 @@ def build_policy(cfg: Config, device: str = "cpu"):
     frame that saved weights (rl/training/runs.py load_policy) are loaded into."""
     policy_class, kwargs = policy_spec(cfg)
     obs_space, act_space = agent_spaces(cfg)
-    lr = cfg.ppo.learning_rate
+    lr = cfg.offpolicy.learning_rate if cfg.train.algo in OFF_POLICY else cfg.ppo.learning_rate
     return policy_class(obs_space, act_space, lambda _: lr, **kwargs).to(device)
 
 
 def build_model(cfg: Config, env, tensorboard_log: str | None, device: str, seed: int):
-    """A fresh PPO / RecurrentPPO model for the vectorised env, from the config's agent/ppo."""
-    p = cfg.ppo
+    """A fresh model for the vectorised env: PPO / RecurrentPPO from the config's agent/ppo, or
+    SAC / TD3 (train.algo) from agent/offpolicy. An off-policy model with offpolicy.exploration_std
+    auto gets its exploration once the error left is measured (rl.training.train: set_exploration)."""
     policy_class, policy_kwargs = policy_spec(cfg)
-    return algo_class(cfg)(policy_class, env, policy_kwargs=policy_kwargs, learning_rate=p.learning_rate,
+    common = dict(policy_kwargs=policy_kwargs, tensorboard_log=tensorboard_log, device=device, seed=seed, verbose=0)
+    if cfg.train.algo in OFF_POLICY:
+        o = cfg.offpolicy
+        extra = dict(policy_delay=o.policy_delay) if cfg.train.algo == "td3" else {}
+        model = algo_class(cfg)(policy_class, env, learning_rate=o.learning_rate, buffer_size=o.buffer_size,
+                                learning_starts=o.learning_starts, batch_size=o.batch_size, tau=o.tau,
+                                gamma=o.gamma, train_freq=(o.train_freq, "step"), gradient_steps=o.gradient_steps,
+                                **extra, **common)
+        if cfg.agent.ortho_init:
+            start_near_zero(model)
+        if o.exploration_std != "auto":
+            set_offpolicy_exploration(model, cfg, o.exploration_std)
+        return model
+    p = cfg.ppo
+    return algo_class(cfg)(policy_class, env, learning_rate=p.learning_rate,
                            n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs, gamma=p.gamma,
                            gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef,
-                           vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm,
-                           tensorboard_log=tensorboard_log, device=device, seed=seed, verbose=0)
+                           vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, **common)
 
 
 def algo_class(cfg: Config):
+    if cfg.train.algo in OFF_POLICY:
+        return OFF_POLICY[cfg.train.algo][0]
     return RecurrentPPO if cfg.agent.kind == "recurrent" else PPO
+
+
+def start_near_zero(model) -> None:
+    """agent.ortho_init for SAC/TD3: the actor's output layer orthogonal with gain 0.01 and no bias,
+    as PPO's action net, so the first analyses are the forecast plus small increments (SB3's default
+    initialisation gives increments of ~1 normalised unit: paths halt before anything is learnt)."""
+    actor = model.actor
+    out = actor.mu if isinstance(actor.mu, nn.Linear) else [m for m in actor.mu if isinstance(m, nn.Linear)][-1]
+    with th.no_grad():
+        nn.init.orthogonal_(out.weight, gain=0.01)
+        out.bias.zero_()
+    if getattr(model, "actor_target", None) is not None:  # TD3: the target starts as the actor
+        model.actor_target.load_state_dict(actor.state_dict())
+
+
+def set_offpolicy_exploration(model, cfg: Config, std: float) -> dict:
+    """SAC/TD3 exploration at std (normalised action units; SB3's squashed units are std / obs_bound).
+    TD3: Gaussian action noise of that std, target smoothing noise and its clip as multiples of it.
+    SAC: the initial policy std (the log-std layer's bias, its weights zero), the initial entropy
+    coefficient (offpolicy.ent_coef_init) and the target entropy (offpolicy.target_entropy; auto: a
+    Gaussian's of that std). Returns what was set, for exploration.json."""
+    o, scaled = cfg.offpolicy, std / cfg.env.obs_bound
+    if cfg.train.algo == "td3":
+        model.action_noise = NormalActionNoise(np.zeros(1), np.full(1, scaled))
+        model.target_policy_noise = o.target_policy_noise * scaled
+        model.target_noise_clip = o.target_noise_clip * scaled
+        return {"action_noise_std": std, "target_policy_noise": o.target_policy_noise * std,
+                "target_noise_clip": o.target_noise_clip * std}
+    alpha = std if o.ent_coef_init == "auto" else o.ent_coef_init
+    entropy = (math.log(scaled) + 0.5 * math.log(2 * math.pi * math.e)) if o.target_entropy == "auto" \
+        else o.target_entropy
+    with th.no_grad():
+        model.actor.log_std.weight.zero_()
+        model.actor.log_std.bias.fill_(math.log(scaled))
+        model.log_ent_coef.fill_(math.log(alpha))
+    model.target_entropy = float(entropy)
+    return {"initial_policy_std": std, "ent_coef_init": alpha, "target_entropy": float(entropy)}
 
 
 def lstm_modules(policy) -> list[nn.Module]:

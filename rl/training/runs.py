@@ -175,11 +175,17 @@ def _changed(made: dict, now: dict, prefix: str = "") -> list[str]:
 
 def check_resumable(run_dir: Path, cfg) -> None:
     """DataError when the run's config.yaml (cfg) changed, since the run was made (run.json), a key
-    a resume cannot apply to the run (anything outside RESUME_MAY_CHANGE)."""
+    a resume cannot apply to the run (anything outside RESUME_MAY_CHANGE), or the run is SAC/TD3's
+    (docs/design.md: its replay buffer is not kept, so it cannot continue as it was)."""
+    from rl.config import with_added_settings
+    if cfg.train.algo != "ppo":
+        raise DataError(f"{run_dir}: a {cfg.train.algo} run cannot resume: its replay buffer is not kept "
+                        f"(SB3 stores it with pickle, which no run folder may hold), and without it the run "
+                        f"would not continue as it was; start a new run")
     info = read_run_info(run_dir)
     if info is None or not isinstance(info.get("config"), dict):
         return  # made before run.json kept its config: nothing to compare with
-    made, now = info["config"], cfg.to_dict()
+    made, now = with_added_settings(info["config"]), cfg.to_dict()
     changed = [k for k in _changed(made, now) if k not in RESUME_MAY_CHANGE]
     if changed:
         def value(d, key):

@@ -1,4 +1,5 @@
-"""Training: read top to bottom, like a CleanRL script, but on SB3's PPO / RecurrentPPO.
+"""Training: read top to bottom, like a CleanRL script, but on SB3's PPO / RecurrentPPO (or, for
+the pointwise agent with train.algo sac | td3, SB3's off-policy SAC / TD3: the same steps).
 
     1. run folder logs/<E>/<run_id>/ with the resolved config, command and code version
     2. reference data and the normaliser (spin-up climatology)
@@ -8,6 +9,8 @@
     5. callbacks: curriculum, checkpoints, evaluation on the held-out path, diagnostics, progress
     6. model.learn(...), then final_model.zip
 
+A SAC/TD3 run does not resume (rl/training/runs.py check_resumable): its replay buffer is not kept.
+
 Everything is logged through SB3's logger (TensorBoard + CSV under tb/), nothing else writes
 TensorBoard files.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,6 +30,7 @@ from gymnasium.wrappers import TimeLimit
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import SubprocVecEnv
 from tqdm import tqdm
 
@@ -40,7 +45,7 @@ from rl.agents.actors import actor_factory
 from rl.training.evaluate import run_paths, summarise
 from rl.envs.normalisation import Normaliser
 from rl.envs.pointwise import PointwiseVecEnv
-from rl.agents.policy import build_model, lstm_modules
+from rl.agents.policy import build_model, lstm_modules, set_offpolicy_exploration
 from rl.agents.clone import behaviour_clone, copy_obs_rmse, split_training_paths
 from rl.training.runs import (RUN_JSON, RunAbandoned, Timing, check_no_links, check_resumable, inferred_run_info, is_recorded, keep_progress_csv,
                               load_for_resume, newest_checkpoint, read_run_info, run_info,
@@ -55,14 +60,17 @@ class CheckpointCallback(BaseCallback):
     run folder already) under checkpoints/ (rl/training/runs.py), so --resume can continue from the newest
     complete one. timing.json is brought up to date with each checkpoint and rollout (a killed
     segment's time counts too). SB3 counts agent-steps: `agents_per_path` of them make one
-    path-step (n for the pointwise agent); checkpoints and timing count path-steps."""
+    path-step (n for the pointwise agent); checkpoints and timing count path-steps. SAC/TD3 end a
+    "rollout" every vec-step: there timing.json is written at most every timing_every_s seconds
+    (two fsyncs a vec-step slowed training tenfold on a busy disk)."""
 
     def __init__(self, run_dir: Path, freq: int, curriculum: Curriculum, timing: Timing,
-                 last_saved: int = -1, agents_per_path: int = 1):
+                 last_saved: int = -1, agents_per_path: int = 1, timing_every_s: float = 0.0):
         super().__init__()
         self.run_dir, self.freq, self.curriculum, self.timing = run_dir, freq, curriculum, timing
-        self.unit = agents_per_path
+        self.unit, self.timing_every_s = agents_per_path, timing_every_s
         self._next = None
+        self._next_timing = 0.0
         self.last_saved = last_saved
 
     def _on_training_start(self) -> None:
@@ -75,7 +83,10 @@ class CheckpointCallback(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
-        self.timing.update(self.num_timesteps // self.unit)
+        now = time.monotonic()
+        if now >= self._next_timing:
+            self._next_timing = now + self.timing_every_s
+            self.timing.update(self.num_timesteps // self.unit)
 
     def save(self, model) -> None:
         step = model.num_timesteps // self.unit
@@ -122,6 +133,8 @@ class EvalCallback(BaseCallback):
         log.info("eval at %d path-steps: %d/%d cycles, reward %.4f, rmse vs EnKF %.4f, vs truth %.4f",
                  self.num_timesteps // self.unit, s["cycles_completed"], self.env.n_cycles, s["mean_reward"],
                  s["rmse_norm_vs_enkf"], s["rmse_vs_truth"])
+        if isinstance(self.model, OffPolicyAlgorithm):  # SAC/TD3 write their logs per path-episode, not
+            self.logger.dump(self.num_timesteps)         # per rollout: the evaluation gets its own row now
         if s["total_reward"] > self.best:
             self.best = s["total_reward"]
             save_model(self.model, self.run_dir / "best_model.zip", self.run_dir, self.num_timesteps // self.unit)
@@ -172,6 +185,8 @@ class DiagnosticsCallback(BaseCallback):
         self._t_last = now
 
 
+OFF_POLICY_TIMING_S = 10.0
+"""SAC/TD3: seconds between two updates of timing.json outside checkpoints (CheckpointCallback)."""
 OWNER_CHECK_S = 1.0
 """Seconds between two checks that the process that started a run is still there."""
 
@@ -223,7 +238,17 @@ class ProgressCallback(BaseCallback):
 def set_exploration(model, cfg: Config, normaliser: Normaliser, data: dict, history: dict | None) -> dict:
     """agent.log_std_init auto: the policy's std := the error left at the start of PPO (the clone's
     held-out RMSE; without cloning, copy-obs' RMSE vs the reward's target on the same paths), so
-    exploration has the scale of what is left to learn in every experiment."""
+    exploration has the scale of what is left to learn in every experiment. SAC/TD3: the same with
+    offpolicy.exploration_std (rl.agents.policy.set_offpolicy_exploration)."""
+    if cfg.train.algo != "ppo":
+        std = cfg.offpolicy.exploration_std
+        if std != "auto":  # set by build_model
+            return {"exploration_std": std, "source": "config"}
+        std, source = copy_obs_rmse(cfg, normaliser, data, split_training_paths(cfg)[1]), "copy-obs RMSE"
+        if not std > 0:
+            raise DataError(f"offpolicy.exploration_std auto: the {source} is {std:.3g}: set a number > 0")
+        return {"exploration_std": float(std), "source": source, "auto": True,
+                **set_offpolicy_exploration(model, cfg, float(std))}
     if cfg.agent.log_std_init != "auto":
         return {"log_std_init": cfg.agent.log_std_init, "source": "config"}
     if history and history["val_rmse"]:
@@ -354,12 +379,14 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
         exploration = set_exploration(model, cfg, normaliser, data,
                                       history if cfg.pretrain.epochs > 0 else None)
         atomic_write_json(run_dir / "exploration.json", exploration)
-        log.info("exploration: log std %.3f (%s)", exploration["log_std_init"], exploration["source"])
+        scale = exploration.get("exploration_std") or math.exp(exploration["log_std_init"])
+        log.info("exploration: std %.4g (%s)", scale, exploration["source"])
 
     # 5. callbacks (steps in path-steps; SB3 counts agent-steps)
     timing = Timing(run_dir, model.num_timesteps // unit)  # this segment, after the earlier ones
     checkpoints = CheckpointCallback(run_dir, cfg.train.checkpoint_freq, curriculum, timing,
-                                     last_saved=step if resume else -1, agents_per_path=unit)
+                                     last_saved=step if resume else -1, agents_per_path=unit,
+                                     timing_every_s=0.0 if cfg.train.algo == "ppo" else OFF_POLICY_TIMING_S)
     owner = OwnerCallback(owner_alive or (lambda: True))
     callbacks = CallbackList([
         owner,  # first: nothing below writes once the owner is gone
@@ -370,10 +397,12 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
         ProgressCallback(cfg.train.total_steps, unit),
     ])
 
-    # 6. learn (nothing left when resuming a run killed after its last checkpoint)
+    # 6. learn (nothing left when resuming a run killed after its last checkpoint); SAC/TD3 count
+    #    log_interval in agent-episodes: n of them end together in one path-episode
     remaining = cfg.train.total_steps - model.num_timesteps // unit
+    log_interval = cfg.train.log_interval * (unit if cfg.train.algo != "ppo" else 1)
     if remaining > 0:
-        model.learn(remaining * unit, callback=callbacks, log_interval=cfg.train.log_interval,
+        model.learn(remaining * unit, callback=callbacks, log_interval=log_interval,
                     reset_num_timesteps=not resume)
     owner.check()
     checkpoints.save(model)
