@@ -391,7 +391,8 @@ def filters(experiment, config_path, record, address, max_concurrent):
 @click.option("--study", required=True, help="A beyond study under ablations: in the config (one experiment).")
 @click.option("--config", "config_path", default="config.yaml", show_default=True)
 @click.option("--record", is_flag=True,
-              help="Write results/beyond/<E>.json and docs/<E>_beyond_curves.png (evidence); else logs/beyond/.")
+              help="Write results/beyond/<E>.json, docs/<E>_beyond_curves.png and (once SAC or TD3 ran) "
+                   "docs/<E>_beyond_learners.png (evidence); else logs/beyond/.")
 def beyond(study, config_path, record):
     """RL analyses that do not imitate vs the best classical filter of the same ensemble: the newest
     evaluated run of every variant and seed of the study, and results/filters/<E>.json -> one record."""
@@ -399,7 +400,7 @@ def beyond(study, config_path, record):
     import sys
     from rl.config import load_ablation
     from rl.studies.beyond import beyond_record, markdown_table
-    from rl.studies.plots import plot_beyond_curves
+    from rl.studies.plots import plot_beyond_curves, plot_learner_curves
     t0 = time.perf_counter()
     _, runs = load_ablation(config_path, study)
     experiment = runs[0].experiment
@@ -409,11 +410,14 @@ def beyond(study, config_path, record):
     out = Path("results/beyond" if record else "logs/beyond") / f"{experiment}.json"
     figure = Path("docs" if record else "logs/beyond") / f"{experiment}_beyond_curves.png"
     atomic_write_json(out, rec)
-    plot_beyond_curves(rec, figure)
+    figures = [plot_beyond_curves(rec, figure)]
+    learners = figure.with_name(f"{experiment}_beyond_learners.png")
+    if plot_learner_curves(rec, learners):  # PPO, SAC and TD3 on one env and reward, when SAC or TD3 ran
+        figures.append(learners)
     click.echo(markdown_table(rec))
     if rec["not_run"]:
         click.echo(f"not run yet: {', '.join(rec['not_run'])}")
-    click.echo(f"wrote {out}, {figure}")
+    click.echo(f"wrote {out}, {', '.join(map(str, figures))}")
 
 
 @main.command()

@@ -22,8 +22,10 @@ from rl.studies.beyond import beyond_record, markdown_table
 from test_report import ALL, CURVES, SCRATCH, SEEDS, make_run
 
 STUDY = "beyond_smoke"
-SCALE = {"truth_stored": 0.8, "next_obs": 1.0, "ceiling": 0.7}  # the runs' RL errors vs truth, x SEEDS'
+SCALE = {"truth_stored": 0.8, "truth_tuned": 0.85, "next_obs": 1.0, "ceiling": 0.7, "sac_tuned": 0.9}  # the runs' RL errors vs truth, x SEEDS'
 BEST, STORED = 0.4, 0.5
+TUNED = {"method": "etkf", "inflation": 1.2, "inflation_stage": "analysis", "centre_perturbations": False,
+         "rotate": False, "loc_radius": None}
 
 
 def write_config(folder: Path) -> Path:
@@ -34,6 +36,9 @@ def write_config(folder: Path) -> Path:
         "variants": {"truth_stored": {"reward": {"target": "truth"}},
                      "next_obs": {"reward": {"target": "next_obs"}},
                      "ceiling": {"pretrain": {"epochs": 1, "target": "truth"}, "reward": {"target": "truth"}},
+                     "truth_tuned": {"reward": {"target": "truth"}, "env": {"ensemble_filter": TUNED}},
+                     "sac_tuned": {"reward": {"target": "truth"}, "env": {"ensemble_filter": TUNED}, "train": {"algo": "sac"}},
+                     "td3_tuned": {"reward": {"target": "truth"}, "env": {"ensemble_filter": TUNED}, "train": {"algo": "td3"}},
                      "correlation_tuned": {"reward": {"target": "truth"}, "env": {"features": [
                          "forecast_mean", "obs", "innovation", "spread", "correlation"]}}}}}
     path = folder / "config.yaml"
@@ -59,7 +64,7 @@ def study_dir(tmp_path, monkeypatch) -> Path:
     _, runs = load_ablation(cfg_path, STUDY)
     for r in runs:
         if r.variant not in SCALE:
-            continue  # correlation_tuned: not run
+            continue  # correlation_tuned, td3_tuned: not run
         actors = ALL if r.variant == "ceiling" else SCRATCH
         folder = make_run(tmp_path / "logs" / "smoke" / f"{r.variant}_s{r.seed}", r.cfg, r.seed, actors, CURVES[r.seed],
                           command=f"enkfrl train --exp smoke --study {STUDY} --variant {r.variant} --seed {r.seed}")
@@ -81,8 +86,9 @@ def rl_truth(variant: str) -> float:
 
 def test_every_variant_its_ratios_and_a_headline_over_the_rl_variants_only(study_dir):
     rec = beyond_record(STUDY, study_dir / "config.yaml", Path("logs"), Path("results/filters/smoke.json"), "cmd")
-    assert rec["experiment"] == "smoke" and rec["not_run"] == ["correlation_tuned"]
-    assert list(rec["variants"]) == ["truth_stored", "next_obs", "ceiling"]
+    assert rec["experiment"] == "smoke" and rec["not_run"] == ["td3_tuned", "correlation_tuned"]
+    assert list(rec["variants"]) == ["truth_stored", "truth_tuned", "next_obs", "ceiling", "sac_tuned"]
+    assert rec["variants"]["sac_tuned"]["algo"] == "sac" and rec["variants"]["truth_stored"]["algo"] == "ppo"
     for v, e in rec["variants"].items():
         assert e["seeds"] == [0, 1]
         assert e["rl"]["mean"] == pytest.approx(rl_truth(v), rel=1e-12)
@@ -105,6 +111,30 @@ def test_every_variant_its_ratios_and_a_headline_over_the_rl_variants_only(study
     assert "| ceiling: the cloned map alone | (regression on the truth) | stored | 0 | 2 |" in table
 
 
+def test_the_learners_figure_draws_ppo_sac_and_td3_of_one_env_and_reward(study_dir, monkeypatch):
+    """PPO (truth_tuned) and SAC (sac_tuned, the run there is) on one figure, their curves the eval
+    curves of the records against path-steps; no figure while neither SAC nor TD3 has run."""
+    from rl.studies import plots
+    rec = beyond_record(STUDY, study_dir / "config.yaml", Path("logs"), Path("results/filters/smoke.json"), "cmd")
+    drawn = {}
+
+    def keep(fig, out):
+        drawn.update({line.get_label(): line.get_xydata() for line in fig.axes[0].get_lines()})
+        drawn["xlabel"] = fig.axes[0].get_xlabel()
+        return out
+    monkeypatch.setattr(plots, "_write_figure", keep)
+    assert plots.plot_learner_curves(rec, Path("learners.png")) == Path("learners.png")
+    curves = {label: xy for label, xy in drawn.items() if "seeds)" in label}
+    assert sorted(curves) == ["PPO (truth_tuned, 2 seeds)", "SAC (sac_tuned, 2 seeds)"]
+    for label, v in (("PPO (truth_tuned, 2 seeds)", "truth_tuned"), ("SAC (sac_tuned, 2 seeds)", "sac_tuned")):
+        steps, ys = plots._seed_curves(rec["fit_records"][v], 2)
+        np.testing.assert_allclose(curves[label], np.column_stack([steps, ys.mean(0)]))
+    assert drawn["xlabel"].startswith("path-steps")
+    del rec["fit_records"]["sac_tuned"]
+    drawn.clear()
+    assert plots.plot_learner_curves(rec, Path("learners.png")) is None and not drawn
+
+
 def test_a_missing_or_foreign_filters_record_is_one_line(study_dir):
     with pytest.raises(DataError, match=r"not found: run `enkfrl filters --exp smoke --record` first"):
         beyond_record(STUDY, study_dir / "config.yaml", Path("logs"), Path("results/filters/none.json"), "cmd")
@@ -117,8 +147,9 @@ def test_the_command_writes_logs_unless_asked_to_record(study_dir):
     runner = CliRunner()
     res = runner.invoke(main, ["beyond", "--study", STUDY, "--config", "config.yaml"])
     assert res.exit_code == 0, res.output
-    assert "not run yet: correlation_tuned" in res.output
+    assert "not run yet: td3_tuned, correlation_tuned" in res.output
     assert Path("logs/beyond/smoke.json").exists() and Path("logs/beyond/smoke_beyond_curves.png").stat().st_size > 0
+    assert Path("logs/beyond/smoke_beyond_learners.png").stat().st_size > 0  # a SAC run is in the record
     assert not Path("results/beyond").exists()
     res = runner.invoke(main, ["beyond", "--study", STUDY, "--config", "config.yaml", "--record"])
     assert res.exit_code == 0, res.output

@@ -11,6 +11,8 @@ the stored EnKF, one variant per question:
                        truth): its cloned ("supervised") policy is the features' information ceiling;
                        PPO with the truth reward then fine-tunes it
     ceiling_tuned      the same inside the tuned ensemble (along the tuned filter's own runs)
+    sac_tuned          truth_tuned's env and reward learnt by SB3's off-policy SAC (train.algo sac,
+    td3_tuned          offpolicy:) or TD3 instead of PPO: the same budget, seed and network
 
 `enkfrl beyond --study S` reads the newest evaluated run of every (variant, seed) under logs/<E>/
 (rl/training/runs.py: run.json) and the experiment's classical filters (results/filters/<E>.json,
@@ -21,7 +23,9 @@ seeds of the test-set mean; per seed with its run, model and data), and the head
     RL vs truth / best classical filter of the same ensemble   (goal <= 1.0, milestone <= 1.2)
     RL vs truth / the stored EnKF                              (milestone <= 0.8)
 
-over the RL variants (the ceiling's cloned policy is not RL and is reported beside them).
+over the RL variants (the ceiling's cloned policy is not RL and is reported beside them). Beside
+the figure of every variant's learning curve, the learners' figure puts PPO (truth_tuned), SAC and
+TD3 on one axis of path-steps (rl/studies/plots.py plot_learner_curves).
 """
 from __future__ import annotations
 
@@ -36,7 +40,10 @@ from rl.config import load_ablation
 from rl.studies.report import fit_record
 from rl.training.runs import select_runs
 
-VARIANT_ORDER = ("truth_stored", "truth_tuned", "next_obs", "correlation_tuned", "ceiling", "ceiling_tuned")
+VARIANT_ORDER = ("truth_stored", "truth_tuned", "next_obs", "correlation_tuned", "ceiling", "ceiling_tuned",
+                 "sac_tuned", "td3_tuned")
+LEARNER_VARIANTS = ("truth_tuned", "sac_tuned", "td3_tuned")
+"""One env and reward (the truth, inside the tuned ensemble), learnt by PPO, SAC and TD3."""
 NOT_RL = ("ceiling", "ceiling_tuned")
 """Variants whose headline number is a supervised map, not an RL analysis."""
 
@@ -77,7 +84,7 @@ def study_config(study: str, variant_configs: dict[str, dict]) -> dict:
 def variant_entry(fit: dict) -> dict:
     """The few numbers of a variant's fit record the table shows."""
     cfg = fit["provenance"]["config"]
-    out = {"reward_target": fit["reward_target"], "ensemble_filter": cfg["env"]["ensemble_filter"],
+    out = {"algo": cfg["train"].get("algo", "ppo"), "reward_target": fit["reward_target"], "ensemble_filter": cfg["env"]["ensemble_filter"],
            "features": cfg["env"]["features"], "pretrain": cfg["pretrain"], "seeds": fit["seeds"],
            "train_steps": fit["train_steps"], "path_steps_per_s": fit["path_steps_per_s"],
            "active_paths_at_end": fit["active_paths_at_end"], "of_training_paths": fit["of_training_paths"],

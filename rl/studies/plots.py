@@ -360,10 +360,16 @@ def plot_training(run_dir: Path, out_dir: Path) -> list[Path]:
             h2, l2 = twin.get_legend_handles_labels()
             handles, labels = handles + h2, labels + l2
         a_eval.legend(handles, labels, fontsize=7, loc="lower right")
-    _curve(a_vl, s, "train/value_loss", "value loss", "loss")
-    _curve(a_pg, s, "train/policy_gradient_loss", "policy-gradient loss", "loss")
-    if _curve(a_kl, s, "train/approx_kl", "approximate KL per update", "KL"):
-        _headroom(a_kl, s["train/approx_kl"][1], bottom_zero=True, frac=0.08)
+    algo = getattr(cfg.train, "algo", "ppo")  # a run made before train.algo: PPO
+    if algo == "ppo":
+        _curve(a_vl, s, "train/value_loss", "value loss", "loss")
+        _curve(a_pg, s, "train/policy_gradient_loss", "policy-gradient loss", "loss")
+        if _curve(a_kl, s, "train/approx_kl", "approximate KL per update", "KL"):
+            _headroom(a_kl, s["train/approx_kl"][1], bottom_zero=True, frac=0.08)
+    else:  # SAC / TD3: SB3's losses of the critics and the actor; SAC's entropy coefficient
+        _curve(a_vl, s, "train/critic_loss", "critic loss", "loss")
+        _curve(a_pg, s, "train/actor_loss", "actor loss", "loss")
+        _curve(a_kl, s, "train/ent_coef", "entropy coefficient alpha (SAC)", "alpha")
     if _curve(a_std, s, "policy/std_mean", "policy std (normalised action units)", "std",
               label="mean over action dims"):
         if "policy/std_min" in s and "policy/std_max" in s:
@@ -384,8 +390,10 @@ def plot_training(run_dir: Path, out_dir: Path) -> list[Path]:
         ax.set_xlabel("path-steps (cycles, summed over paths)", fontsize=8)
     envs = (f"{cfg.train.paths_per_env} paths x {cfg.model.n} points" if cfg.agent.kind == "pointwise"
             else f"{cfg.train.n_envs} envs")
+    learner = (f"rollout {cfg.ppo.n_steps} cycles" if algo == "ppo"
+               else f"{algo.upper()}, replay of {cfg.offpolicy.buffer_size:,} agent-steps")
     fig.suptitle(f"{cfg.experiment}: training of {run_dir.name} ({cfg.agent.kind} agent, "
-                 f"{envs}, rollout {cfg.ppo.n_steps} cycles)", fontsize=11)
+                 f"{envs}, {learner})", fontsize=11)
     written = [_save(fig, out_dir / "training_curves.png")]
 
     if "clone/train_rmse" in s and "clone/heldout_rmse" in s:
@@ -465,7 +473,7 @@ def plot_learning_curves(records: dict[str, dict], out: Path, title: str = "") -
 
 
 def plot_beyond_curves(record: dict, out: Path) -> Path:
-    """RMSE vs truth on the eval path during training against PPO path-steps, one line per variant
+    """RMSE vs truth on the eval path during training against path-steps, one line per variant
     of a beyond record (results/beyond/<E>.json; mean over its seeds), with the stored filter and the
     best classical filter of the same ensemble as levels (their test-set means)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
@@ -478,9 +486,37 @@ def plot_beyond_curves(record: dict, out: Path) -> Path:
     for key, text, colour, ls in (("stored", "stored filter", "k", ":"), ("best", "best classical filter", "grey", "--")):
         ax.axhline(f[key]["rmse_vs_truth"]["mean"], color=colour, ls=ls, lw=1, label=f"{text} (test set)")
     ax.set_yscale("log")
-    ax.set_xlabel("PPO path-steps (cycles of one path)")
+    ax.set_xlabel("path-steps (cycles of one path)")
     ax.set_ylabel("RMSE vs truth, eval path")
     ax.set_title(f"{record['experiment']}: RL analyses that do not imitate")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _write_figure(fig, out)
+
+
+def plot_learner_curves(record: dict, out: Path) -> Path | None:
+    """PPO, SAC and TD3 on one env and reward (rl.studies.beyond.LEARNER_VARIANTS: truth_tuned,
+    sac_tuned, td3_tuned): RMSE vs truth on the eval path during training against path-steps (mean
+    over seeds), with the stored and the best classical filter as levels. None (nothing written)
+    until SAC or TD3 has a run in the record."""
+    from rl.studies.beyond import LEARNER_VARIANTS
+    fits = {v: record["fit_records"][v] for v in LEARNER_VARIANTS if v in record["fit_records"]}
+    if not any(fit["provenance"]["config"]["train"].get("algo", "ppo") != "ppo" for fit in fits.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for v, fit in fits.items():
+        steps, ys = _seed_curves(fit, 2)
+        if not steps:
+            continue
+        algo = fit["provenance"]["config"]["train"].get("algo", "ppo").upper()
+        ax.plot(steps, ys.mean(0), marker="o", ms=3, label=f"{algo} ({v}, {len(ys)} seed{'s' * (len(ys) > 1)})")
+    f = record["filters"]
+    for key, text, colour, ls in (("stored", "stored filter", "k", ":"), ("best", "best classical filter", "grey", "--")):
+        ax.axhline(f[key]["rmse_vs_truth"]["mean"], color=colour, ls=ls, lw=1, label=f"{text} (test set)")
+    ax.set_yscale("log")
+    ax.set_xlabel("path-steps (cycles of one path)")
+    ax.set_ylabel("RMSE vs truth, eval path")
+    ax.set_title(f"{record['experiment']}: PPO, SAC and TD3, truth reward in the tuned ensemble")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _write_figure(fig, out)
