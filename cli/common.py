@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from enkf import datafiles
-from enkf.config import SPLITS, ConfigError
+from enkf.config import SPLITS, ConfigError, read_settings
 from enkf.datafiles import experiment_dir
 from enkf.io import DISK_FULL_HINT, DataError, is_disk_full
 from rl.config import load_config
@@ -40,8 +40,9 @@ BENCH_EXPERIMENTS = ("L96_1", "L96_sakov2008", "smoke")
 
 
 def bench_config(config_path) -> dict:
-    """The resolved configs `enkfrl bench` measures with, by experiment (its provenance config)."""
-    return {e: load_config(config_path, e).to_dict() for e in BENCH_EXPERIMENTS}
+    """The resolved configs `enkfrl bench` measures with, by experiment (its provenance config),
+    less what PPO does not read (enkf.config.read_settings: train.algo ppo, offpolicy:)."""
+    return {e: read_settings(load_config(config_path, e).to_dict()) for e in BENCH_EXPERIMENTS}
 
 
 def split_option(func):

@@ -67,9 +67,9 @@ READ_ONLY_WHEN = {"offpolicy": ("train.algo", ("sac", "td3"))}
 as without it (the SAC/TD3 settings change nothing a PPO run computes)."""
 
 
-def result_hash(d: dict) -> str:
-    """hash_of a config dict less NO_RESULT_EFFECT, less the settings it does not read
-    (READ_ONLY_WHEN) and less HASHED_AS_ABSENT keys at their earlier value: what DAConfig.hash gives."""
+def read_settings(d: dict) -> dict:
+    """A config dict less the sections its run does not read (READ_ONLY_WHEN) and less the
+    HASHED_AS_ABSENT keys at their earlier value: what a record of the run depends on."""
     d = copy.deepcopy(d)
 
     def value(key):
@@ -78,7 +78,16 @@ def result_hash(d: dict) -> str:
     for name, (key, values) in READ_ONLY_WHEN.items():
         if value(key) not in values:
             d.pop(name, None)
-    for key in NO_RESULT_EFFECT + tuple(k for k, v in HASHED_AS_ABSENT.items() if value(k) == v):
+    for key in [k for k, v in HASHED_AS_ABSENT.items() if value(k) == v]:
+        section, _, sub = key.partition(".")
+        d[section].pop(sub)
+    return d
+
+
+def result_hash(d: dict) -> str:
+    """hash_of read_settings(d) less NO_RESULT_EFFECT: what DAConfig.hash gives."""
+    d = read_settings(d)
+    for key in NO_RESULT_EFFECT:
         section, _, sub = key.partition(".")
         if isinstance(d.get(section), dict):
             d[section].pop(sub, None)
