@@ -180,8 +180,9 @@ def test_the_warm_up_acts_with_the_policy_not_uniformly_over_the_box(runs, workd
     std = json.loads((run / "exploration.json").read_text())["exploration_std"]
     _, data, norm = load_smoke(workdir)
     from rl.envs.batched import BatchedLoop
-    loop = BatchedLoop(cfg, data, norm, 4)
-    loop.reset(np.arange(4), [1, 2, 3, 4])
+    M = cfg.train.paths_per_env  # TD3's action noise is drawn for the training env's M n agents
+    loop = BatchedLoop(cfg, data, norm, M)
+    loop.reset(np.arange(M), list(range(1, M + 1)))
     points = gather_points(loop.observations(), stencil_neighbours(cfg.model.n, cfg.agent.stencil))
     model._last_obs = points.reshape(-1, *points.shape[-2:])
     actions, _ = model._sample_action(10 ** 9, model.action_noise, len(model._last_obs))
