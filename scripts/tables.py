@@ -142,6 +142,8 @@ def beyond() -> str:
     for r in records:
         parts += [study.markdown_table(r), "",
                   f"![{r['experiment']}: RMSE vs truth during training]({r['experiment']}_beyond_curves.png)", ""]
+        if (RESULTS.parent / "docs" / f"{r['experiment']}_beyond_learners.png").is_file():
+            parts += [f"![{r['experiment']}: PPO, SAC and TD3 on one env and reward]({r['experiment']}_beyond_learners.png)", ""]
         if r["not_run"]:
             parts += [f"Not run: {', '.join(r['not_run'])}.", ""]
     for t in transfers:
