@@ -7,7 +7,6 @@ The module trains in its own copy of the session's smoke data (one SAC and one T
 path-steps each, checkpointed and evaluated every 256)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
@@ -17,9 +16,7 @@ import numpy as np
 import pytest
 import torch as th
 import yaml
-from click.testing import CliRunner
 
-from cli.main import main
 from conftest import CONFIG, copy_smoke_data, write_config
 from enkf.config import ConfigError, result_hash
 from rl.agents.policy import algo_class
@@ -32,18 +29,7 @@ from test_env import load_smoke, one_torch_thread  # noqa: F401
 ALGOS = ["sac", "td3"]
 
 
-def invoke(args, ok=True):
-    result = CliRunner().invoke(main, args)
-    if ok:
-        assert result.exit_code == 0, (args, result.output, result.exception)
-    return result
-
-
-@contextlib.contextmanager
-def cwd(folder: Path):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        yield folder
+from test_cli_rl import cwd, invoke
 
 
 # ---- config -------------------------------------------------------------------------------------------

@@ -472,6 +472,20 @@ def plot_learning_curves(records: dict[str, dict], out: Path, title: str = "") -
     return _write_figure(fig, out)
 
 
+def _finish_beyond_figure(fig, ax, record: dict, title: str, out: Path) -> Path:
+    """The stored and the best classical filter as levels, log RMSE vs truth against path-steps."""
+    f = record["filters"]
+    for key, text, colour, ls in (("stored", "stored filter", "k", ":"), ("best", "best classical filter", "grey", "--")):
+        ax.axhline(f[key]["rmse_vs_truth"]["mean"], color=colour, ls=ls, lw=1, label=f"{text} (test set)")
+    ax.set_yscale("log")
+    ax.set_xlabel("path-steps (cycles of one path)")
+    ax.set_ylabel("RMSE vs truth, eval path")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _write_figure(fig, out)
+
+
 def plot_beyond_curves(record: dict, out: Path) -> Path:
     """RMSE vs truth on the eval path during training against path-steps, one line per variant
     of a beyond record (results/beyond/<E>.json; mean over its seeds), with the stored filter and the
@@ -482,16 +496,7 @@ def plot_beyond_curves(record: dict, out: Path) -> Path:
         if not steps:
             continue
         ax.plot(steps, ys.mean(0), marker="o", ms=3, label=f"{v} ({len(ys)} seed{'s' * (len(ys) > 1)})")
-    f = record["filters"]
-    for key, text, colour, ls in (("stored", "stored filter", "k", ":"), ("best", "best classical filter", "grey", "--")):
-        ax.axhline(f[key]["rmse_vs_truth"]["mean"], color=colour, ls=ls, lw=1, label=f"{text} (test set)")
-    ax.set_yscale("log")
-    ax.set_xlabel("path-steps (cycles of one path)")
-    ax.set_ylabel("RMSE vs truth, eval path")
-    ax.set_title(f"{record['experiment']}: RL analyses that do not imitate")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return _write_figure(fig, out)
+    return _finish_beyond_figure(fig, ax, record, f"{record['experiment']}: RL analyses that do not imitate", out)
 
 
 def plot_learner_curves(record: dict, out: Path) -> Path | None:
@@ -510,13 +515,4 @@ def plot_learner_curves(record: dict, out: Path) -> Path | None:
             continue
         algo = fit["provenance"]["config"]["train"].get("algo", "ppo").upper()
         ax.plot(steps, ys.mean(0), marker="o", ms=3, label=f"{algo} ({v}, {len(ys)} seed{'s' * (len(ys) > 1)})")
-    f = record["filters"]
-    for key, text, colour, ls in (("stored", "stored filter", "k", ":"), ("best", "best classical filter", "grey", "--")):
-        ax.axhline(f[key]["rmse_vs_truth"]["mean"], color=colour, ls=ls, lw=1, label=f"{text} (test set)")
-    ax.set_yscale("log")
-    ax.set_xlabel("path-steps (cycles of one path)")
-    ax.set_ylabel("RMSE vs truth, eval path")
-    ax.set_title(f"{record['experiment']}: PPO, SAC and TD3, truth reward in the tuned ensemble")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return _write_figure(fig, out)
+    return _finish_beyond_figure(fig, ax, record, f"{record['experiment']}: PPO, SAC and TD3, truth reward in the tuned ensemble", out)
