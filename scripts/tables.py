@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from rl.studies.ablate import markdown_table
+from rl.studies.bench import SCRATCH_VARIANTS  # the from-scratch variants: benched, then fitted
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 NOT_MEASURED = "not measured"
@@ -72,10 +73,6 @@ def headline() -> str:
                     f"{_pm(t['supervised']['rmse_norm_vs_enkf'], 4)} | {_pm(t['copy_obs']['rmse_norm_vs_enkf'], 4)} | "
                     f"{_pm(t['rl']['rmse_vs_truth'], 4)} | {_pm(t['enkf']['rmse_vs_truth'], 4)} | {len(r['seeds'])} |")
     return "\n".join(rows) if len(rows) > 2 else NOT_MEASURED
-
-
-SCRATCH_VARIANTS = ("scratch", "scratch_1epoch")
-"""The pointwise study's from-scratch variants (config.yaml): 2 epochs x 16 paths; 1 epoch x 32 paths."""
 
 
 def fit_pointwise() -> str:
@@ -253,8 +250,9 @@ def bench() -> str:
         rows.append(f"| L96_1 closed loop, env only, batched loop, P = {P} (path-steps/s) | "
                     f"{e[f'batched_P{P}_threads{c}']:,.0f} on {c} cores | {e[f'batched_P{P}_threads1']:,.0f} on 1 core | "
                     f"{e[f'batched_P{P}_threads{c}'] / e['per_path_loop_P4']:.1f}x the per-path loop |")
-    for r, what in ((rl["batched"], "the default settings"), (rl["batched_scratch_all_cores"], "the scratch variant's settings"),
-                    (rl["batched_scratch_1epoch_all_cores"], "the scratch_1epoch variant's settings")):
+    measured = [(rl["batched"], "the default settings")] + [
+        (rl[f"batched_{v}_all_cores"], f"the {v} variant's settings") for v in SCRATCH_VARIANTS if f"batched_{v}_all_cores" in rl]
+    for r, what in measured:
         rows.append(f"| L96_1 pointwise PPO, LSTM per point, {what} ({r['paths_per_env']} paths x n_steps {r['n_steps']}, "
                     f"batch {r['batch_size']}, {r['n_epochs']} epoch(s), {r['torch_threads']} torch / {r['env_threads']} env threads) (path-steps/s) | "
                     f"{r['ppo_path_steps_per_s']:,.0f} | | {r['ratio_to_env_only']:.0%} of its env-only "

@@ -92,9 +92,10 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
 
     # RL: the recorded numbers are what the measurements returned, the ratios are theirs
     rl = res["rl"]
-    assert set(rl) == {"env_steps_per_s", "batched_env_only", "batched", "batched_scratch_all_cores",
-                       "batched_scratch_1epoch_all_cores", "ppo_local",
-                       "recurrent_L96_1", "recurrent_smoke", "load_average_before", "load_average_after"}
+    variants = {"scratch": 16, "scratch_1epoch": 32, "scratch_1epoch_b1024": 32}  # config.yaml: paths per env
+    assert set(rl) == {"env_steps_per_s", "batched_env_only", "batched", "ppo_local", "recurrent_L96_1",
+                       "recurrent_smoke", "load_average_before", "load_average_after",
+                       *(f"batched_{v}_all_cores" for v in variants)}
     assert rl["env_steps_per_s"] == pytest.approx(measured["env"][0])
     e = rl["batched_env_only"]
     cores = e["cores"]
@@ -102,18 +103,19 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
     assert [e["kernel_limit_1_core"], e["kernel_limit_all_cores"]] == pytest.approx(measured["limit"])
     keys = [f"batched_P{P}_threads{t}" for t in sorted({1, cores}) for P in (4, 32, 99)]
     assert [e[k] for k in keys] == pytest.approx(measured["batched"])
-    default, scratch, one_epoch = measured["pointwise"]
+    default, *scratch = measured["pointwise"]
     assert rl["batched"] == pytest.approx(default)
-    assert rl["batched_scratch_all_cores"] == pytest.approx(dict(scratch, variant="scratch"))
-    assert rl["batched_scratch_1epoch_all_cores"] == pytest.approx(dict(one_epoch, variant="scratch_1epoch"))
-    for pw in (rl["batched"], rl["batched_scratch_all_cores"], rl["batched_scratch_1epoch_all_cores"]):
+    assert len(scratch) == len(variants)
+    for v, got in zip(variants, scratch):
+        assert rl[f"batched_{v}_all_cores"] == pytest.approx(dict(got, variant=v))
+    for pw in (rl["batched"], *(rl[f"batched_{v}_all_cores"] for v in variants)):
         assert pw["ratio_to_env_only"] == pytest.approx(pw["ppo_path_steps_per_s"] / pw["env_only_path_steps_per_s"])
         shares = pw["share_env_step"] + pw["share_policy_forward_in_rollouts"] + pw["share_ppo_updates"]
         assert shares == pytest.approx(1.0) and 0 < pw["share_env_step"] < 1
-    assert rl["batched"]["paths_per_env"] == 2 and rl["batched_scratch_all_cores"]["paths_per_env"] == 16
-    assert rl["batched_scratch_1epoch_all_cores"]["paths_per_env"] == 32
-    for key in ("batched_scratch_all_cores", "batched_scratch_1epoch_all_cores"):  # the printed row is the record's
-        pw = rl[key]
+    assert rl["batched"]["paths_per_env"] == 2
+    for v, paths in variants.items():  # the printed row is the record's
+        pw = rl[f"batched_{v}_all_cores"]
+        assert pw["paths_per_env"] == paths
         row = next(line for line in out.splitlines() if f"pointwise PPO, {pw['variant']} (" in line)
         assert f"{pw['ppo_path_steps_per_s']:,.0f} ({pw['ratio_to_env_only']:.0%} of env-only)" in row, row
     local, *recurrent = measured["ppo"]

@@ -168,6 +168,13 @@ def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: 
             "batch_size": cfg.ppo.batch_size, "n_epochs": cfg.ppo.n_epochs, "device": device}
 
 
+SCRATCH_VARIANTS = ("scratch", "scratch_1epoch", "scratch_1epoch_b1024")
+"""The pointwise study's from-scratch PPO settings the bench measures (results/bench.json:
+batched_<variant>_all_cores): scratch (16 paths, 2 epochs of 2048-sample minibatches),
+scratch_1epoch (32 paths, 1 epoch of 2048) and scratch_1epoch_b1024 (32 paths, 1 epoch of 1024:
+the gradient steps per sample of scratch)."""
+
+
 def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("data")) -> dict:
     res, rows = {"load_average_before": list(os.getloadavg())}, []
     cfg = load_config(config_path, "L96_1")
@@ -207,12 +214,11 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
                  f"{pw['ppo_path_steps_per_s']:,.0f} ({pw['ratio_to_env_only']:.0%} of env-only)", "path-steps/s"))
     rows.append(("  its wall time: env.step / policy forward / PPO updates",
                  f"{pw['share_env_step']:.0%} / {pw['share_policy_forward_in_rollouts']:.0%} / {pw['share_ppo_updates']:.0%}", ""))
-    # the from-scratch study's PPO settings on every core (config.yaml: ablations.pointwise.variants):
-    # scratch (16 paths, 2 epochs: the 2M runs of L96_1's three seeds) and scratch_1epoch (32 paths,
-    # 1 epoch: the settings chosen by this measurement)
+    # the from-scratch study's PPO settings on every core (config.yaml: ablations.pointwise.variants)
     numba.set_num_threads(cores)
     th.set_num_threads(cores)
-    for variant, key in (("scratch", "batched_scratch_all_cores"), ("scratch_1epoch", "batched_scratch_1epoch_all_cores")):
+    for variant in SCRATCH_VARIANTS:
+        key = f"batched_{variant}_all_cores"
         scfg = next(r.cfg for r in load_ablation(config_path, "pointwise")[1]
                     if r.experiment == "L96_1" and r.variant == variant and r.seed == cfg.train.seed)
         sc = pointwise_speed(scfg, data, norm, rollouts=1 if quick else 12, env_seconds=1 if quick else 8)
