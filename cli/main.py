@@ -440,14 +440,15 @@ def transfer(run_list, targets, config_path, record, trust):
     t0 = time.perf_counter()
     runs = [Path(r) for r in run_list.split(",")]
     setting = select_runs(runs)
+    tcfgs = {t: load_config(config_path, t) for t in targets.split(",")}  # read once: the file may change meanwhile
     results = {}
-    for target in targets.split(","):
-        tcfg = load_config(config_path, target)
+    for target, tcfg in tcfgs.items():
         _, normaliser = load_run_inputs(tcfg, config_path)
         test_cfg, _, test_data = read_split(tcfg, "test")
-        results[target] = [transfer_run(r, tcfg, (test_cfg, test_data), normaliser, trust) for r in runs]
+        results[target] = [transfer_run(r, tcfg, (test_cfg, test_data), normaliser, trust, baselines=(i == 0))
+                           for i, r in enumerate(runs)]  # the runs share one setting: its baselines once
     name = setting["experiment"] + ("" if setting["study"] is None else f"_{setting['study']}_{setting['variant']}")
-    what = transfer_config(setting, {t: load_config(config_path, t) for t in targets.split(",")})
+    what = transfer_config(setting, tcfgs)
     rec = transfer_record(results, Path("results/filters"), provenance(
         what, hash_of(what), shlex.join(["enkfrl"] + sys.argv[1:]), time.perf_counter() - t0))
     rec["source"], rec["runs"] = setting, [str(r) for r in runs]

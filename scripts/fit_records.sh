@@ -5,6 +5,7 @@
 #   results/fit_pointwise/<E>_clone.json    the same runs: pointwise PPO started from the clone
 #   results/fit_pointwise/<E>_scratch.json  `pointwise` study, variant scratch (no cloning)
 #   results/fit_pointwise/<E>_scratch_1epoch.json   variant scratch_1epoch (no cloning, the faster PPO settings)
+#   results/fit_pointwise/<E>_scratch_1epoch_b1024.json   variant scratch_1epoch_b1024 (as that, minibatches of 1024)
 #   results/fit_pointwise/<E>_truth_scratch.json   variant truth_scratch (reward vs the truth)
 #   results/fit_pointwise/<E>_local_global.json    variant local_global (the local agent, one reward per cycle)
 #   docs/<E>_pointwise_curves.png           eval-path learning curves of those records
@@ -32,7 +33,7 @@ for exp in "${EXPS[@]}"; do
     fi
     curves=()
     [ -f "results/fit_pointwise/${exp}_clone.json" ] && curves+=(--record "pointwise, from the clone=results/fit_pointwise/${exp}_clone.json")
-    for variant in scratch scratch_1epoch truth_scratch scratch_mlp local_global; do
+    for variant in scratch scratch_1epoch scratch_1epoch_b1024 truth_scratch scratch_mlp local_global; do
         runs=$(runs_of "$exp" --study pointwise --variant "$variant")
         [ -n "$runs" ] || continue
         init=scratch; [ "$variant" = local_global ] && init=clone
@@ -41,6 +42,7 @@ for exp in "${EXPS[@]}"; do
         case $variant in
             scratch) curves+=(--record "pointwise, from scratch=results/fit_pointwise/${exp}_scratch.json") ;;
             scratch_1epoch) curves+=(--record "pointwise, from scratch, 1 epoch=results/fit_pointwise/${exp}_scratch_1epoch.json") ;;
+            scratch_1epoch_b1024) curves+=(--record "pointwise, from scratch, 1 epoch of 1024=results/fit_pointwise/${exp}_scratch_1epoch_b1024.json") ;;
             local_global) curves+=(--record "local agent, one reward per cycle=results/fit_pointwise/${exp}_local_global.json") ;;
         esac
     done

@@ -417,6 +417,20 @@ def test_transfer_to_its_own_experiment_is_its_own_test_evaluation(runs, in_work
     assert "| smoke | 8 | 1 |" in res.output and not Path("results/beyond").exists()
 
 
+def test_transfer_record_takes_the_baselines_from_the_run_that_evaluated_them(tmp_path):
+    """`enkfrl transfer` evaluates the baselines with the first run of a setting only: the record's
+    RL figure is over every seed, its baselines those of the run that has them."""
+    from rl.studies.transfer import transfer_record
+    m = lambda v: {"rmse_vs_truth": {"mean": v}, "rmse_norm_vs_enkf": {"mean": v / 10}, "cycles_completed": 5}  # noqa: E731
+    first = {"seed": 0, "run_dir": "a", "model": {}, "per_path_rl": [0.3], "n": 8, "trained_on": "smoke",
+             "over_paths": {"rl": m(0.3), "copy_obs": m(0.5), "enkf": m(0.2), "enkf_replica": m(0.25)}}
+    second = dict(first, seed=1, run_dir="b", over_paths={"rl": m(0.4)})
+    rec = transfer_record({"smoke": [first, second]}, tmp_path, {})["targets"]["smoke"]
+    assert rec["rl"]["mean"] == pytest.approx(0.35) and rec["seeds"] == [0, 1]
+    assert (rec["copy_obs"]["mean"], rec["stored_filter"]["mean"], rec["env_filter"]["mean"]) == (0.5, 0.2, 0.25)
+    assert rec["ratio_to_stored_filter"] == pytest.approx(0.35 / 0.2)
+
+
 def test_transfer_runs_the_same_network_on_a_ring_of_another_size(runs, in_workdir):
     """A ring of 11 (smoke's physics otherwise): the policy runs on every point of it, the record
     names the target's size; a window agent (its network sized to its own ring) is refused in one line."""

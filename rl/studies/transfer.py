@@ -44,15 +44,18 @@ def transfer_config(source: dict, targets: dict[str, Config]) -> dict:
     return {"source": source, "targets": {t: cfg.hash() for t, cfg in targets.items()}}
 
 
-def transfer_run(run_dir: Path, target: Config, test: tuple, normaliser, trust: bool = False) -> dict:
+def transfer_run(run_dir: Path, target: Config, test: tuple, normaliser, trust: bool = False,
+                 baselines: bool = True) -> dict:
     """The run's final policy on the target's test split test = (its config, its arrays): per path
-    and over paths, every actor's cycle means after the target's burn-in."""
+    and over paths, every actor's cycle means after the target's burn-in. baselines False: the
+    policy alone (the baselines of runs of one setting are the same; transfer_record takes them
+    from the runs that have them)."""
     from rl.training.runs import load_policy
     from rl.config import load_run_config
     run_cfg = load_run_config(Path(run_dir) / "config.yaml")
     cfg = transferred_config(run_cfg, target)
     policy, model = load_policy(run_cfg, run_dir, "final", trust)
-    actors = {"rl": actor_factory(cfg)(policy), **BASELINES}
+    actors = {"rl": actor_factory(cfg)(policy), **(BASELINES if baselines else {})}
     test_cfg, test_data = test
     test_cfg = transferred_config(run_cfg, test_cfg)
     paths = list(range(test_cfg.paths.n_paths))
