@@ -105,9 +105,15 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
     assert [e[k] for k in keys] == pytest.approx(measured["batched"])
     default, *scratch = measured["pointwise"]
     assert rl["batched"] == pytest.approx(default)
-    assert len(scratch) == len(variants)
-    for v, got in zip(variants, scratch):
-        assert rl[f"batched_{v}_all_cores"] == pytest.approx(dict(got, variant=v))
+    repeats = rl_bench.SCRATCH_REPEATS
+    assert len(scratch) == repeats * len(variants)
+    for i, v in enumerate(variants):  # interleaved: v's repeats are every len(variants)-th call; the median kept
+        got = scratch[i::len(variants)]
+        speeds = [g["ppo_path_steps_per_s"] for g in got]
+        median = got[speeds.index(sorted(speeds)[(repeats - 1) // 2])]
+        row = dict(rl[f"batched_{v}_all_cores"])
+        assert row.pop("repeats_ppo_path_steps_per_s") == pytest.approx(speeds)
+        assert row == pytest.approx(dict(median, variant=v))
     for pw in (rl["batched"], *(rl[f"batched_{v}_all_cores"] for v in variants)):
         assert pw["ratio_to_env_only"] == pytest.approx(pw["ppo_path_steps_per_s"] / pw["env_only_path_steps_per_s"])
         shares = pw["share_env_step"] + pw["share_policy_forward_in_rollouts"] + pw["share_ppo_updates"]
@@ -133,3 +139,10 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
     row = next(line for line in out.splitlines() if "batched loop, P = 99" in line)
     assert f"{e['batched_P99_threads1']:,.0f} / {e[f'batched_P99_threads{cores}']:,.0f}" in row, row
     assert out.strip().endswith("wrote results/bench.json")
+
+
+def test_a_bench_row_is_the_repeat_of_median_speed():
+    """Of the interleaved repeats the row keeps the middle one, whole (its shares belong to it)."""
+    rows = [{"ppo_path_steps_per_s": v, "share_env_step": v / 10} for v in (1400.0, 900.0, 2000.0)]
+    assert rl_bench.median_repeat(rows) == {"ppo_path_steps_per_s": 1400.0, "share_env_step": 140.0}
+    assert rl_bench.median_repeat(rows[:2])["ppo_path_steps_per_s"] == 900.0  # even count: the lower middle

@@ -5,7 +5,9 @@
        (rl.envs.batched) at P = 4, 32 and 99 slots, on 1 core and on all; the batched forecast
        kernel alone as the physics limit. The pointwise agent: env-only path-steps/s of its
        vectorised env, PPO path-steps/s with the configured network and threads, where its wall
-       time goes; the local agent's PPO steps/s (its env.step share)
+       time goes; the same for each from-scratch variant on every core (3 interleaved repeats,
+       the median recorded with all repeats beside it); the local agent's PPO steps/s (its
+       env.step share)
     g. RecurrentPPO steps/s with upstream's RecurrentActorCriticPolicy against ours
        (FastRecurrentPolicy), same config and seed, on L96_1 (1000-cycle episodes) and on
        smoke (60-cycle episodes: many episode starts per minibatch, upstream's slow case)
@@ -175,6 +177,15 @@ scratch_1epoch (32 paths, 1 epoch of 2048) and scratch_1epoch_b1024 (32 paths, 1
 the gradient steps per sample of scratch)."""
 
 
+SCRATCH_REPEATS = 3
+
+
+def median_repeat(measured: list[dict]) -> dict:
+    """The measurement of median PPO path-steps/s among repeats (the lower middle of an even count)."""
+    order = sorted(measured, key=lambda m: m["ppo_path_steps_per_s"])
+    return order[(len(order) - 1) // 2]
+
+
 def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("data")) -> dict:
     res, rows = {"load_average_before": list(os.getloadavg())}, []
     cfg = load_config(config_path, "L96_1")
@@ -214,21 +225,29 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
                  f"{pw['ppo_path_steps_per_s']:,.0f} ({pw['ratio_to_env_only']:.0%} of env-only)", "path-steps/s"))
     rows.append(("  its wall time: env.step / policy forward / PPO updates",
                  f"{pw['share_env_step']:.0%} / {pw['share_policy_forward_in_rollouts']:.0%} / {pw['share_ppo_updates']:.0%}", ""))
-    # the from-scratch study's PPO settings on every core (config.yaml: ablations.pointwise.variants)
+    # the from-scratch study's PPO settings on every core (config.yaml: ablations.pointwise.variants),
+    # measured SCRATCH_REPEATS times, interleaved (A B C A B C ...), each row the repeat of median
+    # PPO speed: this machine's speed drifts over minutes, and a slow minute then hits every row alike
     numba.set_num_threads(cores)
     th.set_num_threads(cores)
-    for variant in SCRATCH_VARIANTS:
-        key = f"batched_{variant}_all_cores"
-        scfg = next(r.cfg for r in load_ablation(config_path, "pointwise")[1]
-                    if r.experiment == "L96_1" and r.variant == variant and r.seed == cfg.train.seed)
-        sc = pointwise_speed(scfg, data, norm, rollouts=1 if quick else 12, env_seconds=1 if quick else 8)
-        res[key] = dict(sc, variant=variant)
+    scfgs = {r.variant: r.cfg for r in load_ablation(config_path, "pointwise")[1]
+             if r.experiment == "L96_1" and r.variant in SCRATCH_VARIANTS and r.seed == cfg.train.seed}
+    repeats = {v: [] for v in SCRATCH_VARIANTS}
+    for _ in range(1 if quick else SCRATCH_REPEATS):
+        for variant in SCRATCH_VARIANTS:
+            repeats[variant].append(pointwise_speed(scfgs[variant], data, norm, rollouts=1 if quick else 12,
+                                                    env_seconds=1 if quick else 8))
+    for variant, measured in repeats.items():
+        sc = median_repeat(measured)
+        res[f"batched_{variant}_all_cores"] = dict(sc, variant=variant,
+                                                   repeats_ppo_path_steps_per_s=[m["ppo_path_steps_per_s"] for m in measured])
         rows.append((f"L96_1 pointwise PPO, {variant} ({sc['paths_per_env']} paths, n_steps {sc['n_steps']}, batch "
                      f"{sc['batch_size']}, {sc['n_epochs']} epoch(s)), {cores} torch / {cores} env threads",
                      f"{sc['ppo_path_steps_per_s']:,.0f} ({sc['ratio_to_env_only']:.0%} of env-only)", "path-steps/s"))
-        rows.append(("  its env-only limit; wall time: env.step / policy forward / PPO updates",
+        rows.append((f"  its env-only limit; wall time: env.step / policy forward / PPO updates; {len(measured)} repeats",
                      f"{sc['env_only_path_steps_per_s']:,.0f}; {sc['share_env_step']:.0%} / "
-                     f"{sc['share_policy_forward_in_rollouts']:.0%} / {sc['share_ppo_updates']:.0%}", ""))
+                     f"{sc['share_policy_forward_in_rollouts']:.0%} / {sc['share_ppo_updates']:.0%}; "
+                     + " ".join(f"{m['ppo_path_steps_per_s']:,.0f}" for m in measured), ""))
     th.set_num_threads(1)
     numba.set_num_threads(1)
 
