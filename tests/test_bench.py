@@ -143,6 +143,7 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
 
 def test_a_bench_row_is_the_repeat_of_median_speed():
     """Of the interleaved repeats the row keeps the middle one, whole (its shares belong to it)."""
-    rows = [{"ppo_path_steps_per_s": v, "share_env_step": v / 10} for v in (1400.0, 900.0, 2000.0)]
-    assert rl_bench.median_repeat(rows) == {"ppo_path_steps_per_s": 1400.0, "share_env_step": 140.0}
-    assert rl_bench.median_repeat(rows[:2])["ppo_path_steps_per_s"] == 900.0  # even count: the lower middle
+    for speeds in ((900.0, 1400.0, 2000.0), (1400.0, 2000.0, 900.0)):  # the median at another place each
+        rows = [{"ppo_path_steps_per_s": v, "share_env_step": v / 10} for v in speeds]
+        assert rl_bench.median_repeat(rows) == {"ppo_path_steps_per_s": 1400.0, "share_env_step": 140.0}
+    assert rl_bench.median_repeat(rows[1:])["ppo_path_steps_per_s"] == 900.0  # even count: the lower middle
