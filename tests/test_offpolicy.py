@@ -24,12 +24,10 @@ from rl.config import load_config
 from rl.envs.pointwise import gather_points, stencil_neighbours
 
 from rl_checks import closed_loop
+from test_cli_rl import cwd, invoke
 from test_env import load_smoke, one_torch_thread  # noqa: F401
 
 ALGOS = ["sac", "td3"]
-
-
-from test_cli_rl import cwd, invoke
 
 
 # ---- config -------------------------------------------------------------------------------------------
