@@ -131,12 +131,15 @@ class System:
             Q = np.broadcast_to(np.eye(N), (P, N, N))
         return D, np.ascontiguousarray(Q)
 
-    def analyse_batch(self, EE: np.ndarray, yy: np.ndarray, paths: np.ndarray, cycles: np.ndarray):
+    def analyse_batch(self, EE: np.ndarray, yy: np.ndarray, paths: np.ndarray, cycles: np.ndarray,
+                      draws=None):
         """``analyse`` of P forecast ensembles EE (P, N, n) given yy (P, p), path and cycle of each
-        (their draws): returns (xa (P, n), Aa (P, N, n)), each path's exactly as ``analyse``."""
+        (their draws): returns (xa (P, n), Aa (P, N, n)), each path's exactly as ``analyse``.
+        draws: where the draws come from, a callable as ``analysis_draws`` (default: that;
+        ``KeptDraws`` hands out the same numbers, drawn once)."""
         stage_forecast = self.inflation_stage == "forecast"
         if self.method in batch.ANALYSIS_IDS:
-            D, Q = self.analysis_draws(paths, cycles)
+            D, Q = (draws or self.analysis_draws)(paths, cycles)
             if self.method == "enkf":
                 return batch.enkf_analyses(EE, yy, self.obs_index, self.obs_error_var, D,
                                            self.centre_perturbations, self.inflation, stage_forecast)
@@ -145,22 +148,62 @@ class System:
         return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
     def cycle_batch(self, EE: np.ndarray, yy: np.ndarray, paths: np.ndarray, cycles: np.ndarray,
-                    block_columns: int, gpu: bool = False):
+                    block_columns: int, gpu: bool = False, draws=None):
         """Forecast EE (P, N, n) by one cycle and analyse each path's forecast with yy (P, p) and
-        the draws of (paths, cycles): returns (Ef, spread (P, n), xa, Aa), NaN analyses where a
-        forecast is not finite. On the CPU one parallel region (enkf.batch.cycle_ensembles)."""
+        the draws of (paths, cycles) (from ``draws``, as analyse_batch): returns (Ef, spread (P, n),
+        xa, Aa), NaN analyses where a forecast is not finite. On the CPU one parallel region
+        (enkf.batch.cycle_ensembles)."""
         if gpu or self.method not in batch.ANALYSIS_IDS:
             Ef = self.forecast_batch(EE, block_columns, gpu)
             fin = np.all(np.isfinite(Ef), axis=(1, 2))
             xa, Aa = np.full((Ef.shape[0], Ef.shape[2]), np.nan), np.full(Ef.shape, np.nan)
             if fin.any():
-                xa[fin], Aa[fin] = self.analyse_batch(np.ascontiguousarray(Ef[fin]), yy[fin], paths[fin], cycles[fin])
+                xa[fin], Aa[fin] = self.analyse_batch(np.ascontiguousarray(Ef[fin]), yy[fin], paths[fin],
+                                                      cycles[fin], draws)
             return Ef, batch.spreads(Ef), xa, Aa
-        D, Q = self.analysis_draws(paths, cycles)
+        D, Q = (draws or self.analysis_draws)(paths, cycles)
         return batch.cycle_ensembles(
             EE, self.model_id, self.integrator_id, self.params, self.dt, self.steps_per_cycle, block_columns,
             numba.get_num_threads(), batch.ANALYSIS_IDS[self.method], yy, self.obs_index, self.obs_error_var,
             D, self.centre_perturbations, Q, self.inflation, self.inflation_stage == "forecast")
+
+
+class KeptDraws:
+    """``System.analysis_draws`` with every (path, cycle)'s draws drawn once and kept.
+
+    A closed loop that replays its paths (the RL env: every path many episodes) needs the same
+    numbers each time, since a draw is keyed by (seed, stream, path, cycle) (enkf.rng). Drawing
+    them costs ~30 us per (path, cycle) (a SeedSequence, a PCG64 and the normals), serial Python
+    next to the parallel forecast; kept, a step's draws are one fancy index. The store is one
+    array (n_paths, n_cycles, N, p) of observation perturbations (enkf) or rotations (etkf with
+    rotate) made by numpy's zeros, whose memory pages are only taken for the cycles visited
+    (at most n_paths x n_cycles x N x p x 8 bytes: 320 MB for 100 paths of L96_1). Other filters'
+    draws are not kept (an identity, or none): those calls go to the System.
+    """
+
+    def __init__(self, system: System, n_paths: int, n_cycles: int):
+        self.system = system
+        N, p = system.n_ens, system.n_obs
+        self.kind = ("perturbations" if system.method == "enkf"
+                     else "rotations" if system.method == "etkf" and system.rotate else None)
+        shape = {"perturbations": (N, p), "rotations": (N, N), None: (0,)}[self.kind]
+        self.store = np.zeros((n_paths, n_cycles) + shape) if self.kind else None
+        self.drawn = np.zeros((n_paths, n_cycles), bool)
+
+    def __call__(self, paths: np.ndarray, cycles: np.ndarray):
+        if self.kind is None:
+            return self.system.analysis_draws(paths, cycles)
+        paths, cycles = np.asarray(paths, np.int64), np.asarray(cycles, np.int64)
+        new = ~self.drawn[paths, cycles]
+        if new.any():
+            qs, ks = np.unique(np.stack([paths[new], cycles[new]]), axis=1)  # a pair once per call
+            D, Q = self.system.analysis_draws(qs, ks)
+            self.store[qs, ks] = D if self.kind == "perturbations" else Q
+            self.drawn[qs, ks] = True
+        kept, P, N = self.store[paths, cycles], len(paths), self.system.n_ens
+        if self.kind == "perturbations":
+            return kept, np.ascontiguousarray(np.broadcast_to(np.eye(N), (P, N, N)))
+        return np.zeros((P, N, self.system.n_obs)), kept
 
 
 def rmse(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 
 from enkf.batch import forecast_ensembles, spreads
 from enkf.filters import ensemble_spread
-from enkf.system import System
+from enkf.system import KeptDraws, System
 from rl.envs.assimilation import AssimilationEnv
 from rl.envs.batched import BatchedLoop
 from test_env import load_smoke, smoke_workdir
@@ -58,6 +58,24 @@ def test_analysis_of_many_paths_equals_one_path_at_a_time(smoke, method, stage):
         np.testing.assert_array_equal(spread[q], ensemble_spread(Ef[q]))
         np.testing.assert_allclose(xa2[q], x1, rtol=0, atol=1e-13)
         np.testing.assert_allclose(Aa2[q], A1, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("method,rotate", [("enkf", False), ("etkf", True), ("etkf", False)])
+def test_kept_draws_are_the_systems_draws(smoke, method, rotate):
+    """Drawn once and kept: every call returns exactly System.analysis_draws of its (path, cycle)
+    pairs, for pairs new, repeated within a call and seen in an earlier call."""
+    cfg, data, _ = smoke
+    f = dataclasses.replace(cfg.filter, method=method, rotate=rotate)
+    system = System.from_config(dataclasses.replace(cfg, filter=f))
+    kept = KeptDraws(system, 6, 60)
+    calls = [([0, 1, 2], [0, 0, 5]), ([2, 2, 0, 3], [5, 6, 0, 5]), ([3, 3], [5, 5]), ([5, 4, 1], [59, 0, 0])]
+    for paths, cycles in calls:
+        paths, cycles = np.array(paths), np.array(cycles)
+        D, Q = kept(paths, cycles)
+        D0, Q0 = system.analysis_draws(paths, cycles)
+        np.testing.assert_array_equal(D, D0)
+        np.testing.assert_array_equal(Q, Q0)
+    assert kept.drawn.sum() == (7 if kept.kind else 0)  # each distinct pair drawn once, only where kept
 
 
 def compare_step(q, env_out, res):

@@ -15,9 +15,10 @@ step(actions (P, n)) does what AssimilationEnv.step does, for the slots in `acti
     xa = the action's analysis; reward and per-point errors against the target; then the
     forecast of all continuing slots in one parallel kernel (enkf.batch.forecast_ensembles),
     their analyses in another (enkf.batch.enkf_analyses / etkf_analyses), the features, halts
-    and truncations as array operations. No Python loop runs over slots or points except to
-    draw each (path, cycle)'s observation perturbations (enkf.rng: a draw is keyed by path and
-    cycle, so the batch uses exactly the stored run's draws).
+    and truncations as array operations. No Python loop runs over slots or points; each
+    (path, cycle)'s observation perturbations are drawn the first time a slot reaches it and kept
+    (enkf.system.KeptDraws: a draw is keyed by path and cycle, so the batch uses exactly the
+    stored run's draws, however often a path is replayed).
 
 The loop never picks paths itself: reset(slots, paths) starts the given paths, so the
 vectorised envs (rl.envs.pointwise) own the path choice (the curriculum) and the evaluation
@@ -36,7 +37,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from rl.config import Config
 from enkf.io import DataError
-from enkf.system import System, rmse
+from enkf.system import KeptDraws, System, rmse
 from rl.envs.assimilation import (DATA_KEYS, build_features, clip_features, feature_sizes, next_obs_error,
                                   reward_of)
 from rl.envs.normalisation import Normaliser
@@ -82,6 +83,7 @@ class BatchedLoop:
         self.data = {k: data[k] for k in DATA_KEYS}
         self.norm = normaliser
         self.n_cycles = self.data["obs"].shape[1]
+        self.draws = KeptDraws(self.system, self.data["obs"].shape[0], self.n_cycles)  # paths are replayed
         self.n = cfg.model.n
         self.n_slots = P = n_slots
         self.burn_in = cfg.paths.burn_in
@@ -198,7 +200,8 @@ class BatchedLoop:
         y = self.data["obs"][self.path[slots], self.cycle[slots]]
         with np.errstate(all="ignore"):
             Ef, spread, xa, Aa = self.system.cycle_batch(np.ascontiguousarray(EE), y, self.path[slots],
-                                                         self.cycle[slots], self.block_columns, self.gpu)
+                                                         self.cycle[slots], self.block_columns, self.gpu,
+                                                         self.draws)
             self.xb[slots] = Ef.mean(axis=1)
         self.ensemble[slots], self.spread[slots] = Ef, spread
         self.xa_online[slots], self.Aa[slots] = xa, Aa
