@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from enkf.config import (ConfigError, DAConfig, with_absent_nulls, _convert, _type_name, build_experiment, deep_merge,
+from enkf.config import (HASHED_AS_ABSENT, ConfigError, DAConfig, with_absent_nulls, _convert, _type_name, build_experiment, deep_merge,
                          load_yaml_mapping, merged_experiment, require)
 from enkf.config import read_yaml as _read_yaml
 
@@ -127,6 +127,10 @@ class AgentConfig:
 @dataclass(frozen=True)
 class PPOConfig:
     learning_rate: float
+    lr_schedule: Literal["constant", "linear"]
+    """constant: learning_rate throughout. linear: from learning_rate at the start of PPO down to
+    0 at train.total_steps (SB3's LinearSchedule on its progress_remaining, which a resumed run
+    continues), the annealing of the PPO paper's Atari runs: late updates move the policy less."""
     n_steps: int
     """Rollout length per environment."""
     batch_size: int
@@ -363,10 +367,11 @@ class Config(DAConfig):
             need(v == "auto" or v > 0, f"offpolicy.{k}: must be 'auto' or > 0, got {v}")
 
 
-ADDED_SETTINGS = {"train.algo": "ppo"}
-"""Keys added to the schema after runs were made, with the value every earlier run had: a run
-folder's config.yaml (and run.json) without one reads as that value (enkf.config.HASHED_AS_ABSENT
-hashes it as absent there, so records made before the key stay valid)."""
+ADDED_SETTINGS = HASHED_AS_ABSENT
+"""Keys added to the schema after runs were made, with the value every earlier run had (the same
+table as enkf.config.HASHED_AS_ABSENT, which hashes such a key as absent at that value, so records
+made before the key stay valid): a run folder's config.yaml (and run.json) without one reads as
+that value."""
 
 
 def with_added_settings(data: dict) -> dict:

@@ -214,3 +214,22 @@ def test_local_policy_is_translation_equivariant_and_reloads(tmp_path_factory, t
     model.save(tmp_path / "local.zip")
     again = PPO.load(tmp_path / "local.zip", device="cpu")
     np.testing.assert_array_equal(again.predict(obs, deterministic=True)[0], a)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_ppo_lr_schedule(tmp_path_factory, schedule):
+    """ppo.lr_schedule linear: the optimiser's rate falls from learning_rate towards 0 over the
+    steps of learn (the last update of 4 rollouts runs at 1/4 of it); constant keeps it."""
+    cfg, data, norm = load_smoke(smoke_workdir(tmp_path_factory))
+    cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, lr_schedule=schedule, n_epochs=1))
+    venv = make_vec_env(cfg, data, norm, [1])
+    model = build_model(cfg, venv, None, "cpu", 0)
+    lr0 = cfg.ppo.learning_rate
+    rates = []
+    train = model.train
+    model.train = lambda: (train(), rates.append(model.policy.optimizer.param_groups[0]["lr"]))
+    model.learn(4 * model.n_steps * venv.num_envs)
+    assert len(rates) == 4
+    expected = [lr0] * 4 if schedule == "constant" else [lr0 * (1 - k / 4) for k in range(1, 5)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-9)
+    venv.close()

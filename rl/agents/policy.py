@@ -39,6 +39,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
 from rl.config import Config
@@ -262,7 +263,8 @@ def build_model(cfg: Config, env, tensorboard_log: str | None, device: str, seed
             set_offpolicy_exploration(model, cfg, o.exploration_std)
         return model
     p = cfg.ppo
-    return algo_class(cfg)(policy_class, env, learning_rate=p.learning_rate,
+    lr = p.learning_rate if p.lr_schedule == "constant" else LinearSchedule(p.learning_rate, 0.0, 1.0)
+    return algo_class(cfg)(policy_class, env, learning_rate=lr,
                            n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs, gamma=p.gamma,
                            gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef,
                            vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, **common)
