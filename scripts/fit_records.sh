@@ -6,6 +6,7 @@
 #   results/fit_pointwise/<E>_scratch.json  `pointwise` study, variant scratch (no cloning)
 #   results/fit_pointwise/<E>_scratch_1epoch.json   variant scratch_1epoch (no cloning, the faster PPO settings)
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024.json   variant scratch_1epoch_b1024 (as that, minibatches of 1024)
+#   results/fit_pointwise/<E>_scratch_1epoch_b1024_linear.json   variant scratch_1epoch_b1024_linear (as that, lr annealed to 0)
 #   results/fit_pointwise/<E>_truth_scratch.json   variant truth_scratch (reward vs the truth)
 #   results/fit_pointwise/<E>_local_global.json    variant local_global (the local agent, one reward per cycle)
 #   docs/<E>_pointwise_curves.png           eval-path learning curves of those records
@@ -21,6 +22,17 @@ runs_of() {  # the newest evaluated run per seed, by run.json: final runs, or a 
     $PYTHON -m cli.main runs --exp "$1" "${@:2}" --evaluated --newest-per-seed --csv
 }
 
+# the pointwise study's variants with a record, and their curve labels (empty: no curve)
+declare -A LABELS=(
+    [scratch]="pointwise, from scratch"
+    [scratch_1epoch]="pointwise, from scratch, 1 epoch"
+    [scratch_1epoch_b1024]="pointwise, from scratch, 1 epoch of 1024"
+    [scratch_1epoch_b1024_linear]="pointwise, from scratch, 1 epoch of 1024, lr to 0"
+    [truth_scratch]=""
+    [scratch_mlp]=""
+    [local_global]="local agent, one reward per cycle"
+)
+VARIANTS=(scratch scratch_1epoch scratch_1epoch_b1024 scratch_1epoch_b1024_linear truth_scratch scratch_mlp local_global)
 mkdir -p results/fit results/fit_pointwise
 for exp in "${EXPS[@]}"; do
     clone=$(runs_of "$exp" --final)
@@ -33,18 +45,13 @@ for exp in "${EXPS[@]}"; do
     fi
     curves=()
     [ -f "results/fit_pointwise/${exp}_clone.json" ] && curves+=(--record "pointwise, from the clone=results/fit_pointwise/${exp}_clone.json")
-    for variant in scratch scratch_1epoch scratch_1epoch_b1024 truth_scratch scratch_mlp local_global; do
+    for variant in "${VARIANTS[@]}"; do
         runs=$(runs_of "$exp" --study pointwise --variant "$variant")
         [ -n "$runs" ] || continue
         init=scratch; [ "$variant" = local_global ] && init=clone
         sup=(); [ $init = scratch ] && [ -n "$clone" ] && sup=(--supervised-from "$clone")
         $PYTHON -m cli.main report --runs "$runs" --init $init "${sup[@]}" --out "results/fit_pointwise/${exp}_$variant.json"
-        case $variant in
-            scratch) curves+=(--record "pointwise, from scratch=results/fit_pointwise/${exp}_scratch.json") ;;
-            scratch_1epoch) curves+=(--record "pointwise, from scratch, 1 epoch=results/fit_pointwise/${exp}_scratch_1epoch.json") ;;
-            scratch_1epoch_b1024) curves+=(--record "pointwise, from scratch, 1 epoch of 1024=results/fit_pointwise/${exp}_scratch_1epoch_b1024.json") ;;
-            local_global) curves+=(--record "local agent, one reward per cycle=results/fit_pointwise/${exp}_local_global.json") ;;
-        esac
+        [ -n "${LABELS[$variant]}" ] && curves+=(--record "${LABELS[$variant]}=results/fit_pointwise/${exp}_$variant.json")
     done
     if [ ${#curves[@]} -gt 0 ]; then
         $PYTHON -m cli.main curves "${curves[@]}" --title "$exp: PPO on the eval path" --out "docs/${exp}_pointwise_curves.png"
