@@ -75,6 +75,11 @@ def headline() -> str:
     return "\n".join(rows) if len(rows) > 2 else NOT_MEASURED
 
 
+FIT_SCRATCH_VARIANTS = SCRATCH_VARIANTS + ("scratch_1epoch_b1024_linear", "scratch_linear")
+"""The from-scratch variants of the pointwise study with a fit row: the bench's (their speeds) and
+those that only anneal the learning rate (the same speed per path-step as their constant twin)."""
+
+
 def fit_pointwise() -> str:
     """Scratch vs cloned pointwise PPO per experiment and from-scratch variant: the test-set figures side by side."""
     rows = ["| experiment | from scratch: RL (variant) | cloned start (supervised) | from the clone: RL | change vs its clone | "
@@ -82,7 +87,7 @@ def fit_pointwise() -> str:
             "|---|---|---|---|---|---|---|---|---|"]
     for exp in ("L96_1", "L96_2", "L96_3"):
         cl = (_records("fit_pointwise", [f"{exp}_clone"]) or [None])[0]
-        scs = [(v, r[0]) for v in SCRATCH_VARIANTS if (r := _records("fit_pointwise", [f"{exp}_{v}"]))] or [(None, None)]
+        scs = [(v, r[0]) for v in FIT_SCRATCH_VARIANTS if (r := _records("fit_pointwise", [f"{exp}_{v}"]))] or [(None, None)]
         if not (cl or scs[0][1]):
             continue
         t = lambda r, a, k: _pm(r["test"][a][k], 4) if r and a in r["test"] else "—"  # noqa: E731
@@ -97,7 +102,7 @@ def fit_pointwise() -> str:
                         f"{t(ref, 'enkf', 'rmse_vs_truth')} | {sc['active_paths_at_end'] if sc else '—'} / "
                         f"{cl['active_paths_at_end'] if cl else '—'} |")
     notes = []
-    for r in _records("fit_pointwise", [f"{e}_{v}" for e in ("L96_1", "L96_2", "L96_3") for v in SCRATCH_VARIANTS]):
+    for r in _records("fit_pointwise", [f"{e}_{v}" for e in ("L96_1", "L96_2", "L96_3") for v in FIT_SCRATCH_VARIANTS]):
         notes.append(f"- {r['experiment']} {r.get('variant', 'scratch')}, {r['train_steps']:,} path-steps: "
                      + ", ".join(f"{k} {'yes' if c['mean'] else 'NO'}" for k, c in r["checks"].items()))
     return "\n".join(rows + [""] + notes)
