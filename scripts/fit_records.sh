@@ -7,6 +7,7 @@
 #   results/fit_pointwise/<E>_scratch_1epoch.json   variant scratch_1epoch (no cloning, the faster PPO settings)
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024.json   variant scratch_1epoch_b1024 (as that, minibatches of 1024)
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024_linear.json   variant scratch_1epoch_b1024_linear (as that, lr annealed to 0)
+#   results/fit_pointwise/<E>_scratch_linear.json   variant scratch_linear (scratch, lr annealed to 0)
 #   results/fit_pointwise/<E>_truth_scratch.json   variant truth_scratch (reward vs the truth)
 #   results/fit_pointwise/<E>_local_global.json    variant local_global (the local agent, one reward per cycle)
 #   docs/<E>_pointwise_curves.png           eval-path learning curves of those records
@@ -28,11 +29,12 @@ declare -A LABELS=(
     [scratch_1epoch]="pointwise, from scratch, 1 epoch"
     [scratch_1epoch_b1024]="pointwise, from scratch, 1 epoch of 1024"
     [scratch_1epoch_b1024_linear]="pointwise, from scratch, 1 epoch of 1024, lr to 0"
+    [scratch_linear]="pointwise, from scratch, lr to 0"
     [truth_scratch]=""
     [scratch_mlp]=""
     [local_global]="local agent, one reward per cycle"
 )
-VARIANTS=(scratch scratch_1epoch scratch_1epoch_b1024 scratch_1epoch_b1024_linear truth_scratch scratch_mlp local_global)
+VARIANTS=(scratch scratch_1epoch scratch_1epoch_b1024 scratch_1epoch_b1024_linear scratch_linear truth_scratch scratch_mlp local_global)
 mkdir -p results/fit results/fit_pointwise
 for exp in "${EXPS[@]}"; do
     clone=$(runs_of "$exp" --final)
