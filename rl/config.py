@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from enkf.config import (HASHED_AS_ABSENT, ConfigError, DAConfig, with_absent_nulls, _convert, _type_name, build_experiment, deep_merge,
-                         load_yaml_mapping, merged_experiment, require)
+from enkf.config import (HASHED_AS_ABSENT, ConfigError, DAConfig, with_absent_nulls, _convert, _type_name,
+                         build_experiment, deep_merge, load_yaml_mapping, merged_experiment, require)
 from enkf.config import read_yaml as _read_yaml
 
 LOG_STD_RANGE = (-10.0, 2.0)

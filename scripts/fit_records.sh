@@ -23,18 +23,17 @@ runs_of() {  # the newest evaluated run per seed, by run.json: final runs, or a 
     $PYTHON -m cli.main runs --exp "$1" "${@:2}" --evaluated --newest-per-seed --csv
 }
 
-# the pointwise study's variants with a record, and their curve labels (empty: no curve)
-declare -A LABELS=(
-    [scratch]="pointwise, from scratch"
-    [scratch_1epoch]="pointwise, from scratch, 1 epoch"
-    [scratch_1epoch_b1024]="pointwise, from scratch, 1 epoch of 1024"
-    [scratch_1epoch_b1024_linear]="pointwise, from scratch, 1 epoch of 1024, lr to 0"
-    [scratch_linear]="pointwise, from scratch, lr to 0"
-    [truth_scratch]=""
-    [scratch_mlp]=""
-    [local_global]="local agent, one reward per cycle"
+# the pointwise study's variants with a record, in curve order, each "variant:curve label" (no label: no curve)
+VARIANTS=(
+    "scratch:pointwise, from scratch"
+    "scratch_1epoch:pointwise, from scratch, 1 epoch"
+    "scratch_1epoch_b1024:pointwise, from scratch, 1 epoch of 1024"
+    "scratch_1epoch_b1024_linear:pointwise, from scratch, 1 epoch of 1024, lr to 0"
+    "scratch_linear:pointwise, from scratch, lr to 0"
+    "truth_scratch:"
+    "scratch_mlp:"
+    "local_global:local agent, one reward per cycle"
 )
-VARIANTS=(scratch scratch_1epoch scratch_1epoch_b1024 scratch_1epoch_b1024_linear scratch_linear truth_scratch scratch_mlp local_global)
 mkdir -p results/fit results/fit_pointwise
 for exp in "${EXPS[@]}"; do
     clone=$(runs_of "$exp" --final)
@@ -47,13 +46,14 @@ for exp in "${EXPS[@]}"; do
     fi
     curves=()
     [ -f "results/fit_pointwise/${exp}_clone.json" ] && curves+=(--record "pointwise, from the clone=results/fit_pointwise/${exp}_clone.json")
-    for variant in "${VARIANTS[@]}"; do
+    for entry in "${VARIANTS[@]}"; do
+        variant=${entry%%:*} label=${entry#*:}
         runs=$(runs_of "$exp" --study pointwise --variant "$variant")
         [ -n "$runs" ] || continue
         init=scratch; [ "$variant" = local_global ] && init=clone
         sup=(); [ $init = scratch ] && [ -n "$clone" ] && sup=(--supervised-from "$clone")
         $PYTHON -m cli.main report --runs "$runs" --init $init "${sup[@]}" --out "results/fit_pointwise/${exp}_$variant.json"
-        [ -n "${LABELS[$variant]}" ] && curves+=(--record "${LABELS[$variant]}=results/fit_pointwise/${exp}_$variant.json")
+        [ -n "$label" ] && curves+=(--record "$label=results/fit_pointwise/${exp}_$variant.json")
     done
     if [ ${#curves[@]} -gt 0 ]; then
         $PYTHON -m cli.main curves "${curves[@]}" --title "$exp: PPO on the eval path" --out "docs/${exp}_pointwise_curves.png"
