@@ -31,11 +31,19 @@ def small_ppo(cfg):
                                agent=dataclasses.replace(cfg.agent, lstm_hidden=min(cfg.agent.lstm_hidden, 32)))
 
 
+def small_update(cfg):
+    """One rollout of 4 cycles cut into 2 minibatches, a smaller LSTM."""
+    agent_steps = 4 * cfg.train.paths_per_env * cfg.model.n
+    return dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, n_steps=4, batch_size=agent_steps // 2, n_epochs=1),
+                               agent=dataclasses.replace(cfg.agent, lstm_hidden=min(cfg.agent.lstm_hidden, 32)))
+
+
 @pytest.fixture
 def measured(monkeypatch) -> dict:
     """Every RL measurement, run small; name -> list of what each call returned."""
-    seen = {"env": [], "ppo": [], "pointwise": [], "per_path": [], "batched": [], "limit": []}
+    seen = {"env": [], "ppo": [], "pointwise": [], "per_path": [], "batched": [], "limit": [], "profile": []}
     env, ppo, pointwise = rl_bench._env_steps_per_s, rl_bench._ppo_speed, rl_bench.pointwise_speed
+    profile = rl_bench.update_profile
     per_path, batched, limit = rl_bench.per_path_loop_speed, rl_bench.batched_loop_speed, rl_bench.kernel_limit
 
     def keep(name, value):
@@ -51,6 +59,8 @@ def measured(monkeypatch) -> dict:
     monkeypatch.setattr(rl_bench, "batched_loop_speed", lambda cfg, data, norm, P, seconds: keep(
         "batched", batched(cfg, data, norm, P, 0.1)))
     monkeypatch.setattr(rl_bench, "kernel_limit", lambda cfg, data, P, repeats: keep("limit", limit(cfg, data, P, 1)))
+    monkeypatch.setattr(rl_bench, "update_profile", lambda cfg, data, norm, device="cpu": keep(
+        "profile", profile(small_update(cfg), data, norm, device)))
     return seen
 
 
@@ -94,7 +104,7 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
     rl = res["rl"]
     variants = {"scratch": 16, "scratch_1epoch": 32, "scratch_1epoch_b1024": 32}  # config.yaml: paths per env
     assert set(rl) == {"env_steps_per_s", "batched_env_only", "batched", "ppo_local", "recurrent_L96_1",
-                       "recurrent_smoke", "load_average_before", "load_average_after",
+                       "recurrent_smoke", "load_average_before", "load_average_after", "batched_update_profile",
                        *(f"batched_{v}_all_cores" for v in variants)}
     assert rl["env_steps_per_s"] == pytest.approx(measured["env"][0])
     e = rl["batched_env_only"]
@@ -124,6 +134,15 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
         assert pw["paths_per_env"] == paths
         row = next(line for line in out.splitlines() if f"pointwise PPO, {pw['variant']} (" in line)
         assert f"{pw['ppo_path_steps_per_s']:,.0f} ({pw['ratio_to_env_only']:.0%} of env-only)" in row, row
+    # one update taken apart: the measured shares, of the profiled variant, summing to the whole
+    prof = rl["batched_update_profile"]
+    assert prof == pytest.approx(dict(measured["profile"][0], variant=rl_bench.PROFILED_VARIANT))
+    parts = [prof[f"share_{k}"] for k in ("lstm_kernels", "dense_layers", "optimizer_step", "other_ops", "outside_torch_ops")]
+    assert sum(parts) == pytest.approx(1.0) and all(0 <= p <= 1 for p in parts)
+    assert prof["share_lstm_kernels"] > 0 and prof["share_dense_layers"] > 0 and prof["share_optimizer_step"] > 0
+    assert prof["minibatches"] == 2 and prof["wall_s"] > 0
+    row = next(line for line in out.splitlines() if "one PPO update of" in line)
+    assert " / ".join(f"{p:.0%}" for p in parts) in row, row
     local, *recurrent = measured["ppo"]
     assert rl["ppo_local"] == {"agent": "local", "steps_per_s": pytest.approx(local[0]),
                                "env_step_share": pytest.approx(local[1])}

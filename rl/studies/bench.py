@@ -6,7 +6,9 @@
        kernel alone as the physics limit. The pointwise agent: env-only path-steps/s of its
        vectorised env, PPO path-steps/s with the configured network and threads, where its wall
        time goes; the same for each from-scratch variant on every core (3 interleaved repeats,
-       the median recorded with all repeats beside it); the local agent's PPO steps/s (its
+       the median recorded with all repeats beside it); what one PPO update of the fastest
+       fit-keeping variant spends its time on (torch's profiler: the LSTM's kernels, the dense
+       layers, the optimiser, other ops, outside torch); the local agent's PPO steps/s (its
        env.step share)
     g. RecurrentPPO steps/s with upstream's RecurrentActorCriticPolicy against ours
        (FastRecurrentPolicy), same config and seed, on L96_1 (1000-cycle episodes) and on
@@ -179,6 +181,50 @@ the gradient steps per sample of scratch)."""
 
 SCRATCH_REPEATS = 3
 
+PROFILED_VARIANT = "scratch_1epoch_b1024"
+"""The variant whose PPO update `update_profile` takes apart: the fastest that keeps the fit on L96_1."""
+
+LSTM_OPS = ("rnn", "lstm")      # aten::lstm and its kernels (oneDNN's mkldnn_rnn_layer[_backward] on the CPU)
+DENSE_OPS = ("addmm", "aten::mm", "aten::bmm", "aten::linear", "aten::matmul")
+
+
+def update_profile(cfg, data, norm, device: str = "cpu") -> dict:
+    """Where one PPO update of the pointwise agent spends its wall time: one rollout is collected,
+    then `model.train()` (one pass over that rollout's minibatches) runs under torch's profiler.
+    Shares of the update's wall time: the LSTM's kernels (forward and backward), the dense layers
+    (matrix products of the heads and their gradients), the optimiser step (all its ops), every
+    other torch op (elementwise, copies, the loss), and outside torch ops (Python: SB3's loop,
+    the rollout buffer's sampling)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    M, n = cfg.train.paths_per_env, cfg.model.n
+    first, last = cfg.paths.train_paths
+    paths = list(range(first, min(last, first + M - 1) + 1))
+    venv = PointwiseVecEnv(cfg, data, norm, paths, M, cfg.train.seed)
+    model = build_model(cfg, venv, None, device, cfg.train.seed)
+    model.learn(cfg.ppo.n_steps * M * n)  # one rollout and its update: compiled, warm, the buffer full
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        model.train()
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    self_us = {e.key: e.self_cpu_time_total for e in events}
+    ops_s = sum(self_us.values()) / 1e6
+
+    def self_s(names):
+        return sum(t for k, t in self_us.items() if any(p in k.lower() for p in names)) / 1e6
+    lstm, dense = self_s(LSTM_OPS), self_s(DENSE_OPS)
+    optimiser = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step")) / 1e6
+    other = max(0.0, ops_s - lstm - dense - optimiser)
+    outside = max(0.0, wall - ops_s)
+    total = lstm + dense + optimiser + other + outside
+    minibatches = cfg.ppo.n_epochs * -(-cfg.ppo.n_steps * M * n // cfg.ppo.batch_size)
+    return {"minibatches": minibatches,
+            "batch_size": cfg.ppo.batch_size, "wall_s": wall, "torch_threads": th.get_num_threads(),
+            "share_lstm_kernels": lstm / total, "share_dense_layers": dense / total,
+            "share_optimizer_step": optimiser / total, "share_other_ops": other / total,
+            "share_outside_torch_ops": outside / total}
+
 
 def median_repeat(measured: list[dict]) -> dict:
     """The measurement of median PPO path-steps/s among repeats (the lower middle of an even count)."""
@@ -248,6 +294,12 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
                      f"{sc['env_only_path_steps_per_s']:,.0f}; {sc['share_env_step']:.0%} / "
                      f"{sc['share_policy_forward_in_rollouts']:.0%} / {sc['share_ppo_updates']:.0%}; "
                      + " ".join(f"{m['ppo_path_steps_per_s']:,.0f}" for m in measured), ""))
+    prof = update_profile(scfgs[PROFILED_VARIANT], data, norm)
+    res["batched_update_profile"] = dict(prof, variant=PROFILED_VARIANT)
+    rows.append((f"  one PPO update of {PROFILED_VARIANT} ({prof['minibatches']} minibatches of {prof['batch_size']}): "
+                 "LSTM kernels / dense layers / optimiser / other ops / outside torch",
+                 " / ".join(f"{prof[k]:.0%}" for k in ("share_lstm_kernels", "share_dense_layers", "share_optimizer_step",
+                                                      "share_other_ops", "share_outside_torch_ops")), ""))
     th.set_num_threads(1)
     numba.set_num_threads(1)
 
