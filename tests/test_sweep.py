@@ -74,6 +74,18 @@ def _records(folder):
     return {p.name: p for p in sorted((folder / "results/ablations/tiny").glob("*.json"))}
 
 
+def _settled(folder, quiet_s: float = 3.0, timeout_s: float = 60.0):
+    """The records once none has appeared for quiet_s seconds. A trial in flight when its driver is
+    killed can still write its record: Ray stops a dead driver's workers only once it notices."""
+    seen, since = set(_records(folder)), time.monotonic()
+    while time.monotonic() - since < quiet_s and time.monotonic() < since + timeout_s:
+        time.sleep(0.2)
+        now = set(_records(folder))
+        if now != seen:
+            seen, since = now, time.monotonic()
+    return _records(folder)
+
+
 def _driver(folder, address):
     env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_ADDRESS="")
     return subprocess.Popen([sys.executable, "-m", "cli.main", "ablate", "--question", "tiny",
@@ -100,7 +112,7 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path, ray_
         time.sleep(0.01)
     os.kill(driver.pid, signal.SIGKILL)
     output = driver.communicate()[0]
-    before = {name: (p.stat().st_mtime_ns, p.read_text()) for name, p in _records(run).items()}
+    before = {name: (p.stat().st_mtime_ns, p.read_text()) for name, p in _settled(run).items()}
     assert 1 <= len(before) < 8, output  # killed part way: some finished, some not
     assert not (run / "results/ablations/tiny.json").exists()
 
