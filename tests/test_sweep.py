@@ -78,7 +78,8 @@ def _settled(folder, quiet_s: float = 3.0, timeout_s: float = 60.0):
     """The records once none has appeared for quiet_s seconds. A trial in flight when its driver is
     killed can still write its record: Ray stops a dead driver's workers only once it notices."""
     seen, since = set(_records(folder)), time.monotonic()
-    while time.monotonic() - since < quiet_s and time.monotonic() < since + timeout_s:
+    deadline = since + timeout_s
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
         time.sleep(0.2)
         now = set(_records(folder))
         if now != seen:

@@ -139,15 +139,21 @@ def kernel_limit(cfg, data, P: int, repeats: int) -> float:
     return repeats * P / (time.perf_counter() - t0)
 
 
+def _pointwise_venv(cfg, data, norm) -> PointwiseVecEnv:
+    """The pointwise agent's vectorised env on the first train.paths_per_env training paths."""
+    M = cfg.train.paths_per_env
+    first, last = cfg.paths.train_paths
+    paths = list(range(first, min(last, first + M - 1) + 1))
+    return PointwiseVecEnv(cfg, data, norm, paths, M, cfg.train.seed)
+
+
 def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: str = "cpu") -> dict:
     """The pointwise agent on its vectorised env (M = train.paths_per_env path slots of the batched
     loop x n points): the env-only limit (fixed zero action), PPO path-steps/s over `rollouts`
     rollouts, and where PPO's wall time goes (env.step, policy forward while collecting, PPO
     updates)."""
     M, n = cfg.train.paths_per_env, cfg.model.n
-    first, last = cfg.paths.train_paths
-    paths = list(range(first, min(last, first + M - 1) + 1))
-    venv = PointwiseVecEnv(cfg, data, norm, paths, M, cfg.train.seed)
+    venv = _pointwise_venv(cfg, data, norm)
     venv.reset()
     action = np.zeros((venv.num_envs, 1), np.float32)
     venv.step(action)
@@ -198,9 +204,7 @@ def update_profile(cfg, data, norm, device: str = "cpu") -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     M, n = cfg.train.paths_per_env, cfg.model.n
-    first, last = cfg.paths.train_paths
-    paths = list(range(first, min(last, first + M - 1) + 1))
-    venv = PointwiseVecEnv(cfg, data, norm, paths, M, cfg.train.seed)
+    venv = _pointwise_venv(cfg, data, norm)
     model = build_model(cfg, venv, None, device, cfg.train.seed)
     model.learn(cfg.ppo.n_steps * M * n)  # one rollout and its update: compiled, warm, the buffer full
     with profile(activities=[ProfilerActivity.CPU]) as prof:
