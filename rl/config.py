@@ -109,6 +109,10 @@ class AgentConfig:
     """LSTM hidden size."""
     lstm_layers: int
     """Stacked LSTM layers."""
+    lstm_dtype: Literal["float32", "bfloat16"]
+    """The arithmetic of the LSTM over the window (window, local and pointwise-lstm agents):
+    bfloat16 runs it under torch.autocast (the matrix units of CPUs that have them, e.g. AMX, and
+    of GPUs), its output cast back to float32; weights, heads, loss and optimiser stay float32."""
     pi_arch: list[int]
     """Hidden layers of the policy head after the LSTM."""
     vf_arch: list[int]
@@ -295,6 +299,10 @@ class Config(DAConfig):
             need(o.stride == 1, "agent.kind: local needs every variable observed (obs.stride = 1)")
             need(0 <= a.stencil and 2 * a.stencil + 1 <= m.n,
                  f"agent.stencil: must be in [0, (model.n - 1) / 2], got {a.stencil}")
+        need(a.lstm_dtype == "float32" or (a.kind in ("window", "local") or
+                                           (a.kind == "pointwise" and a.point_net == "lstm")),
+             f"agent.lstm_dtype: bfloat16 is for the LSTM over the window (kind window, local, or pointwise "
+             f"with point_net lstm), not kind {a.kind!r} point_net {a.point_net!r}")
         if a.kind == "pointwise":
             need(m.name == "lorenz96" and o.stride == 1,
                  "agent.kind: pointwise needs a ring of observed variables (Lorenz-96, obs.stride = 1)")

@@ -148,7 +148,7 @@ def test_fast_process_sequence_synthetic():
 def test_window_lstm_extractor_uses_the_window():
     th.manual_seed(0)
     space = gym.spaces.Box(-3, 3, (3, 16), np.float32)
-    ext = WindowLstmExtractor(space, hidden=16, layers=1)
+    ext = WindowLstmExtractor(space, hidden=16, layers=1, dtype="float32")
     assert ext.features_dim == 16
     obs = th.rand(5, 3, 16) * 2 - 1
     out = ext(obs)
@@ -161,7 +161,7 @@ def test_window_lstm_extractor_uses_the_window():
     one[2, 0] += 0.5  # one sample changes, the others do not
     d = (ext(one) - out).detach().abs().amax(dim=1)
     assert float(d[2]) > 1e-4 and float(d[[0, 1, 3, 4]].max().detach()) == 0.0
-    two = WindowLstmExtractor(space, hidden=8, layers=2)
+    two = WindowLstmExtractor(space, hidden=8, layers=2, dtype="float32")
     assert two(obs).shape == (5, 8) and two.lstm.num_layers == 2
 
 
@@ -233,3 +233,75 @@ def test_ppo_lr_schedule(tmp_path_factory, schedule):
     expected = [lr0] * 4 if schedule == "constant" else [lr0 * (1 - k / 4) for k in range(1, 5)]
     np.testing.assert_allclose(rates, expected, rtol=1e-9)
     venv.close()
+
+
+# ---- agent.lstm_dtype ------------------------------------------------------------------------------
+def test_bfloat16_lstm_computes_in_bfloat16_and_keeps_float32_weights():
+    """agent.lstm_dtype bfloat16: the same weights give the float32 output to bfloat16's precision
+    (8 significant bits) but not bit for bit (the autocast is in effect); the output, the stored
+    weights and their gradients are float32 and finite."""
+    th.manual_seed(0)
+    space = gym.spaces.Box(-3, 3, (3, 36), np.float32)
+    f32 = WindowLstmExtractor(space, hidden=64, layers=1, dtype="float32")
+    b16 = WindowLstmExtractor(space, hidden=64, layers=1, dtype="bfloat16")
+    b16.load_state_dict(f32.state_dict())
+    obs = th.rand(256, 3, 36) * 2 - 1
+    out32, out16 = f32(obs), b16(obs)
+    assert out16.dtype == th.float32 and out16.shape == out32.shape
+    diff = (out16 - out32).detach().abs()
+    assert 0 < float(diff.max()) < 3e-2 and float(diff.mean()) < 3e-3, (float(diff.max()), float(diff.mean()))
+    out16.square().sum().backward()
+    for name, p in b16.lstm.named_parameters():
+        assert p.dtype == th.float32 and p.grad is not None and p.grad.dtype == th.float32, name
+        assert bool(th.isfinite(p.grad).all()) and float(p.grad.abs().max()) > 0, name
+
+
+def test_pointwise_bfloat16_model_learns_and_rebuilds_from_its_config(tmp_path_factory):
+    """A pointwise model with agent.lstm_dtype bfloat16 runs a PPO update (its LSTM computing in
+    bfloat16), and the policy rebuilt from the config (what a run folder's weights load into)
+    computes the same actions as the trained one."""
+    from rl.agents.policy import build_policy
+    cfg, data, norm = load_smoke(smoke_workdir(tmp_path_factory))
+    cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, kind="pointwise", point_net="lstm",
+                                                             lstm_dtype="bfloat16"))
+    venv = make_vec_env(cfg, data, norm, [1])
+    model = build_model(cfg, venv, None, "cpu", 0)
+    assert model.policy.features_extractor.dtype == th.bfloat16
+    before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    model.learn(model.n_steps * venv.num_envs)
+    lstm_moved = [k for k, v in model.policy.state_dict().items() if "lstm" in k and not th.equal(v, before[k])]
+    assert lstm_moved and all(v.dtype == th.float32 for v in model.policy.state_dict().values())
+    again = build_policy(cfg)
+    again.load_state_dict(model.policy.state_dict())
+    assert again.features_extractor.dtype == th.bfloat16
+    obs = venv.reset()
+    np.testing.assert_array_equal(again.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    venv.close()
+
+
+@pytest.mark.parametrize("agent", [{"kind": "recurrent"}, {"kind": "pointwise", "point_net": "mlp"}])
+def test_bfloat16_is_refused_where_there_is_no_window_lstm(tmp_path, agent):
+    from enkf.config import ConfigError
+    from rl.config import load_config
+    from conftest import write_config
+    path = write_config(tmp_path / "c.yaml", "smoke", {"agent": dict(agent, lstm_dtype="bfloat16"), "env": {"window": 1}})
+    with pytest.raises(ConfigError, match="agent.lstm_dtype: bfloat16 is for the LSTM over the window"):
+        load_config(path, "smoke")
+
+
+def test_a_run_folder_made_before_lstm_dtype_reads_as_float32(tmp_path):
+    """A run's config.yaml without agent.lstm_dtype loads as float32 with the hash it had; bfloat16
+    changes the hash (its records are a different run's)."""
+    import yaml
+    from enkf.config import dump_config
+    from rl.config import load_config, load_run_config
+    from conftest import CONFIG, write_config
+    cfg = load_config(CONFIG, "smoke")
+    dump_config(cfg, tmp_path / "config.yaml")
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del raw["agent"]["lstm_dtype"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    old = load_run_config(tmp_path / "config.yaml")
+    assert old.agent.lstm_dtype == "float32" and old.hash() == cfg.hash()
+    b16 = load_config(write_config(tmp_path / "b.yaml", "smoke", {"agent": {"lstm_dtype": "bfloat16"}}), "smoke")
+    assert b16.hash() != cfg.hash()

@@ -47,16 +47,30 @@ from rl.config import Config
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
+LSTM_DTYPES = {"float32": th.float32, "bfloat16": th.bfloat16}
+"""agent.lstm_dtype -> the dtype the window LSTM computes in."""
+
+
+def run_lstm(lstm: nn.LSTM, x: th.Tensor, dtype: th.dtype) -> th.Tensor:
+    """lstm(x)'s output sequence, in float32; computed in dtype (bfloat16: under torch.autocast,
+    which casts the inputs and weights of the LSTM's matrix products, not the stored weights)."""
+    if dtype == th.float32:
+        return lstm(x)[0]
+    with th.autocast(x.device.type, dtype=dtype):
+        output = lstm(x)[0]
+    return output.float()
+
+
 class WindowLstmExtractor(BaseFeaturesExtractor):
     """(B, W, F) window of feature vectors -> LSTM -> last hidden output (B, hidden)."""
 
-    def __init__(self, observation_space: gym.spaces.Box, hidden: int, layers: int):
+    def __init__(self, observation_space: gym.spaces.Box, hidden: int, layers: int, dtype: str):
         super().__init__(observation_space, features_dim=hidden)
         self.lstm = nn.LSTM(observation_space.shape[-1], hidden, num_layers=layers, batch_first=True)
+        self.dtype = LSTM_DTYPES[dtype]
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
-        output, _ = self.lstm(observations)
-        return output[:, -1]
+        return run_lstm(self.lstm, observations, self.dtype)[:, -1]
 
 
 def stencil_windows(observations: th.Tensor, neighbours: th.Tensor) -> th.Tensor:
@@ -72,8 +86,10 @@ class LocalLstmExtractor(BaseFeaturesExtractor):
     """(B, W, k n) windows of k per-variable features -> per grid point i the window of its
     stencil (k features of variables i-S..i+S, cyclic) through one shared LSTM -> (B, n hidden)."""
 
-    def __init__(self, observation_space: gym.spaces.Box, n: int, stencil: int, hidden: int, layers: int):
+    def __init__(self, observation_space: gym.spaces.Box, n: int, stencil: int, hidden: int, layers: int,
+                 dtype: str):
         super().__init__(observation_space, features_dim=n * hidden)
+        self.dtype = LSTM_DTYPES[dtype]
         self.n, self.hidden = n, hidden
         self.k = observation_space.shape[-1] // n
         neighbours = (th.arange(n)[:, None] + th.arange(-stencil, stencil + 1)[None, :]) % n
@@ -82,7 +98,7 @@ class LocalLstmExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         B = observations.shape[0]
-        output, _ = self.lstm(stencil_windows(observations, self.neighbours))
+        output = run_lstm(self.lstm, stencil_windows(observations, self.neighbours), self.dtype)
         return output[:, -1].reshape(B, self.n * self.hidden)
 
 
@@ -206,14 +222,15 @@ def policy_spec(cfg: Config) -> tuple[type, dict]:
         kwargs = dict(net_arch=dict(pi=list(a.pi_arch), qf=list(a.vf_arch)), activation_fn=ACTIVATIONS[a.activation])
         if a.point_net == "lstm":
             kwargs.update(features_extractor_class=WindowLstmExtractor,
-                          features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers))
+                          features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers,
+                                                         dtype=a.lstm_dtype))
         return OFF_POLICY[cfg.train.algo][1], kwargs
     # log_std_init auto: set by rl.training.train once the error left at the start of PPO is measured
     log_std = 0.0 if a.log_std_init == "auto" else a.log_std_init
     common = dict(net_arch=dict(pi=list(a.pi_arch), vf=list(a.vf_arch)),
                   activation_fn=ACTIVATIONS[a.activation], ortho_init=a.ortho_init, log_std_init=log_std)
     window_lstm = dict(features_extractor_class=WindowLstmExtractor,
-                       features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers))
+                       features_extractor_kwargs=dict(hidden=a.lstm_hidden, layers=a.lstm_layers, dtype=a.lstm_dtype))
     if a.kind == "pointwise":  # one agent per grid point (rl/envs/pointwise.py): plain PPO per point
         return ActorCriticPolicy, dict(common, **window_lstm) if a.point_net == "lstm" else common
     if a.kind == "window":
@@ -222,7 +239,7 @@ def policy_spec(cfg: Config) -> tuple[type, dict]:
         return LocalActorCriticPolicy, dict(
             common, stencil=a.stencil, features_extractor_class=LocalLstmExtractor,
             features_extractor_kwargs=dict(n=cfg.model.n, stencil=a.stencil, hidden=a.lstm_hidden,
-                                           layers=a.lstm_layers))
+                                           layers=a.lstm_layers, dtype=a.lstm_dtype))
     return FastRecurrentPolicy, dict(common, lstm_hidden_size=a.lstm_hidden, n_lstm_layers=a.lstm_layers)
 
 
