@@ -102,7 +102,7 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
 
     # RL: the recorded numbers are what the measurements returned, the ratios are theirs
     rl = res["rl"]
-    variants = {"scratch": 16, "scratch_1epoch": 32, "scratch_1epoch_b1024": 32}  # config.yaml: paths per env
+    variants = {"scratch": 16, "scratch_1epoch": 32, "scratch_1epoch_b1024": 32, "scratch_p32_bf16": 32}  # config.yaml: paths per env
     assert set(rl) == {"env_steps_per_s", "batched_env_only", "batched", "ppo_local", "recurrent_L96_1",
                        "recurrent_smoke", "load_average_before", "load_average_after", "batched_update_profile",
                        *(f"batched_{v}_all_cores" for v in variants)}
@@ -134,6 +134,9 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
         assert pw["paths_per_env"] == paths
         row = next(line for line in out.splitlines() if f"pointwise PPO, {pw['variant']} (" in line)
         assert f"{pw['ppo_path_steps_per_s']:,.0f} ({pw['ratio_to_env_only']:.0%} of env-only)" in row, row
+        dtype = raw["ablations"]["pointwise"]["variants"][v].get("agent", {}).get("lstm_dtype", "float32")
+        assert pw["lstm_dtype"] == dtype and f"LSTM {dtype})" in row, row  # config.yaml's, measured as such
+    assert rl["batched_scratch_p32_bf16_all_cores"]["lstm_dtype"] == "bfloat16"
     # one update taken apart: the measured shares, of the profiled variant, summing to the whole
     prof = rl["batched_update_profile"]
     assert prof == pytest.approx(dict(measured["profile"][0], variant=rl_bench.PROFILED_VARIANT))

@@ -175,14 +175,16 @@ def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: 
             "share_env_step": env_s / wall, "share_policy_forward_in_rollouts": (phases.rollout_s - env_s) / wall,
             "share_ppo_updates": (wall - phases.rollout_s) / wall, "torch_threads": th.get_num_threads(),
             "env_threads": numba.get_num_threads(), "n_steps": cfg.ppo.n_steps,
-            "batch_size": cfg.ppo.batch_size, "n_epochs": cfg.ppo.n_epochs, "device": device}
+            "batch_size": cfg.ppo.batch_size, "n_epochs": cfg.ppo.n_epochs, "lstm_dtype": cfg.agent.lstm_dtype,
+            "device": device}
 
 
-SCRATCH_VARIANTS = ("scratch", "scratch_1epoch", "scratch_1epoch_b1024")
+SCRATCH_VARIANTS = ("scratch", "scratch_1epoch", "scratch_1epoch_b1024", "scratch_p32_bf16")
 """The pointwise study's from-scratch PPO settings the bench measures (results/bench.json:
-batched_<variant>_all_cores): scratch (16 paths, 2 epochs of 2048-sample minibatches),
-scratch_1epoch (32 paths, 1 epoch of 2048) and scratch_1epoch_b1024 (32 paths, 1 epoch of 1024:
-the gradient steps per sample of scratch)."""
+batched_<variant>_all_cores): scratch (16 paths x 32 cycles a rollout, 2 epochs of 2048-sample
+minibatches), scratch_1epoch (32 paths, 1 epoch of 2048), scratch_1epoch_b1024 (32 paths, 1 epoch
+of 1024: the gradient steps per sample of scratch) and scratch_p32_bf16 (scratch's rollout size
+and epochs as 32 paths x 16 cycles, the LSTM in bfloat16)."""
 
 
 SCRATCH_REPEATS = 3
@@ -292,7 +294,8 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
         res[f"batched_{variant}_all_cores"] = dict(sc, variant=variant,
                                                    repeats_ppo_path_steps_per_s=[m["ppo_path_steps_per_s"] for m in measured])
         rows.append((f"L96_1 pointwise PPO, {variant} ({sc['paths_per_env']} paths, n_steps {sc['n_steps']}, batch "
-                     f"{sc['batch_size']}, {sc['n_epochs']} epoch(s)), {cores} torch / {cores} env threads",
+                     f"{sc['batch_size']}, {sc['n_epochs']} epoch(s), LSTM {sc['lstm_dtype']}), {cores} torch / "
+                     f"{cores} env threads",
                      f"{sc['ppo_path_steps_per_s']:,.0f} ({sc['ratio_to_env_only']:.0%} of env-only)", "path-steps/s"))
         rows.append((f"  its env-only limit; wall time: env.step / policy forward / PPO updates; {len(measured)} repeats",
                      f"{sc['env_only_path_steps_per_s']:,.0f}; {sc['share_env_step']:.0%} / "
