@@ -8,6 +8,7 @@
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024.json   variant scratch_1epoch_b1024 (as that, minibatches of 1024)
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024_linear.json   variant scratch_1epoch_b1024_linear (as that, lr annealed to 0)
 #   results/fit_pointwise/<E>_scratch_linear.json   variant scratch_linear (scratch, lr annealed to 0)
+#   results/fit_pointwise/<E>_scratch_p32_bf16.json   variant scratch_p32_bf16 (scratch as 32 paths x 16 cycles, LSTM bfloat16)
 #   results/fit_pointwise/<E>_truth_scratch.json   variant truth_scratch (reward vs the truth)
 #   results/fit_pointwise/<E>_local_global.json    variant local_global (the local agent, one reward per cycle)
 #   docs/<E>_pointwise_curves.png           eval-path learning curves of those records
@@ -30,6 +31,7 @@ VARIANTS=(
     "scratch_1epoch_b1024:pointwise, from scratch, 1 epoch of 1024"
     "scratch_1epoch_b1024_linear:pointwise, from scratch, 1 epoch of 1024, lr to 0"
     "scratch_linear:pointwise, from scratch, lr to 0"
+    "scratch_p32_bf16:pointwise, from scratch, 32 paths x 16 cycles, LSTM bfloat16"
     "truth_scratch:"
     "scratch_mlp:"
     "local_global:local agent, one reward per cycle"

@@ -11,6 +11,7 @@ import json
 import re
 
 import pytest
+import torch as th
 import yaml
 from click.testing import CliRunner
 
@@ -104,9 +105,11 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
     rl = res["rl"]
     variants = {"scratch": 16, "scratch_1epoch": 32, "scratch_1epoch_b1024": 32, "scratch_p32_bf16": 32}  # config.yaml: paths per env
     assert set(rl) == {"env_steps_per_s", "batched_env_only", "batched", "ppo_local", "recurrent_L96_1",
-                       "recurrent_smoke", "load_average_before", "load_average_after", "batched_update_profile",
+                       "recurrent_smoke", "load_average_before", "load_average_after", "batched_update_profile", "cpu_bfloat16",
                        *(f"batched_{v}_all_cores" for v in variants)}
     assert rl["env_steps_per_s"] == pytest.approx(measured["env"][0])
+    assert rl["cpu_bfloat16"] == {"amx_tile": th.cpu._is_amx_tile_supported(),
+                                  "avx512_bf16": th.cpu._is_avx512_bf16_supported()}
     e = rl["batched_env_only"]
     cores = e["cores"]
     assert e["per_path_loop_P4"] == pytest.approx(measured["per_path"][0])

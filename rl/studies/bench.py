@@ -241,6 +241,9 @@ def median_repeat(measured: list[dict]) -> dict:
 
 def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("data")) -> dict:
     res, rows = {"load_average_before": list(os.getloadavg())}, []
+    # what bfloat16 (agent.lstm_dtype) runs on here: AMX tiles, or AVX-512's bf16 dot products
+    res["cpu_bfloat16"] = {"amx_tile": bool(th.cpu._is_amx_tile_supported()),
+                           "avx512_bf16": bool(th.cpu._is_avx512_bf16_supported())}
     cfg = load_config(config_path, "L96_1")
     data, norm = reference_data(cfg, data_root)
     res["env_steps_per_s"] = _env_steps_per_s(cfg, data, norm, 500 if quick else 3000)
@@ -302,6 +305,9 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
                      f"{sc['env_only_path_steps_per_s']:,.0f}; {sc['share_env_step']:.0%} / "
                      f"{sc['share_policy_forward_in_rollouts']:.0%} / {sc['share_ppo_updates']:.0%}; "
                      + " ".join(f"{m['ppo_path_steps_per_s']:,.0f}" for m in measured), ""))
+    bf = res["cpu_bfloat16"]
+    rows.append(("  this CPU's bfloat16 units (agent.lstm_dtype): AMX tiles / AVX-512 BF16",
+                 f"{'yes' if bf['amx_tile'] else 'no'} / {'yes' if bf['avx512_bf16'] else 'no'}", ""))
     prof = update_profile(scfgs[PROFILED_VARIANT], data, norm)
     res["batched_update_profile"] = dict(prof, variant=PROFILED_VARIANT)
     rows.append((f"  one PPO update of {PROFILED_VARIANT} ({prof['minibatches']} minibatches of {prof['batch_size']}): "
