@@ -103,6 +103,10 @@ def lookup(obj, key: str, where: str):
 def fmt(value, spec: str) -> str:
     if spec == "pct":
         return f"{100 * value:+.1f}%".replace("-", "−")
+    if spec == "yesno":
+        if not isinstance(value, bool):
+            raise TemplateError(f"yesno needs true/false, got {value!r}")
+        return "yes" if value else "no"
     return format(value, spec)
 
 

@@ -211,3 +211,9 @@ def test_this_repository_passes_its_own_check(capsys):
     the check CI runs (.ci/run) finds nothing (a stale record or a hand-edited readme fails here)."""
     rc, lines = check(ROOT, capsys)
     assert (rc, lines) == (0, []), "\n".join(lines)
+
+
+def test_yesno_formats_a_recorded_flag_and_refuses_anything_else():
+    assert fill_readme.fmt(True, "yesno") == "yes" and fill_readme.fmt(False, "yesno") == "no"
+    with pytest.raises(fill_readme.TemplateError, match="yesno needs true/false"):
+        fill_readme.fmt(1, "yesno")
