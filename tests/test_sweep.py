@@ -251,3 +251,29 @@ def test_failed_trials_are_one_error_naming_each_trial_and_its_log(tmp_path, ray
     (records / "tiny").unlink()
     out = run_study(path, "tiny", tmp_path / "data", command="c", records_dir=records, echo=lambda *a: None)
     assert len(json.loads(out.read_text())["records"]) == 2
+
+
+def test_limit_threads_in_a_process_whose_numba_pool_runs_keeps_numba_compiling(tmp_path):
+    """numba fixes its pool size when its threads first run and refuses a different NUMBA_NUM_THREADS
+    at its next compile: limit_threads(1) in a process whose pool of 2 runs (the test session's,
+    where generate_data is called directly) leaves numba able to compile, and runs on 1 thread."""
+    script = """
+import numba, numpy as np
+from rl.studies.sweep import limit_threads
+@numba.njit(parallel=True)
+def warm(x):
+    s = 0.0
+    for i in numba.prange(x.shape[0]):
+        s += x[i]
+    return s
+warm(np.ones(8))
+limit_threads(1)
+@numba.njit
+def fresh(x):
+    return x + 1
+assert fresh(1) == 2 and numba.get_num_threads() == 1
+print("ok")
+"""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS="2", NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -54,11 +54,16 @@ def connect(address: str | None, cpus_per_trial: int, num_cpus: int | None = Non
 
 
 def limit_threads(cpus: int) -> None:
-    """torch, numba and BLAS/OpenMP (also of child processes) use `cpus` threads in this process."""
+    """torch, numba and BLAS/OpenMP (also of child processes) use `cpus` threads in this process.
+    Once numba's thread pool runs its size is fixed, and numba refuses a NUMBA_NUM_THREADS that
+    differs from it at its next compile: then the variable keeps the pool's size (a Ray worker's
+    pool is already cpus_per_trial, from connect's runtime env)."""
     import numba
     import torch as th
+    from numba.np.ufunc import parallel
     for v in THREAD_VARS:
-        os.environ[v] = str(cpus)
+        keep_pool = v == "NUMBA_NUM_THREADS" and parallel._is_initialized
+        os.environ[v] = str(numba.config.NUMBA_NUM_THREADS if keep_pool else cpus)
     th.set_num_threads(cpus)
     numba.set_num_threads(min(cpus, numba.config.NUMBA_NUM_THREADS))
 
