@@ -177,6 +177,20 @@ SHARED = {"question": "q", "measure": "enkf_skill", "experiments": ["smoke"], "s
                        "infl2": {"filter": {"inflation": 2.0}}}}
 
 
+def _start_numba_pool() -> None:
+    """Run a parallel kernel, so numba's pool has the session's size before limit_threads: a pool
+    started inside the test at 1 thread would refuse the session's NUMBA_NUM_THREADS afterwards."""
+    import numba
+
+    @numba.njit(parallel=True)
+    def total(x):
+        s = 0.0
+        for i in numba.prange(x.shape[0]):
+            s += x[i]
+        return s
+    total(np.ones(4))
+
+
 @pytest.fixture
 def trial_threads():
     """generate_data is a Ray task: it sets the thread counts of the process it runs in
@@ -185,6 +199,7 @@ def trial_threads():
     import torch as th
     from rl.studies.sweep import THREAD_VARS
     env = {v: os.environ.get(v) for v in THREAD_VARS}
+    _start_numba_pool()
     torch_threads, numba_threads = th.get_num_threads(), numba.get_num_threads()
     yield
     for v, value in env.items():
