@@ -261,7 +261,8 @@ def bench() -> str:
         reps = r.get("repeats_ppo_path_steps_per_s")
         spread = f" (median of {len(reps)} interleaved repeats: {', '.join(f'{v:,.0f}' for v in reps)})" if reps else ""
         rows.append(f"| L96_1 pointwise PPO, LSTM per point, {what} ({r['paths_per_env']} paths x n_steps {r['n_steps']}, "
-                    f"batch {r['batch_size']}, {r['n_epochs']} epoch(s), {r['torch_threads']} torch / {r['env_threads']} env threads) (path-steps/s) | "
+                    f"batch {r['batch_size']}, {r['n_epochs']} epoch(s), LSTM {r['lstm_dtype']}, {r['torch_threads']} torch / "
+                    f"{r['env_threads']} env threads) (path-steps/s) | "
                     f"{r['ppo_path_steps_per_s']:,.0f}{spread} | | {r['ratio_to_env_only']:.0%} of its env-only "
                     f"{r['env_only_path_steps_per_s']:,.0f}; wall time: env.step {r['share_env_step']:.0%}, "
                     f"policy forward while collecting {r['share_policy_forward_in_rollouts']:.0%}, "
