@@ -273,15 +273,10 @@ def test_limit_threads_in_a_process_whose_numba_pool_runs_keeps_numba_compiling(
     at its next compile: limit_threads(1) in a process whose pool of 2 runs (the test session's,
     where generate_data is called directly) leaves numba able to compile, and runs on 1 thread."""
     script = """
-import numba, numpy as np
+import numba
 from rl.studies.sweep import limit_threads
-@numba.njit(parallel=True)
-def warm(x):
-    s = 0.0
-    for i in numba.prange(x.shape[0]):
-        s += x[i]
-    return s
-warm(np.ones(8))
+from test_sweep import _start_numba_pool
+_start_numba_pool()
 limit_threads(1)
 @numba.njit
 def fresh(x):
@@ -289,6 +284,7 @@ def fresh(x):
 assert fresh(1) == 2 and numba.get_num_threads() == 1
 print("ok")
 """
-    env = dict(os.environ, PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS="2", NUMBA_CACHE_DIR=str(tmp_path))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), NUMBA_NUM_THREADS="2",
+               NUMBA_CACHE_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
