@@ -305,3 +305,35 @@ def test_a_run_folder_made_before_lstm_dtype_reads_as_float32(tmp_path):
     assert old.agent.lstm_dtype == "float32" and old.hash() == cfg.hash()
     b16 = load_config(write_config(tmp_path / "b.yaml", "smoke", {"agent": {"lstm_dtype": "bfloat16"}}), "smoke")
     assert b16.hash() != cfg.hash()
+
+
+def test_optimisers_step_every_tensor_at_once_with_the_same_bits(tmp_path_factory, tmp_path):
+    """build_model's optimisers use torch's foreach kernels (PPO's policy, SAC's actor, critics and
+    entropy coefficient); one PPO update gives the same weights, bit for bit, as with torch's
+    per-parameter loop; a model resumed from a zip saved with the loop steps with foreach again."""
+    from rl.agents.policy import foreach_optimisers, optimisers
+    from rl.training.runs import load_for_resume
+    cfg, data, norm = load_smoke(smoke_workdir(tmp_path_factory))
+    cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, kind="pointwise", point_net="lstm"))
+    trained = {}
+    for foreach in (True, False):
+        venv = make_vec_env(cfg, data, norm, [1])
+        model = build_model(cfg, venv, None, "cpu", 0)
+        assert [g["foreach"] for o in optimisers(model) for g in o.param_groups] == [True]
+        for group in model.policy.optimizer.param_groups:
+            group["foreach"] = foreach
+        model.learn(model.n_steps * venv.num_envs)
+        trained[foreach] = model
+    moved = {k for k, v in trained[True].policy.state_dict().items()
+             if not th.equal(v, build_model(cfg, venv, None, "cpu", 0).policy.state_dict()[k])}
+    assert moved
+    for k, v in trained[True].policy.state_dict().items():
+        assert th.equal(v, trained[False].policy.state_dict()[k]), k
+    trained[False].save(tmp_path / "model.zip")
+    resumed = load_for_resume(cfg, tmp_path / "model.zip", tmp_path, venv, "cpu", trust=True)
+    assert all(g["foreach"] for g in resumed.policy.optimizer.param_groups)
+    sac_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, algo="sac"))
+    sac = build_model(sac_cfg, make_vec_env(sac_cfg, data, norm, [1]), None, "cpu", 0)
+    found = optimisers(sac)
+    assert len(found) == 3 and all(g["foreach"] for o in found for g in o.param_groups)
+    assert foreach_optimisers(sac) is sac
