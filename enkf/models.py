@@ -148,6 +148,14 @@ def integrate_columns(X, model_id, integrator_id, params, dt, n_steps, scratch):
 
 
 @njit(cache=True)
+def rk4_columns_generic(X, model_id, params, dt, n_steps, scratch):
+    """n_steps of rk4_step for any model, Lorenz-96 included: the unfused reference that the tests
+    and `enkfrl bench` compare lorenz96_rk4_step with."""
+    for _ in range(n_steps):
+        rk4_step(X, model_id, params, dt, scratch)
+
+
+@njit(cache=True)
 def step_columns(X, model_id, integrator_id, params, dt, n_steps):
     """integrate_columns with its own scratch space."""
     scratch = np.empty((5, X.shape[0], X.shape[1]))
