@@ -62,97 +62,29 @@ def _axpy(out, X, a, K):
 
 
 @njit(cache=True)
-def rk4_step(X, model_id, params, dt, scratch):
-    """One classical RK4 step of the column block X (n, m), in place, for any model: the
-    definition (stages k1..k4 of ``rhs``; scratch (5, n, m))."""
-    n, m = X.shape
-    k1, k2, k3, k4, tmp = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
-    rhs(model_id, params, X, k1)
-    _axpy(tmp, X, 0.5 * dt, k1)
-    rhs(model_id, params, tmp, k2)
-    _axpy(tmp, X, 0.5 * dt, k2)
-    rhs(model_id, params, tmp, k3)
-    _axpy(tmp, X, dt, k3)
-    rhs(model_id, params, tmp, k4)
-    for i in range(n):
-        for j in range(m):
-            X[i, j] += dt / 6.0 * (k1[i, j] + 2.0 * k2[i, j] + 2.0 * k3[i, j] + k4[i, j])
-
-
-@njit(cache=True)
-def _lorenz96_stage(Y, X, forcing, h, out, acc, first):
-    """k = f(Y) row by row; out = X + h k; acc = k (first stage) or acc + 2 k."""
-    n, m = Y.shape
-    for i in range(n):
-        ip1 = i + 1 if i + 1 < n else 0
-        im1 = i - 1 if i >= 1 else n - 1
-        im2 = i - 2 if i >= 2 else i - 2 + n
-        a, b, c, y, x, o, s = Y[ip1], Y[im2], Y[im1], Y[i], X[i], out[i], acc[i]
-        if first:
-            for j in range(m):
-                k = (a[j] - b[j]) * c[j] - y[j] + forcing
-                o[j] = x[j] + h * k
-                s[j] = k
-        else:
-            for j in range(m):
-                k = (a[j] - b[j]) * c[j] - y[j] + forcing
-                o[j] = x[j] + h * k
-                s[j] = s[j] + 2.0 * k
-
-
-@njit(cache=True)
-def _lorenz96_last_stage(Y, X, forcing, dt6, acc):
-    """k4 = f(Y); X += dt/6 (acc + k4) with acc = k1 + 2 k2 + 2 k3."""
-    n, m = Y.shape
-    for i in range(n):
-        ip1 = i + 1 if i + 1 < n else 0
-        im1 = i - 1 if i >= 1 else n - 1
-        im2 = i - 2 if i >= 2 else i - 2 + n
-        a, b, c, y, x, s = Y[ip1], Y[im2], Y[im1], Y[i], X[i], acc[i]
-        for j in range(m):
-            k = (a[j] - b[j]) * c[j] - y[j] + forcing
-            x[j] = x[j] + dt6 * (s[j] + k)
-
-
-@njit(cache=True)
-def lorenz96_rk4_step(X, forcing, dt, scratch):
-    """rk4_step for Lorenz-96 with the stages fused: each pass over the block computes one stage's
-    right-hand side, the next stage's state and the running sum k1 + 2 k2 + 2 k3, so a step makes
-    4 passes over 4 arrays instead of 8 over 6 (the block stays in the L1 cache for widths up to
-    ~80 columns). The same operations in the same order: bit-equal to rk4_step
-    (tests/test_models.py)."""
-    A, B, acc = scratch[0], scratch[1], scratch[2]
-    _lorenz96_stage(X, X, forcing, 0.5 * dt, A, acc, True)
-    _lorenz96_stage(A, X, forcing, 0.5 * dt, B, acc, False)
-    _lorenz96_stage(B, X, forcing, dt, A, acc, False)
-    _lorenz96_last_stage(A, X, forcing, dt / 6.0, acc)
-
-
-@njit(cache=True)
 def integrate_columns(X, model_id, integrator_id, params, dt, n_steps, scratch):
     """Advance the column block X (n, m) by n_steps steps of size dt, in place.
 
     scratch: (5, n, m) work space, so that long loops allocate nothing.
     """
     n, m = X.shape
+    k1, k2, k3, k4, tmp = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
     for _ in range(n_steps):
+        rhs(model_id, params, X, k1)
         if integrator_id == EULER:
-            rhs(model_id, params, X, scratch[0])
             for i in range(n):
                 for j in range(m):
-                    X[i, j] += dt * scratch[0, i, j]
-        elif model_id == LORENZ96:
-            lorenz96_rk4_step(X, params[0], dt, scratch)
-        else:
-            rk4_step(X, model_id, params, dt, scratch)
-
-
-@njit(cache=True)
-def rk4_columns_generic(X, model_id, params, dt, n_steps, scratch):
-    """n_steps of rk4_step for any model, Lorenz-96 included: the unfused reference that the tests
-    and `enkfrl bench` compare lorenz96_rk4_step with."""
-    for _ in range(n_steps):
-        rk4_step(X, model_id, params, dt, scratch)
+                    X[i, j] += dt * k1[i, j]
+            continue
+        _axpy(tmp, X, 0.5 * dt, k1)
+        rhs(model_id, params, tmp, k2)
+        _axpy(tmp, X, 0.5 * dt, k2)
+        rhs(model_id, params, tmp, k3)
+        _axpy(tmp, X, dt, k3)
+        rhs(model_id, params, tmp, k4)
+        for i in range(n):
+            for j in range(m):
+                X[i, j] += dt / 6.0 * (k1[i, j] + 2.0 * k2[i, j] + 2.0 * k3[i, j] + k4[i, j])
 
 
 @njit(cache=True)

@@ -247,12 +247,6 @@ def bench() -> str:
     rows.append(f"| L96_1 closed-loop env.step, one process (steps/s) | {rl['env_steps_per_s']:,.0f} | | |")
     e = rl["batched_env_only"]
     c = e["cores"]
-    if "rk4_block" in rl:
-        r = rl["rk4_block"]
-        rows.append(f"| L96_1 RK4, one column block of the batched forecast ({r['block_columns']} columns, one cycle, 1 core; "
-                    f"path-steps/s) | {r['fused_path_steps_per_s']:,.0f} with the fused step | "
-                    f"{r['generic_path_steps_per_s']:,.0f} with the generic step | "
-                    f"{r['fused_path_steps_per_s'] / r['generic_path_steps_per_s']:.2f}x |")
     rows.append(f"| L96_1 physics limit: the batched forecast kernel alone, 99 paths (path-steps/s) | "
                 f"{e['kernel_limit_1_core']:,.0f} on 1 core, {e['kernel_limit_all_cores']:,.0f} on {c} | | |")
     rows.append(f"| L96_1 closed loop, env only, a per-path loop of 4 AssimilationEnvs, 1 core (path-steps/s) | "

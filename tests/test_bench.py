@@ -42,11 +42,10 @@ def small_update(cfg):
 @pytest.fixture
 def measured(monkeypatch) -> dict:
     """Every RL measurement, run small; name -> list of what each call returned."""
-    seen = {"env": [], "ppo": [], "pointwise": [], "per_path": [], "batched": [], "limit": [], "profile": [], "rk4": []}
+    seen = {"env": [], "ppo": [], "pointwise": [], "per_path": [], "batched": [], "limit": [], "profile": []}
     env, ppo, pointwise = rl_bench._env_steps_per_s, rl_bench._ppo_speed, rl_bench.pointwise_speed
     profile = rl_bench.update_profile
     per_path, batched, limit = rl_bench.per_path_loop_speed, rl_bench.batched_loop_speed, rl_bench.kernel_limit
-    rk4 = rl_bench.rk4_fused_vs_generic
 
     def keep(name, value):
         seen[name].append(value)
@@ -61,7 +60,6 @@ def measured(monkeypatch) -> dict:
     monkeypatch.setattr(rl_bench, "batched_loop_speed", lambda cfg, data, norm, P, seconds: keep(
         "batched", batched(cfg, data, norm, P, 0.1)))
     monkeypatch.setattr(rl_bench, "kernel_limit", lambda cfg, data, P, repeats: keep("limit", limit(cfg, data, P, 1)))
-    monkeypatch.setattr(rl_bench, "rk4_fused_vs_generic", lambda cfg, data, repeats: keep("rk4", rk4(cfg, data, 2)))
     monkeypatch.setattr(rl_bench, "update_profile", lambda cfg, data, norm, device="cpu": keep(
         "profile", profile(small_update(cfg), data, norm, device)))
     return seen
@@ -108,15 +106,10 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
     variants = {"scratch": 16, "scratch_1epoch": 32, "scratch_1epoch_b1024": 32, "scratch_p32_bf16": 32}  # config.yaml: paths per env
     assert set(rl) == {"env_steps_per_s", "batched_env_only", "batched", "ppo_local", "recurrent_L96_1",
                        "recurrent_smoke", "load_average_before", "load_average_after", "batched_update_profile", "cpu_bfloat16",
-                       "rk4_block",
                        *(f"batched_{v}_all_cores" for v in variants)}
     assert rl["env_steps_per_s"] == pytest.approx(measured["env"][0])
     assert rl["cpu_bfloat16"] == {"amx_tile": th.cpu._is_amx_tile_supported(),
                                   "avx512_bf16": th.cpu._is_avx512_bf16_supported()}
-    b = rl["rk4_block"]  # one column block: the fused RK4 step beside the generic one, as measured
-    assert b == measured["rk4"][0] and b["fused_path_steps_per_s"] > 0 and b["generic_path_steps_per_s"] > 0
-    row = next(line for line in out.splitlines() if "fused / generic step" in line)
-    assert f"({b['fused_path_steps_per_s'] / b['generic_path_steps_per_s']:.2f}x)" in row, row
     e = rl["batched_env_only"]
     cores = e["cores"]
     assert e["per_path_loop_P4"] == pytest.approx(measured["per_path"][0])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rl.config import load_config
-from enkf.models import (EULER, LORENZ63, LORENZ96, RK4, lorenz63_rhs, lorenz96_rhs, rhs, rk4_columns_generic,
+from enkf.models import (EULER, LORENZ63, LORENZ96, RK4, lorenz63_rhs, lorenz96_rhs, rhs,
                          spinup_run, step_columns, step_ensemble)
 from enkf.precompute import run_path
 from enkf.system import System
@@ -150,21 +150,6 @@ def test_euler_is_first_order(model_id, params, dt):
             for h in (dt, dt / 2, dt / 4)]
     for r in (errs[0] / errs[1], errs[1] / errs[2]):
         assert 1.8 < r < 2.2, errs
-
-
-# ---- the fused Lorenz-96 RK4 step is the definition's arithmetic ------------------------------
-@pytest.mark.parametrize("n, m", [(20, 80), (20, 3), (40, 160), (5, 1)])
-def test_fused_lorenz96_rk4_is_bitwise_the_generic_rk4(n, m):
-    """integrate_columns runs Lorenz-96 RK4 through lorenz96_rk4_step (stages fused); after many
-    steps of a chaotic state every bit equals rk4_step's (rhs, axpy, then the weighted sum):
-    the stored runs, made by the generic step, are reproduced exactly."""
-    g = np.random.default_rng(n + m)
-    X0 = 8.0 + g.standard_normal((n, m))
-    fused, generic = X0.copy(), X0.copy()
-    rk4_columns_generic(generic, LORENZ96, L96_PARAMS, 0.01, 300, np.empty((5, n, m)))
-    step_columns(fused, LORENZ96, RK4, L96_PARAMS, 0.01, 300)
-    assert not np.array_equal(fused, X0)
-    assert np.array_equal(fused, generic)
 
 
 # ---- bitwise independence of the column layout -------------------------------------------------

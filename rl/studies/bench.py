@@ -33,7 +33,6 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rl.config import load_ablation, load_config
 from rl.studies.ablate import reference_data
-from enkf.models import integrate_columns, rk4_columns_generic
 from enkf.system import System
 from rl.envs.assimilation import AssimilationEnv
 from rl.envs.batched import BatchedLoop
@@ -138,31 +137,6 @@ def kernel_limit(cfg, data, P: int, repeats: int) -> float:
     for _ in range(repeats):
         system.forecast_batch(EE, cfg.train.block_columns)
     return repeats * P / (time.perf_counter() - t0)
-
-
-def rk4_fused_vs_generic(cfg, data, repeats: int) -> dict:
-    """Path-steps/s of one column block of the batched forecast (train.block_columns columns: the
-    members of block_columns // N paths) through one cycle on one core: Lorenz-96's fused RK4 step
-    (what the loop runs, enkf.models.lorenz96_rk4_step) and the generic rk4_step (the same bits).
-    Fewer paths where the data hold fewer."""
-    system = System.from_config(cfg)
-    N = cfg.filter.n_ens
-    paths = max(1, min(cfg.train.block_columns // N, len(data["initial_ensemble"])))
-    X0 = np.ascontiguousarray(data["initial_ensemble"][:paths].reshape(paths * N, -1).T)
-    scratch = np.empty((5,) + X0.shape)
-    runs = {"fused": lambda X: integrate_columns(X, system.model_id, system.integrator_id, system.params,
-                                                 system.dt, system.steps_per_cycle, scratch),
-            "generic": lambda X: rk4_columns_generic(X, system.model_id, system.params, system.dt,
-                                                     system.steps_per_cycle, scratch)}
-    best = {}
-    for _ in range(repeats):  # interleaved, the best of each
-        for name, run in runs.items():
-            X = X0.copy()
-            t0 = time.perf_counter()
-            run(X)
-            best[name] = min(best.get(name, np.inf), time.perf_counter() - t0)
-    return {"block_columns": X0.shape[1], "paths": paths,
-            **{f"{name}_path_steps_per_s": paths / t for name, t in best.items()}}
 
 
 def _pointwise_venv(cfg, data, norm) -> PointwiseVecEnv:
@@ -279,11 +253,6 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
     cores = os.cpu_count() or 1
     secs = 1 if quick else 4
     numba.set_num_threads(1)
-    rk4 = rk4_fused_vs_generic(cfg, data, 3 if quick else 20)
-    res["rk4_block"] = rk4
-    rows.append((f"L96_1 RK4, one column block ({rk4['block_columns']} columns, one cycle), 1 core: fused / generic step",
-                 f"{rk4['fused_path_steps_per_s']:,.0f} / {rk4['generic_path_steps_per_s']:,.0f} "
-                 f"({rk4['fused_path_steps_per_s'] / rk4['generic_path_steps_per_s']:.2f}x)", "path-steps/s"))
     limit1 = kernel_limit(cfg, data, 99, 2 if quick else 10)
     env_only = {"per_path_loop_P4": per_path_loop_speed(cfg, data, norm, 4, secs), "kernel_limit_1_core": limit1}
     for threads in sorted({1, cores}):
