@@ -32,6 +32,8 @@ VARIANTS=(
     "scratch_1epoch_b1024_linear:pointwise, from scratch, 1 epoch of 1024, lr to 0"
     "scratch_linear:pointwise, from scratch, lr to 0"
     "scratch_p32_bf16:pointwise, from scratch, 32 paths x 16 cycles, LSTM bfloat16"
+    "scratch_p32:"
+    "scratch_bf16:"
     "truth_scratch:"
     "scratch_mlp:"
     "local_global:local agent, one reward per cycle"
