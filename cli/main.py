@@ -249,18 +249,22 @@ def evaluate(cfg, run_dir, which, path_list, test, trust):
               help="Comma-separated clone runs whose cloned policy is the supervised reference (scratch runs).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="The results JSON to write (results/fit/<E>.json, results/fit_pointwise/<E>_<init>.json).")
+@click.option("--add-to", "add_to", default=None, type=click.Path(dir_okay=False),
+              help="An earlier record of the same setting and config: its other seeds are kept (a seed in "
+                   "--runs replaces its entry), and its supervised reference unless --supervised-from names one.")
 @click.option("--config", "config_path", default="config.yaml", show_default=True,
               help="Config whose enkf_inflation study lists the inflations a truth-reward record is compared with.")
-def report(run_list, init, supervised_from, out_path, config_path):
+def report(run_list, init, supervised_from, out_path, add_to, config_path):
     """Fit record over training seeds (docs/design.md: results format) from evaluated run folders."""
     import shlex
     import sys
     from enkf.io import atomic_write_json
-    from rl.studies.report import fit_record
+    from rl.studies.report import fit_record, read_fit_record
     t0 = time.perf_counter()
     runs = [Path(r) for r in run_list.split(",")]
     sup = [Path(r) for r in supervised_from.split(",")] if supervised_from else None
-    record = fit_record(runs, init, shlex.join(["enkfrl"] + sys.argv[1:]), 0.0, sup)
+    earlier = read_fit_record(Path(add_to)) if add_to else None
+    record = fit_record(runs, init, shlex.join(["enkfrl"] + sys.argv[1:]), 0.0, sup, earlier)
     if record["reward_target"] == "truth":  # the study's question: does it beat the EnKF it imitated?
         from rl.studies.report import compare_with_tuned_enkf
         cfg = load_run_config(runs[0] / "config.yaml")

@@ -13,7 +13,9 @@
 #   results/fit_pointwise/<E>_local_global.json    variant local_global (the local agent, one reward per cycle)
 #   docs/<E>_pointwise_curves.png           eval-path learning curves of those records
 # Usage: scripts/fit_records.sh [EXP ...]   (default: L96_1 L96_2 L96_3 L63). Settings without
-# evaluated runs are skipped with a note.
+# evaluated runs are skipped with a note. A study variant's record grows: its seeds without a run
+# folder here are kept (`enkfrl report --add-to`; a seed run again replaces its entry), and a record
+# whose config is no longer the variant's is refused (delete it to start over).
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -56,7 +58,9 @@ for exp in "${EXPS[@]}"; do
         [ -n "$runs" ] || continue
         init=scratch; [ "$variant" = local_global ] && init=clone
         sup=(); [ $init = scratch ] && [ -n "$clone" ] && sup=(--supervised-from "$clone")
-        $PYTHON -m cli.main report --runs "$runs" --init $init "${sup[@]}" --out "results/fit_pointwise/${exp}_$variant.json"
+        out="results/fit_pointwise/${exp}_$variant.json"
+        add=(); [ -f "$out" ] && add=(--add-to "$out")  # keeps the record's seeds that have no run folder here
+        $PYTHON -m cli.main report --runs "$runs" --init $init "${sup[@]}" "${add[@]}" --out "$out"
         [ -n "$label" ] && curves+=(--record "$label=results/fit_pointwise/${exp}_$variant.json")
     done
     if [ ${#curves[@]} -gt 0 ]; then

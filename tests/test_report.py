@@ -22,6 +22,7 @@ from conftest import CONFIG, copy_smoke_data
 from enkf.config import dump_config, split_config
 from rl.config import load_config
 from enkf.spinup import read_spinup
+from enkf.io import DataError
 from rl.studies.report import add_enkf_comparison, compare_with_tuned_enkf, fit_record
 from rl.training.runs import run_info
 
@@ -208,6 +209,87 @@ def test_fit_record_of_scratch_runs_takes_the_supervised_reference_from_clone_ru
     assert record["checks"]["within_1.25x_supervised"] == {"mean": True, "seeds_passing": 1, "of_seeds": 3}
     assert "below_clone" not in record["checks"] and "improvement_over_clone" not in record
     assert record["init"] == "scratch"
+
+
+def _without_provenance(record: dict) -> dict:
+    return json.loads(json.dumps({k: v for k, v in record.items() if k != "provenance"}))
+
+
+def assert_same_record(a: dict, b: dict) -> None:
+    """Equal but for provenance and float rounding (a mean taken in another order)."""
+    def same(x, y, where):
+        if isinstance(x, dict):
+            assert isinstance(y, dict) and x.keys() == y.keys(), where
+            for k in x:
+                same(x[k], y[k], f"{where}.{k}")
+        elif isinstance(x, list):
+            assert isinstance(y, list) and len(x) == len(y), where
+            for i, (u, v) in enumerate(zip(x, y)):
+                same(u, v, f"{where}[{i}]")
+        elif isinstance(x, float):
+            assert x == pytest.approx(y, rel=1e-12), where
+        else:
+            assert x == y, where
+    same(_without_provenance(a), _without_provenance(b), "record")
+
+
+@pytest.mark.parametrize("kind", ["clone", "scratch"])
+def test_a_record_grows_by_seeds_as_if_made_at_once(tmp_path, smoke_cfg, clone_runs, kind):
+    """Seed 0's record, then seeds 1 and 2 added to it (`report --add-to`, without seed 0's run
+    folder) = the record of the three runs made at once: means, std over seeds, per-path means,
+    per-seed entries, checks, the supervised reference (scratch: from the earlier record), the
+    commands that made every seed."""
+    if kind == "clone":
+        runs, init, sup = sorted(clone_runs), "clone", None
+    else:
+        runs = [make_run(tmp_path / f"scratch_s{s}", smoke_cfg, s, SCRATCH, CURVES[s]) for s in (0, 1, 2)]
+        init, sup = "scratch", clone_runs
+    at_once = fit_record(runs, init, "cmd", 1.0, sup)
+    first = json.loads(json.dumps(fit_record(runs[:1], init, "cmd0", 1.0, sup)))
+    grown = fit_record(runs[1:], init, "cmd12", 1.0, None, earlier=first)
+    assert grown["seeds"] == [0, 1, 2]
+    assert_same_record(grown, at_once)
+    assert grown["checks"] == at_once["checks"] and grown["checks"]["completes_every_path"]["of_seeds"] == 3
+    made = grown["provenance"]["command"].split(" ; ")
+    assert made[:3] == at_once["provenance"]["command"].split(" ; ")[:3] and made[3] == "cmd12"
+    assert grown["provenance"]["config_hash"] == at_once["provenance"]["config_hash"]  # seed 0's config
+    # a seed among the new runs replaces its earlier entry
+    again = make_run(tmp_path / "again_s0", smoke_cfg, 0, ALL if kind == "clone" else SCRATCH, CURVES[0])
+    replaced = fit_record([again], init, "cmd", 1.0, None, earlier=json.loads(json.dumps(at_once)))
+    assert replaced["seeds"] == [0, 1, 2]
+    assert [e["run_dir"] for e in replaced["per_seed"]] == [str(again), str(runs[1]), str(runs[2])]
+
+
+def test_adding_seeds_to_a_record_of_another_setting_config_or_test_set_is_refused(tmp_path, smoke_cfg, clone_runs):
+    record = json.loads(json.dumps(fit_record(clone_runs[:1], "clone", "cmd", 1.0)))
+    other_lr = dataclasses.replace(smoke_cfg, ppo=dataclasses.replace(smoke_cfg.ppo, learning_rate=0.123))
+    lr_run = make_run(tmp_path / "lr_s1", other_lr, 1, ALL, CURVES[1])
+    with pytest.raises(DataError, match=r"another config \(ppo.learning_rate differ\)"):
+        fit_record([lr_run], "clone", "cmd", 1.0, None, earlier=record)
+    study_run = make_run(tmp_path / "study_s1", smoke_cfg, 1, ALL, CURVES[1],
+                         command="enkfrl train --exp smoke --study fit_study --variant v1 --seed 1")
+    with pytest.raises(DataError, match="the earlier record is of study None, the runs of fit_study"):
+        fit_record([study_run], "clone", "cmd", 1.0, None, earlier=record)
+    other_test = json.loads(json.dumps(record))
+    other_test["test"]["spinup_seed"] += 1
+    with pytest.raises(DataError, match="another test set"):
+        fit_record([clone_runs[1]], "clone", "cmd", 1.0, None, earlier=other_test)
+
+
+def test_report_add_to_through_the_cli(smoke_dir, smoke_cfg, monkeypatch):
+    monkeypatch.chdir(smoke_dir)
+    runs = [make_run(smoke_dir / f"logs/smoke/s{s}", smoke_cfg, s, ALL, CURVES[s]) for s in (0, 1)]
+    out = "results/fit/smoke.json"
+    assert CliRunner().invoke(main, ["report", "--runs", str(runs[0]), "--init", "clone", "--out", out]).exit_code == 0
+    result = CliRunner().invoke(main, ["report", "--runs", str(runs[1]), "--init", "clone", "--add-to", out,
+                                       "--out", out])
+    assert result.exit_code == 0, (result.output, result.exception)
+    record = json.loads((smoke_dir / out).read_text())
+    assert record["seeds"] == [0, 1] and record["checks"]["below_copy_obs"]["of_seeds"] == 2
+    assert_same_record(record, fit_record(runs, "clone", "", 0.0))
+    bad = CliRunner().invoke(main, ["report", "--runs", str(runs[1]), "--init", "clone", "--add-to", "nope.json",
+                                    "--out", out])
+    assert bad.exit_code == 1 and "nope.json not found" in bad.output
 
 
 def test_add_enkf_comparison_checks_against_the_stored_and_the_best_inflation():

@@ -8,6 +8,7 @@ averaged over the seeds; every acceptance check is evaluated on that mean and co
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -138,29 +139,100 @@ def _mean_over(values: list[float]) -> dict:
     return {"mean": float(a.mean()), "std": float(a.std())}
 
 
+def _evaluated_command(r: dict) -> str:
+    return f"{r['command']} && enkfrl evaluate --run {r['run_dir']}"
+
+
+def earlier_seeds(record: dict, setting: dict, cfg: Config, test_paths: list[str], test_seed: int,
+                  replaced: set[int]) -> list[dict]:
+    """The seeds of an earlier record of the same setting, as the run summaries fit_record reads,
+    without those in `replaced` (seeds whose new runs take their place): a record grows by seeds
+    without the folders of its earlier runs, which stay named in its per_seed entries and its
+    command. The record must be of the same experiment, study and variant, made with the same
+    config but for train.seed, on the same test paths; anything else is refused in one line.
+    Per test path the record keeps only the mean over its seeds (test.per_path_rl): each earlier
+    seed stands for that mean there, so the mean over all seeds is the seed-weighted one."""
+    for key in ("experiment", "study", "variant"):
+        if record.get(key) != setting[key]:
+            raise DataError(f"the earlier record is of {key} {record.get(key)}, the runs of {setting[key]}: "
+                            f"a record is over the seeds of one setting")
+    try:
+        theirs = json.loads(json.dumps(record["provenance"]["config"]))
+        per_seed, test = record["per_seed"], record["test"]
+        per_path = test["per_path_rl"]
+        commands = record["provenance"]["command"].split(" ; ")
+    except (KeyError, TypeError):
+        raise DataError("the earlier record is not a fit record written by `enkfrl report`") from None
+    ours = cfg.to_dict()
+    for c in (theirs, ours):
+        c["train"].pop("seed", None)
+    if theirs != ours:
+        keys = sorted(_differing_keys(theirs, ours))
+        raise DataError(f"the earlier record's runs were made with another config ({', '.join(keys[:5])} differ): "
+                        f"write a new record from runs of this config")
+    if (test["n_paths"], test["spinup_seed"]) != (len(test_paths), test_seed):
+        raise DataError(f"the earlier record was measured on another test set ({test['n_paths']} paths, spin-up "
+                        f"seed {test['spinup_seed']}) than the runs ({len(test_paths)} paths, seed {test_seed})")
+    kept = []
+    for entry in per_seed:
+        if entry["seed"] in replaced:
+            continue
+        evaluated = f" && enkfrl evaluate --run {entry['run_dir']}"
+        made = [c for c in commands if c.endswith(evaluated)]
+        if not made:
+            raise DataError(f"the earlier record's command does not name how seed {entry['seed']} was made")
+        seed_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=entry["seed"]))
+        kept.append(dict(entry, cfg=seed_cfg, command=made[0][:-len(evaluated)],
+                         test=json.loads(json.dumps(entry["test"])),
+                         test_n_paths=test["n_paths"], test_seed=test["spinup_seed"],
+                         test_paths={p: {"rl": {k: per_path[k][i] for k in per_path}}
+                                     for i, p in enumerate(test_paths)}))
+    return kept
+
+
+def _differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _differing_keys(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            out.append(prefix + k)
+    return out
+
+
 def fit_record(run_dirs: list[Path], init: str, command: str, wall_s: float,
-               supervised_runs: list[Path] | None = None) -> dict:
+               supervised_runs: list[Path] | None = None, earlier: dict | None = None) -> dict:
     """The record of one setting (study and variant from the runs' run.json) over its seeds.
     `supervised_runs`: clone runs whose cloned policy is the supervised reference when these runs
-    have none (PPO from scratch)."""
+    have none (PPO from scratch). `earlier`: a record of the same setting whose other seeds the
+    new record keeps (earlier_seeds), with its supervised reference unless supervised_runs names one."""
     from enkf.io import provenance
     setting = select_runs(run_dirs)
     study, variant = setting["study"], setting["variant"]
     runs = sorted((run_summary(d) for d in run_dirs), key=lambda r: r["seed"])
-    # how every number was made: each run's training and evaluation, then this report
-    command = " ; ".join([f"{r['command']} && enkfrl evaluate --run {r['run_dir']}" for r in runs] + [command])
-    cfg: Config = runs[0]["cfg"]
-    seeds = [r["seed"] for r in runs]
+    test_paths = sorted(runs[0]["test_paths"], key=int)
+    kept = earlier_seeds(earlier, setting, runs[0]["cfg"], test_paths, runs[0]["test_seed"],
+                         {r["seed"] for r in runs}) if earlier else []
     sup_source = None
     if "supervised" not in runs[0]["test"]:
+        reference = None
         if supervised_runs:
             select_runs(supervised_runs)
             sup = [run_summary(d) for d in supervised_runs]
             sup_source = [s["run_dir"] for s in sup]
-            sup_test = float(np.mean([s["test"]["supervised"]["rmse_norm_vs_enkf"] for s in sup]))
-            sup_truth = float(np.mean([s["test"]["supervised"]["rmse_vs_truth"] for s in sup]))
-            for r in runs:
-                r["test"]["supervised"] = {"rmse_norm_vs_enkf": sup_test, "rmse_vs_truth": sup_truth}
+            reference = {"rmse_norm_vs_enkf": float(np.mean([s["test"]["supervised"]["rmse_norm_vs_enkf"] for s in sup])),
+                         "rmse_vs_truth": float(np.mean([s["test"]["supervised"]["rmse_vs_truth"] for s in sup]))}
+        elif kept and "supervised" in earlier:
+            reference = {k: earlier["supervised"][k] for k in ("rmse_norm_vs_enkf", "rmse_vs_truth")}
+            sup_source = earlier["supervised"].get("from_runs")
+        if reference:
+            for r in runs + kept:
+                r["test"]["supervised"] = dict(reference)
+    runs = sorted(runs + kept, key=lambda r: r["seed"])
+    # how every number was made: each run's training and evaluation, then this report
+    command = " ; ".join([_evaluated_command(r) for r in runs] + [command])
+    cfg: Config = runs[0]["cfg"]
+    seeds = [r["seed"] for r in runs]
     actors = [a for a in ACTORS if all(a in r["test"] for r in runs)]
 
     def mean_test(actor, key):
@@ -195,7 +267,7 @@ def fit_record(run_dirs: list[Path], init: str, command: str, wall_s: float,
         record["test"][a] = {k: _mean_over([r["test"][a][k] for r in runs])
                              for k in ("rmse_norm_vs_enkf", "rmse_vs_truth") if k in runs[0]["test"][a]}
     record["test"]["per_path_rl"] = {
-        k: [float(np.mean([r["test_paths"][p]["rl"][k] for r in runs])) for p in sorted(runs[0]["test_paths"], key=int)]
+        k: [float(np.mean([r["test_paths"][p]["rl"][k] for r in runs])) for p in test_paths]
         for k in ("rmse_norm_vs_enkf", "rmse_vs_truth")}
     record["per_seed"] = [{"seed": r["seed"], "run_dir": r["run_dir"], "train_steps": r["train_steps"],
                            "train_wall_s": r["train_wall_s"], "path_steps_per_s": r["path_steps_per_s"],
