@@ -132,6 +132,15 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
         shares = pw["share_env_step"] + pw["share_policy_forward_in_rollouts"] + pw["share_ppo_updates"]
         assert shares == pytest.approx(1.0) and 0 < pw["share_env_step"] < 1
     assert rl["batched"]["paths_per_env"] == 2
+    for pw in (rl["batched"], *(rl[f"batched_{v}_all_cores"] for v in variants)):  # work x rate / time share
+        policy = pw["flop_policy_rollout_per_path_step"] + pw["flop_policy_update_per_path_step"]
+        assert pw["gflop_per_s_policy"] == pytest.approx(
+            policy * pw["ppo_path_steps_per_s"] / (1 - pw["share_env_step"]) / 1e9, rel=1e-9)
+        assert pw["gflop_per_s_forecast_in_env_step"] == pytest.approx(
+            pw["flop_forecast_per_path_step"] * pw["ppo_path_steps_per_s"] / pw["share_env_step"] / 1e9, rel=1e-9)
+    forecast = rl["batched"]["flop_forecast_per_path_step"]
+    assert e["kernel_limit_gflop_per_s_all_cores"] == pytest.approx(e["kernel_limit_all_cores"] * forecast / 1e9)
+    assert e["kernel_limit_gflop_per_s_1_core"] == pytest.approx(e["kernel_limit_1_core"] * forecast / 1e9)
     for v, paths in variants.items():  # the printed row is the record's
         pw = rl[f"batched_{v}_all_cores"]
         assert pw["paths_per_env"] == paths
@@ -172,3 +181,22 @@ def test_a_bench_row_is_the_repeat_of_median_speed():
         rows = [{"ppo_path_steps_per_s": v, "share_env_step": v / 10} for v in speeds]
         assert rl_bench.median_repeat(rows) == {"ppo_path_steps_per_s": 1400.0, "share_env_step": 140.0}
     assert rl_bench.median_repeat(rows[1:])["ppo_path_steps_per_s"] == 900.0  # even count: the lower middle
+
+
+def test_work_per_path_step_counted_by_hand():
+    """L96_1: 20 members x 400 RK4 steps x 20 variables x 29 flop = 4,640,000. Per agent-step the
+    LSTM's gates over 3 cycles, 3 x 4 x 2 x (36 inputs + 64 hidden) x 64 = 153,600, and two heads
+    64 -> 64 -> 64 -> 1, 2 x (4096 + 4096 + 64) = 16,512 each: 186,624, x 20 points = 3,732,480 a
+    path-step; the update 3 forward-equivalents per epoch. The MLP per point reads the 3 x 36
+    window flattened: heads 2 x (108 x 64 + 4096 + 64) = 22,144 each."""
+    from rl.config import load_config
+    from conftest import CONFIG
+    cfg = load_config(CONFIG, "L96_1")
+    cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, n_epochs=2))
+    assert rl_bench.work_per_path_step(cfg) == {"flop_forecast_per_path_step": 4_640_000,
+                                                "flop_policy_rollout_per_path_step": 3_732_480,
+                                                "flop_policy_update_per_path_step": 6 * 3_732_480}
+    mlp = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, point_net="mlp"))
+    assert rl_bench.work_per_path_step(mlp)["flop_policy_rollout_per_path_step"] == 20 * 2 * 22_144
+    with pytest.raises(ValueError):
+        rl_bench.work_per_path_step(load_config(CONFIG, "L63"))

@@ -147,6 +147,40 @@ def _pointwise_venv(cfg, data, norm) -> PointwiseVecEnv:
     return PointwiseVecEnv(cfg, data, norm, paths, M, cfg.train.seed)
 
 
+L96_RK4_FLOP_PER_VARIABLE = 4 * 4 + 3 * 2 + 7
+"""Floating-point operations of one Lorenz-96 RK4 step per variable: four right-hand sides
+((x[i+1] - x[i-2]) x[i-1] - x[i] + F: 4 each), three stage states (x + c k: 2 each) and the step
+(x + dt/6 (k1 + 2 k2 + 2 k3 + k4): 7)."""
+
+
+def _dense_flop(sizes: list[int]) -> int:
+    return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def work_per_path_step(cfg) -> dict:
+    """Floating-point operations of one path-step of pointwise PPO on a Lorenz-96 RK4 experiment,
+    counted from the config: the forecast (N members x steps_per_cycle RK4 steps x n variables),
+    the policy's forward pass over the path-step's n agent-steps in the rollout (the window LSTM's
+    matrix products over its W cycles, the policy and value heads), and PPO's update of them
+    (n_epochs passes of forward and backward, the backward counted as two forwards). Left out:
+    the analysis (a few kflop against the forecast's millions), the features, gates and losses."""
+    if (cfg.model.name, cfg.model.integrator) != ("lorenz96", "rk4") or cfg.agent.kind != "pointwise":
+        raise ValueError("work_per_path_step counts the pointwise agent on a Lorenz-96 RK4 experiment")
+    from rl.envs.pointwise import point_observation_space
+    a = cfg.agent
+    W, F = point_observation_space(cfg).shape
+    if a.point_net == "lstm":
+        h = a.lstm_hidden
+        extractor = W * sum(4 * _dense_flop([(F if layer == 0 else h) + h, h]) for layer in range(a.lstm_layers))
+    else:
+        h, extractor = W * F, 0
+    heads = _dense_flop([h, *a.pi_arch, 1]) + _dense_flop([h, *a.vf_arch, 1])
+    forward = cfg.model.n * (extractor + heads)
+    return {"flop_forecast_per_path_step": cfg.filter.n_ens * cfg.steps_per_cycle * cfg.model.n * L96_RK4_FLOP_PER_VARIABLE,
+            "flop_policy_rollout_per_path_step": forward,
+            "flop_policy_update_per_path_step": cfg.ppo.n_epochs * 3 * forward}
+
+
 def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: str = "cpu") -> dict:
     """The pointwise agent on its vectorised env (M = train.paths_per_env path slots of the batched
     loop x n points): the env-only limit (fixed zero action), PPO path-steps/s over `rollouts`
@@ -170,7 +204,11 @@ def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: 
     wall = time.perf_counter() - t0
     env_s = venv.pop_step_seconds()
     ppo = model.num_timesteps / n / wall
-    return {"paths_per_env": M, "point_net": cfg.agent.point_net, "env_only_path_steps_per_s": env_only,
+    work = work_per_path_step(cfg)
+    policy_flop = work["flop_policy_rollout_per_path_step"] + work["flop_policy_update_per_path_step"]
+    rates = {"gflop_per_s_forecast_in_env_step": work["flop_forecast_per_path_step"] * ppo * wall / env_s / 1e9,
+             "gflop_per_s_policy": policy_flop * ppo * wall / (wall - env_s) / 1e9}
+    return {**work, **rates, "paths_per_env": M, "point_net": cfg.agent.point_net, "env_only_path_steps_per_s": env_only,
             "ppo_path_steps_per_s": ppo, "ratio_to_env_only": ppo / env_only,
             "share_env_step": env_s / wall, "share_policy_forward_in_rollouts": (phases.rollout_s - env_s) / wall,
             "share_ppo_updates": (wall - phases.rollout_s) / wall, "torch_threads": th.get_num_threads(),
@@ -260,9 +298,15 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
         for P in (4, 32, 99):
             env_only[f"batched_P{P}_threads{threads}"] = batched_loop_speed(cfg, data, norm, P, secs)
     env_only["kernel_limit_all_cores"] = kernel_limit(cfg, data, 99, 2 if quick else 10)
+    forecast_flop = work_per_path_step(cfg)["flop_forecast_per_path_step"]
+    env_only["kernel_limit_gflop_per_s_1_core"] = limit1 * forecast_flop / 1e9
+    env_only["kernel_limit_gflop_per_s_all_cores"] = env_only["kernel_limit_all_cores"] * forecast_flop / 1e9
     res["batched_env_only"] = dict(env_only, cores=cores)
     rows.append(("L96_1 physics limit: batched forecast kernel alone, 99 paths, 1 core / all cores",
                  f"{limit1:,.0f} / {env_only['kernel_limit_all_cores']:,.0f}", "path-steps/s"))
+    rows.append(("  its arithmetic (RK4 flop counted per path-step), 1 core / all cores",
+                 f"{env_only['kernel_limit_gflop_per_s_1_core']:.1f} / {env_only['kernel_limit_gflop_per_s_all_cores']:.1f}",
+                 "GFLOP/s"))
     rows.append(("L96_1 env only, per-path loop of 4 AssimilationEnvs, 1 core",
                  f"{env_only['per_path_loop_P4']:,.0f}", "path-steps/s"))
     for P in (4, 32, 99):
@@ -305,6 +349,10 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
                      f"{sc['env_only_path_steps_per_s']:,.0f}; {sc['share_env_step']:.0%} / "
                      f"{sc['share_policy_forward_in_rollouts']:.0%} / {sc['share_ppo_updates']:.0%}; "
                      + " ".join(f"{m['ppo_path_steps_per_s']:,.0f}" for m in measured), ""))
+        rows.append(("  its work per path-step, forecast / policy (rollout + update); achieved in env.step / policy",
+                     f"{sc['flop_forecast_per_path_step'] / 1e6:.1f} / "
+                     f"{(sc['flop_policy_rollout_per_path_step'] + sc['flop_policy_update_per_path_step']) / 1e6:.1f}"
+                     f" Mflop; {sc['gflop_per_s_forecast_in_env_step']:.0f} / {sc['gflop_per_s_policy']:.0f} GFLOP/s", ""))
     bf = res["cpu_bfloat16"]
     rows.append(("  this CPU's bfloat16 units (agent.lstm_dtype): AMX tiles / AVX-512 BF16",
                  f"{'yes' if bf['amx_tile'] else 'no'} / {'yes' if bf['avx512_bf16'] else 'no'}", ""))
