@@ -134,6 +134,7 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
     assert rl["batched"]["paths_per_env"] == 2
     for pw in (rl["batched"], *(rl[f"batched_{v}_all_cores"] for v in variants)):  # work x rate / time share
         policy = pw["flop_policy_rollout_per_path_step"] + pw["flop_policy_update_per_path_step"]
+        assert pw["flop_policy_per_path_step"] == policy
         assert pw["gflop_per_s_policy"] == pytest.approx(
             policy * pw["ppo_path_steps_per_s"] / (1 - pw["share_env_step"]) / 1e9, rel=1e-9)
         assert pw["gflop_per_s_forecast_in_env_step"] == pytest.approx(
@@ -195,7 +196,8 @@ def test_work_per_path_step_counted_by_hand():
     cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, n_epochs=2))
     assert rl_bench.work_per_path_step(cfg) == {"flop_forecast_per_path_step": 4_640_000,
                                                 "flop_policy_rollout_per_path_step": 3_732_480,
-                                                "flop_policy_update_per_path_step": 6 * 3_732_480}
+                                                "flop_policy_update_per_path_step": 6 * 3_732_480,
+                                                "flop_policy_per_path_step": 7 * 3_732_480}
     mlp = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, point_net="mlp"))
     assert rl_bench.work_per_path_step(mlp)["flop_policy_rollout_per_path_step"] == 20 * 2 * 22_144
     with pytest.raises(ValueError):
