@@ -106,6 +106,7 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
     variants = {"scratch": 16, "scratch_1epoch": 32, "scratch_1epoch_b1024": 32, "scratch_p32_bf16": 32}  # config.yaml: paths per env
     assert set(rl) == {"env_steps_per_s", "batched_env_only", "batched", "ppo_local", "recurrent_L96_1",
                        "recurrent_smoke", "load_average_before", "load_average_after", "batched_update_profile", "cpu_bfloat16",
+                       "matmul_gflop_per_s_all_cores",
                        *(f"batched_{v}_all_cores" for v in variants)}
     assert rl["env_steps_per_s"] == pytest.approx(measured["env"][0])
     assert rl["cpu_bfloat16"] == {"amx_tile": th.cpu._is_amx_tile_supported(),
@@ -139,6 +140,10 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
             policy * pw["ppo_path_steps_per_s"] / (1 - pw["share_env_step"]) / 1e9, rel=1e-9)
         assert pw["gflop_per_s_forecast_in_env_step"] == pytest.approx(
             pw["flop_forecast_per_path_step"] * pw["ppo_path_steps_per_s"] / pw["share_env_step"] / 1e9, rel=1e-9)
+    mm = rl["matmul_gflop_per_s_all_cores"]
+    assert set(mm) == {"float32", "bfloat16"} and min(mm.values()) > 0
+    row = next(line for line in out.splitlines() if "2048 x 2048 matrix product" in line)
+    assert f"{mm['float32']:.0f} / {mm['bfloat16']:.0f}" in row, row
     forecast = rl["batched"]["flop_forecast_per_path_step"]
     assert e["kernel_limit_gflop_per_s_all_cores"] == pytest.approx(e["kernel_limit_all_cores"] * forecast / 1e9)
     assert e["kernel_limit_gflop_per_s_1_core"] == pytest.approx(e["kernel_limit_1_core"] * forecast / 1e9)

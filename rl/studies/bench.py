@@ -8,8 +8,10 @@
        time goes; the same for each from-scratch variant on every core (3 interleaved repeats,
        the median recorded with all repeats beside it); what one PPO update of the fastest
        fit-keeping variant spends its time on (torch's profiler: the LSTM's kernels, the dense
-       layers, the optimiser, other ops, outside torch); the local agent's PPO steps/s (its
-       env.step share)
+       layers, the optimiser, other ops, outside torch); the work of a path-step counted from the
+       config (work_per_path_step) and the arithmetic rates the measured shares imply, beside
+       one large matrix product's rate on the same cores (matmul_rate); the local agent's PPO
+       steps/s (its env.step share)
     g. RecurrentPPO steps/s with upstream's RecurrentActorCriticPolicy against ours
        (FastRecurrentPolicy), same config and seed, on L96_1 (1000-cycle episodes) and on
        smoke (60-cycle episodes: many episode starts per minibatch, upstream's slow case)
@@ -271,6 +273,17 @@ def update_profile(cfg, data, norm, device: str = "cpu") -> dict:
             "share_outside_torch_ops": outside / total}
 
 
+def matmul_rate(dtype: th.dtype, size: int, repeats: int) -> float:
+    """GFLOP/s of one large square matrix product (size x size) in dtype with torch's current
+    threads: what the cores' dense arithmetic reaches, the reference for the policy's rate."""
+    a, b = th.randn(size, size).to(dtype), th.randn(size, size).to(dtype)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size ** 3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
 def median_repeat(measured: list[dict]) -> dict:
     """The measurement of median PPO path-steps/s among repeats (the lower middle of an even count)."""
     order = sorted(measured, key=lambda m: m["ppo_path_steps_per_s"])
@@ -353,6 +366,11 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
                      f"{sc['flop_forecast_per_path_step'] / 1e6:.1f} / "
                      f"{sc['flop_policy_per_path_step'] / 1e6:.1f}"
                      f" Mflop; {sc['gflop_per_s_forecast_in_env_step']:.0f} / {sc['gflop_per_s_policy']:.0f} GFLOP/s", ""))
+    res["matmul_gflop_per_s_all_cores"] = {"float32": matmul_rate(th.float32, 2048, 2 if quick else 20),
+                                            "bfloat16": matmul_rate(th.bfloat16, 2048, 2 if quick else 20)}
+    mm = res["matmul_gflop_per_s_all_cores"]
+    rows.append((f"  one 2048 x 2048 matrix product, {cores} torch threads: float32 / bfloat16",
+                 f"{mm['float32']:.0f} / {mm['bfloat16']:.0f}", "GFLOP/s"))
     bf = res["cpu_bfloat16"]
     rows.append(("  this CPU's bfloat16 units (agent.lstm_dtype): AMX tiles / AVX-512 BF16",
                  f"{'yes' if bf['amx_tile'] else 'no'} / {'yes' if bf['avx512_bf16'] else 'no'}", ""))
