@@ -54,14 +54,15 @@ for exp in "${EXPS[@]}"; do
     [ -f "results/fit_pointwise/${exp}_clone.json" ] && curves+=(--record "pointwise, from the clone=results/fit_pointwise/${exp}_clone.json")
     for entry in "${VARIANTS[@]}"; do
         variant=${entry%%:*} label=${entry#*:}
-        runs=$(runs_of "$exp" --study pointwise --variant "$variant")
-        [ -n "$runs" ] || continue
-        init=scratch; [ "$variant" = local_global ] && init=clone
-        sup=(); [ $init = scratch ] && [ -n "$clone" ] && sup=(--supervised-from "$clone")
         out="results/fit_pointwise/${exp}_$variant.json"
-        add=(); [ -f "$out" ] && add=(--add-to "$out")  # keeps the record's seeds that have no run folder here
-        $PYTHON -m cli.main report --runs "$runs" --init $init "${sup[@]}" "${add[@]}" --out "$out"
-        [ -n "$label" ] && curves+=(--record "$label=results/fit_pointwise/${exp}_$variant.json")
+        runs=$(runs_of "$exp" --study pointwise --variant "$variant")
+        if [ -n "$runs" ]; then
+            init=scratch; [ "$variant" = local_global ] && init=clone
+            sup=(); [ $init = scratch ] && [ -n "$clone" ] && sup=(--supervised-from "$clone")
+            add=(); [ -f "$out" ] && add=(--add-to "$out")  # keeps the record's seeds that have no run folder here
+            $PYTHON -m cli.main report --runs "$runs" --init $init "${sup[@]}" "${add[@]}" --out "$out"
+        fi
+        [ -n "$label" ] && [ -f "$out" ] && curves+=(--record "$label=$out")  # a record drawn with or without its runs here
     done
     if [ ${#curves[@]} -gt 0 ]; then
         $PYTHON -m cli.main curves "${curves[@]}" --title "$exp: PPO on the eval path" --out "docs/${exp}_pointwise_curves.png"
