@@ -75,7 +75,7 @@ def headline() -> str:
     return "\n".join(rows) if len(rows) > 2 else NOT_MEASURED
 
 
-FIT_SCRATCH_VARIANTS = SCRATCH_VARIANTS + ("scratch_1epoch_b1024_linear", "scratch_linear", "scratch_p32", "scratch_bf16")
+FIT_SCRATCH_VARIANTS = SCRATCH_VARIANTS + ("scratch_1epoch_b1024_linear", "scratch_linear", "scratch_bf16")
 """The from-scratch variants of the pointwise study with a fit row: the bench's (their speeds),
 those that only anneal the learning rate (the same speed per path-step as their constant twin) and
 the two that each take one of scratch_p32_bf16's changes (its L96_3 gap)."""

@@ -103,7 +103,8 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
 
     # RL: the recorded numbers are what the measurements returned, the ratios are theirs
     rl = res["rl"]
-    variants = {"scratch": 16, "scratch_1epoch": 32, "scratch_1epoch_b1024": 32, "scratch_p32_bf16": 32}  # config.yaml: paths per env
+    variants = {"scratch": 16, "scratch_1epoch": 32, "scratch_1epoch_b1024": 32, "scratch_p32": 32,
+                "scratch_p32_bf16": 32}  # config.yaml: paths per env
     assert set(rl) == {"env_steps_per_s", "batched_env_only", "batched", "ppo_local", "recurrent_L96_1",
                        "recurrent_smoke", "load_average_before", "load_average_after", "batched_update_profile", "cpu_bfloat16",
                        "matmul_gflop_per_s_all_cores",

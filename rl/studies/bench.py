@@ -219,12 +219,12 @@ def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: 
             "device": device}
 
 
-SCRATCH_VARIANTS = ("scratch", "scratch_1epoch", "scratch_1epoch_b1024", "scratch_p32_bf16")
+SCRATCH_VARIANTS = ("scratch", "scratch_1epoch", "scratch_1epoch_b1024", "scratch_p32", "scratch_p32_bf16")
 """The pointwise study's from-scratch PPO settings the bench measures (results/bench.json:
 batched_<variant>_all_cores): scratch (16 paths x 32 cycles a rollout, 2 epochs of 2048-sample
 minibatches), scratch_1epoch (32 paths, 1 epoch of 2048), scratch_1epoch_b1024 (32 paths, 1 epoch
-of 1024: the gradient steps per sample of scratch) and scratch_p32_bf16 (scratch's rollout size
-and epochs as 32 paths x 16 cycles, the LSTM in bfloat16)."""
+of 1024: the gradient steps per sample of scratch), scratch_p32 (scratch's rollout size and epochs
+as 32 paths x 16 cycles) and scratch_p32_bf16 (that, the LSTM in bfloat16)."""
 
 
 SCRATCH_REPEATS = 3
