@@ -141,17 +141,17 @@ def spinup_hash(cfg: DAConfig) -> str:
     return hash_of(spinup_settings(cfg))
 
 
-def stale_keys(stored: dict, current: dict, prefix: str = "") -> list[str]:
+def stale_keys(stored: dict, current: dict, prefix: str = "", ignored: tuple = NO_DATA_EFFECT) -> list[str]:
     """Dotted keys whose value differs between a file's stored settings and the config's (keys
-    in NO_DATA_EFFECT ignored): empty when the file is up to date."""
+    in `ignored`, by default NO_DATA_EFFECT, left out): empty when the file is up to date."""
     diff = []
     for k in sorted(set(stored) | set(current)):
         key = f"{prefix}{k}"
-        if key in NO_DATA_EFFECT:
+        if key in ignored:
             continue
         a, b = stored.get(k), current.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
-            diff += stale_keys(a, b, key + ".")
+            diff += stale_keys(a, b, key + ".", ignored)
         elif a != b:
             diff.append(key)
     return diff

@@ -78,7 +78,8 @@ def headline() -> str:
 FIT_SCRATCH_VARIANTS = SCRATCH_VARIANTS + ("scratch_1epoch_b1024_linear", "scratch_linear", "scratch_bf16")
 """The from-scratch variants of the pointwise study with a fit row: the bench's (their speeds),
 those that only anneal the learning rate (the same speed per path-step as their constant twin) and
-the two that each take one of scratch_p32_bf16's changes (its L96_3 gap)."""
+scratch_bf16, which with the bench's scratch_p32 takes one of scratch_p32_bf16's changes each (its
+L96_3 gap)."""
 
 
 def fit_pointwise() -> str:

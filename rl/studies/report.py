@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rl.config import Config
+from enkf.config import stale_keys
 from enkf.io import DataError
 
 ACTORS = ("rl", "supervised", "copy_obs", "no_da", "enkf_replica")
@@ -166,8 +167,8 @@ def earlier_seeds(record: dict, setting: dict, cfg: Config, test_paths: list[str
     ours = cfg.to_dict()
     for c in (theirs, ours):
         c["train"].pop("seed", None)
-    if theirs != ours:
-        keys = sorted(_differing_keys(theirs, ours))
+    keys = stale_keys(theirs, ours, ignored=())
+    if keys:
         raise DataError(f"the earlier record's runs were made with another config ({', '.join(keys[:5])} differ): "
                         f"write a new record from runs of this config")
     if (test["n_paths"], test["spinup_seed"]) != (len(test_paths), test_seed):
@@ -188,16 +189,6 @@ def earlier_seeds(record: dict, setting: dict, cfg: Config, test_paths: list[str
                          test_paths={p: {"rl": {k: per_path[k][i] for k in per_path}}
                                      for i, p in enumerate(test_paths)}))
     return kept
-
-
-def _differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            out += _differing_keys(a[k], b[k], f"{prefix}{k}.")
-        elif a.get(k) != b.get(k):
-            out.append(prefix + k)
-    return out
 
 
 def fit_record(run_dirs: list[Path], init: str, command: str, wall_s: float,
