@@ -260,6 +260,28 @@ def test_a_record_grows_by_seeds_as_if_made_at_once(tmp_path, smoke_cfg, clone_r
     assert [e["run_dir"] for e in replaced["per_seed"]] == [str(again), str(runs[1]), str(runs[2])]
 
 
+def test_reporting_the_same_runs_onto_their_record_again_changes_nothing(tmp_path, smoke_cfg):
+    """fit_records.sh reports every setting onto its record each time it runs: seeds 1 and 2 again
+    onto the grown record = the record made at once, per test path too, whether the record keeps
+    each seed's test-path values or (a record made before it did) only their mean over seeds. A
+    seed replaced by another run in such an older record is refused: its values are unknown."""
+    runs = [make_run(tmp_path / f"s{s}", smoke_cfg, s, ALL, CURVES[s]) for s in (0, 1, 2)]
+    at_once = fit_record(runs, "clone", "cmd", 1.0)
+    first = json.loads(json.dumps(fit_record(runs[:1], "clone", "cmd0", 1.0)))
+    grown = json.loads(json.dumps(fit_record(runs[1:], "clone", "cmd12", 1.0, None, earlier=first)))
+    again = fit_record(runs[1:], "clone", "cmd12", 1.0, None, earlier=grown)
+    assert_same_record(again, at_once)
+    older = json.loads(json.dumps(grown))
+    for entry in older["per_seed"]:
+        del entry["per_path_rl"]
+    assert_same_record(fit_record(runs[1:], "clone", "cmd12", 1.0, None, earlier=older), at_once)
+    rerun = make_run(tmp_path / "rerun_s1", smoke_cfg, 1, ALL, CURVES[1])
+    with pytest.raises(DataError, match="seed 1 of the earlier record was made by another run"):
+        fit_record([rerun, runs[2]], "clone", "cmd", 1.0, None, earlier=older)
+    # with each seed's values kept, another run of seed 1 simply takes its place
+    assert fit_record([rerun, runs[2]], "clone", "cmd", 1.0, None, earlier=grown)["seeds"] == [0, 1, 2]
+
+
 def test_adding_seeds_to_a_record_of_another_setting_config_or_test_set_is_refused(tmp_path, smoke_cfg, clone_runs):
     record = json.loads(json.dumps(fit_record(clone_runs[:1], "clone", "cmd", 1.0)))
     other_lr = dataclasses.replace(smoke_cfg, ppo=dataclasses.replace(smoke_cfg.ppo, learning_rate=0.123))

@@ -145,14 +145,17 @@ def _evaluated_command(r: dict) -> str:
 
 
 def earlier_seeds(record: dict, setting: dict, cfg: Config, test_paths: list[str], test_seed: int,
-                  replaced: set[int]) -> list[dict]:
+                  replacing: dict[int, dict]) -> list[dict]:
     """The seeds of an earlier record of the same setting, as the run summaries fit_record reads,
-    without those in `replaced` (seeds whose new runs take their place): a record grows by seeds
-    without the folders of its earlier runs, which stay named in its per_seed entries and its
-    command. The record must be of the same experiment, study and variant, made with the same
-    config but for train.seed, on the same test paths; anything else is refused in one line.
-    Per test path the record keeps only the mean over its seeds (test.per_path_rl): each earlier
-    seed stands for that mean there, so the mean over all seeds is the seed-weighted one."""
+    without those in `replacing` (seed -> the summary of the new run that takes its place): a record
+    grows by seeds without the folders of its earlier runs, which stay named in its per_seed entries
+    and its command. The record must be of the same experiment, study and variant, made with the
+    same config but for train.seed, on the same test paths; anything else is refused in one line.
+    Each seed's test-path values come from its per_seed entry (per_path_rl). A record made before
+    the entries kept them has only the mean over its seeds per test path (test.per_path_rl): each
+    kept seed then stands for the mean of the kept seeds there, which is that mean less the replaced
+    seeds' values when the replacing runs are the ones the record was made from (reporting the same
+    runs again changes nothing); a seed replaced by another run is refused, its values being unknown."""
     for key in ("experiment", "study", "variant"):
         if record.get(key) != setting[key]:
             raise DataError(f"the earlier record is of {key} {record.get(key)}, the runs of {setting[key]}: "
@@ -174,20 +177,34 @@ def earlier_seeds(record: dict, setting: dict, cfg: Config, test_paths: list[str
     if (test["n_paths"], test["spinup_seed"]) != (len(test_paths), test_seed):
         raise DataError(f"the earlier record was measured on another test set ({test['n_paths']} paths, spin-up "
                         f"seed {test['spinup_seed']}) than the runs ({len(test_paths)} paths, seed {test_seed})")
+    entries = [e for e in per_seed if e["seed"] not in replacing]
+    if not entries:
+        return []
+    if all("per_path_rl" in e for e in entries):
+        values = {e["seed"]: e["per_path_rl"] for e in entries}
+    else:  # the mean over the record's seeds per test path, less the replaced seeds' values
+        gone = [e for e in per_seed if e["seed"] in replacing]
+        for e in gone:
+            if e["run_dir"] != replacing[e["seed"]]["run_dir"]:
+                raise DataError(f"seed {e['seed']} of the earlier record was made by another run ({e['run_dir']}) "
+                                f"and the record keeps no test-path values per seed: make the record from all "
+                                f"its seeds' runs")
+        kept_mean = {k: [(len(per_seed) * per_path[k][i]
+                          - sum(replacing[e["seed"]]["test_paths"][p]["rl"][k] for e in gone)) / len(entries)
+                         for i, p in enumerate(test_paths)] for k in per_path}
+        values = {e["seed"]: kept_mean for e in entries}
     kept = []
-    for entry in per_seed:
-        if entry["seed"] in replaced:
-            continue
+    for entry in entries:
         evaluated = f" && enkfrl evaluate --run {entry['run_dir']}"
         made = [c for c in commands if c.endswith(evaluated)]
         if not made:
             raise DataError(f"the earlier record's command does not name how seed {entry['seed']} was made")
         seed_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=entry["seed"]))
+        own = values[entry["seed"]]
         kept.append(dict(entry, cfg=seed_cfg, command=made[0][:-len(evaluated)],
                          test=json.loads(json.dumps(entry["test"])),
                          test_n_paths=test["n_paths"], test_seed=test["spinup_seed"],
-                         test_paths={p: {"rl": {k: per_path[k][i] for k in per_path}}
-                                     for i, p in enumerate(test_paths)}))
+                         test_paths={p: {"rl": {k: own[k][i] for k in own}} for i, p in enumerate(test_paths)}))
     return kept
 
 
@@ -203,7 +220,7 @@ def fit_record(run_dirs: list[Path], init: str, command: str, wall_s: float,
     runs = sorted((run_summary(d) for d in run_dirs), key=lambda r: r["seed"])
     test_paths = sorted(runs[0]["test_paths"], key=int)
     kept = earlier_seeds(earlier, setting, runs[0]["cfg"], test_paths, runs[0]["test_seed"],
-                         {r["seed"] for r in runs}) if earlier else []
+                         {r["seed"]: r for r in runs}) if earlier else []
     sup_source = None
     if "supervised" not in runs[0]["test"]:
         reference = None
@@ -264,6 +281,8 @@ def fit_record(run_dirs: list[Path], init: str, command: str, wall_s: float,
                            "train_wall_s": r["train_wall_s"], "path_steps_per_s": r["path_steps_per_s"],
                            "active_paths_at_end": r["active_paths_at_end"],
                            "test": {a: _actor_entry(r["test"][a]) for a in actors + ["enkf"]},
+                           "per_path_rl": {k: [r["test_paths"][p]["rl"][k] for p in test_paths]
+                                           for k in ("rmse_norm_vs_enkf", "rmse_vs_truth")},
                            "eval_path": {a: _actor_entry(r["eval_path"][a]) for a in actors + ["enkf"]
                                          if a in r["eval_path"]},
                            "eval_curve": r["eval_curve"], "models": r["models"], "data": r["data"]}
