@@ -72,7 +72,7 @@ def table(name: str) -> str:
 
 
 SECTIONS = {"faults": faults, "data": tables.data, "fit": tables.fit, "fit_pointwise": tables.fit_pointwise,
-            "headline": tables.headline, "truth_study": tables.truth_study, "bench": tables.bench,
+            "headline": tables.headline, "fit_spread": tables.fit_spread, "truth_study": tables.truth_study, "bench": tables.bench,
             "ray_study": tables.ray_study, "gpu_check": tables.gpu_check,
             "classical_filters": tables.classical_filters, "beyond": tables.beyond,
             "beyond_headline": tables.beyond_headline}

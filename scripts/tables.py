@@ -110,6 +110,45 @@ def fit_pointwise() -> str:
     return "\n".join(rows + [""] + notes)
 
 
+LATE_EVALUATIONS = 5
+"""How many of a run's last eval-path evaluations show how far its policy still moves at the end."""
+
+
+def late_movement(curve: list, k: int = LATE_EVALUATIONS) -> float:
+    """max ÷ min − 1 of the eval-path RMSE_norm over a run's last k evaluations (eval_curve rows
+    [path-steps, RMSE_norm, RMSE vs truth]): the eval path, its draws and the deterministic policy's
+    actions leave only the policy's weights to change between evaluations, so this is how far the
+    policy still moves at the end of training."""
+    values = [row[1] for row in curve[-k:]]
+    if len(values) < k:
+        raise ValueError(f"an eval curve of {len(values)} evaluations has no last {k}")
+    return max(values) / min(values) - 1
+
+
+def fit_spread() -> str:
+    """Per experiment and from-scratch variant: the test-set RMSE_norm ÷ the cloned policy's
+    (the clone record's supervised) on the mean over seeds and per seed, beside how far each seed's
+    policy still moved over its last LATE_EVALUATIONS evaluations (late_movement)."""
+    rows = [f"| experiment | variant | seeds | test set ÷ cloned policy: mean | per seed | eval path, last "
+            f"{LATE_EVALUATIONS} evaluations: max ÷ min − 1, per seed | those evaluations from (path-steps) |",
+            "|---|---|---|---|---|---|---|"]
+    for exp in ("L96_1", "L96_2", "L96_3"):
+        cl = _records("fit_pointwise", [f"{exp}_clone"])
+        if not cl:
+            continue
+        cloned = cl[0]["supervised"]["rmse_norm_vs_enkf"]
+        for variant in FIT_SCRATCH_VARIANTS:
+            for r in _records("fit_pointwise", [f"{exp}_{variant}"]):
+                per_seed = [s["test"]["rl"]["rmse_norm_vs_enkf"] / cloned for s in r["per_seed"]]
+                moves = [late_movement(s["eval_curve"]) for s in r["per_seed"]]
+                first = min(s["eval_curve"][-LATE_EVALUATIONS][0] for s in r["per_seed"])
+                rows.append(f"| {exp} | {variant} | {len(per_seed)} | "
+                            f"{r['rl']['rmse_norm_vs_enkf'] / cloned:.3f} | "
+                            f"{', '.join(f'{x:.3f}' for x in per_seed)} | "
+                            f"{', '.join(f'{m:.1%}' for m in moves)} | {first:,} |")
+    return "\n".join(rows) if len(rows) > 2 else NOT_MEASURED
+
+
 def truth_study() -> str:
     """reward.target truth: RL vs truth against the stored EnKF and the best inflation's EnKF."""
     rows = ["| experiment | RL rewarded against the truth | RL rewarded against the stored xa (scratch) | "
