@@ -282,6 +282,19 @@ def test_reporting_the_same_runs_onto_their_record_again_changes_nothing(tmp_pat
     assert fit_record([rerun, runs[2]], "clone", "cmd", 1.0, None, earlier=grown)["seeds"] == [0, 1, 2]
 
 
+def test_a_record_made_before_a_setting_existed_grows_when_the_runs_use_its_earlier_value(tmp_path, smoke_cfg):
+    """An earlier record whose config lacks keys added since (rl.config.ADDED_SETTINGS) grows by
+    runs that have them at the value earlier runs had, and is refused for runs with another value."""
+    runs = [make_run(tmp_path / f"s{s}", smoke_cfg, s, ALL, CURVES[s]) for s in (0, 1, 2)]
+    older = json.loads(json.dumps(fit_record(runs[:1], "clone", "cmd0", 1.0)))
+    del older["provenance"]["config"]["agent"]["lstm_dtype"], older["provenance"]["config"]["ppo"]["lr_schedule"]
+    assert_same_record(fit_record(runs[1:], "clone", "cmd12", 1.0, None, earlier=older),
+                       fit_record(runs, "clone", "cmd", 1.0))
+    bf16 = dataclasses.replace(smoke_cfg, agent=dataclasses.replace(smoke_cfg.agent, lstm_dtype="bfloat16"))
+    with pytest.raises(DataError, match=r"another config \(agent.lstm_dtype differ\)"):
+        fit_record([make_run(tmp_path / "bf16_s1", bf16, 1, ALL, CURVES[1])], "clone", "cmd", 1.0, None, earlier=older)
+
+
 def test_adding_seeds_to_a_record_of_another_setting_config_or_test_set_is_refused(tmp_path, smoke_cfg, clone_runs):
     record = json.loads(json.dumps(fit_record(clone_runs[:1], "clone", "cmd", 1.0)))
     other_lr = dataclasses.replace(smoke_cfg, ppo=dataclasses.replace(smoke_cfg.ppo, learning_rate=0.123))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rl.config import Config
+from rl.config import Config, with_added_settings
 from enkf.config import stale_keys
 from enkf.io import DataError
 
@@ -150,7 +150,8 @@ def earlier_seeds(record: dict, setting: dict, cfg: Config, test_paths: list[str
     without those in `replacing` (seed -> the summary of the new run that takes its place): a record
     grows by seeds without the folders of its earlier runs, which stay named in its per_seed entries
     and its command. The record must be of the same experiment, study and variant, made with the
-    same config but for train.seed, on the same test paths; anything else is refused in one line.
+    same config but for train.seed (keys added to the schema since read as the value earlier runs
+    had: rl.config.ADDED_SETTINGS), on the same test paths; anything else is refused in one line.
     Each seed's test-path values come from its per_seed entry (per_path_rl). A record made before
     the entries kept them has only the mean over its seeds per test path (test.per_path_rl): each
     kept seed then stands for the mean of the kept seeds there, which is that mean less the replaced
@@ -161,7 +162,7 @@ def earlier_seeds(record: dict, setting: dict, cfg: Config, test_paths: list[str
             raise DataError(f"the earlier record is of {key} {record.get(key)}, the runs of {setting[key]}: "
                             f"a record is over the seeds of one setting")
     try:
-        theirs = json.loads(json.dumps(record["provenance"]["config"]))
+        theirs = with_added_settings(json.loads(json.dumps(record["provenance"]["config"])))
         per_seed, test = record["per_seed"], record["test"]
         per_path = test["per_path_rl"]
         commands = record["provenance"]["command"].split(" ; ")
