@@ -269,7 +269,8 @@ def bench() -> str:
         return NOT_MEASURED
     b = json.loads((RESULTS / "bench.json").read_text())
     k, rl = b["kernels"], b["rl"]
-    rows = ["| measurement (`enkfrl bench`, one run, 2 cores) | ours | plain numpy / upstream | ratio |",
+    cpu = f", {rl['cpu_model']}" if "cpu_model" in rl else ""
+    rows = [f"| measurement (`enkfrl bench`, one run, 2 cores{cpu}) | ours | plain numpy / upstream | ratio |",
             "|---|---|---|---|"]
     for key, label in [("single", "L96 RK4, one trajectory, n=20 (steps/s)"),
                        ("ensemble", "L96 RK4, 20 members + truth, n=20 (ensemble steps/s: all 21 advance one step)")]:
@@ -307,7 +308,10 @@ def bench() -> str:
                     f"{r['ppo_path_steps_per_s']:,.0f}{spread} | | {r['ratio_to_env_only']:.0%} of its env-only "
                     f"{r['env_only_path_steps_per_s']:,.0f}; wall time: env.step {r['share_env_step']:.0%}, "
                     f"policy forward while collecting {r['share_policy_forward_in_rollouts']:.0%}, "
-                    f"PPO updates {r['share_ppo_updates']:.0%} |")
+                    f"PPO updates {r['share_ppo_updates']:.0%}"
+                    + (f"; its LSTM kernels alone {r['lstm_kernels_path_steps_per_s']:,.0f}: at most "
+                       f"{r['ratio_bound_lstm_kernels']:.0%} of env-only" if "lstm_kernels_path_steps_per_s" in r else "")
+                    + " |")
     rows.append(f"| L96_1 PPO training, {rl['ppo_local']['agent']} agent, 2 envs (path-steps/s) | {rl['ppo_local']['steps_per_s']:,.0f} | | "
                 f"{rl['ppo_local']['env_step_share']:.0%} of wall time in env.step |")
     for exp in ("L96_1", "smoke"):

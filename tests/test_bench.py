@@ -107,8 +107,9 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
                 "scratch_p32_bf16": 32}  # config.yaml: paths per env
     assert set(rl) == {"env_steps_per_s", "batched_env_only", "batched", "ppo_local", "recurrent_L96_1",
                        "recurrent_smoke", "load_average_before", "load_average_after", "batched_update_profile", "cpu_bfloat16",
-                       "matmul_gflop_per_s_all_cores",
+                       "matmul_gflop_per_s_all_cores", "cpu_model",
                        *(f"batched_{v}_all_cores" for v in variants)}
+    assert rl["cpu_model"] == rl_bench.cpu_model() and rl["cpu_model"] in out
     assert rl["env_steps_per_s"] == pytest.approx(measured["env"][0])
     assert rl["cpu_bfloat16"] == {"amx_tile": th.cpu._is_amx_tile_supported(),
                                   "avx512_bf16": th.cpu._is_avx512_bf16_supported()}
@@ -141,6 +142,20 @@ def test_bench_records_the_measured_numbers_and_their_ratios(in_tmp, measured):
             policy * pw["ppo_path_steps_per_s"] / (1 - pw["share_env_step"]) / 1e9, rel=1e-9)
         assert pw["gflop_per_s_forecast_in_env_step"] == pytest.approx(
             pw["flop_forecast_per_path_step"] * pw["ppo_path_steps_per_s"] / pw["share_env_step"] / 1e9, rel=1e-9)
+    for pw in (rl["batched"], *(rl[f"batched_{v}_all_cores"] for v in variants)):
+        # the LSTM alone: n windows forward per path-step in the rollout, n_epochs x n forward and
+        # backward in the update, at the per-window times measured; the bound on PPO's share of env-only
+        n = 20
+        per_path_step = (n * pw["lstm_forward_s_per_rollout_step"] / (pw["paths_per_env"] * n)
+                         + pw["n_epochs"] * n * pw["lstm_forward_backward_s_per_minibatch"] / pw["batch_size"])
+        L, E = pw["lstm_kernels_path_steps_per_s"], pw["env_only_path_steps_per_s"]
+        assert L == pytest.approx(1 / per_path_step, rel=1e-9)
+        assert pw["ratio_bound_lstm_kernels"] == pytest.approx(L / (E + L), rel=1e-9)
+    for v in variants:
+        pw = rl[f"batched_{v}_all_cores"]
+        i = next(i for i, line in enumerate(out.splitlines()) if f"pointwise PPO, {v} (" in line)
+        row = next(line for line in out.splitlines()[i:] if "LSTM kernels alone" in line)
+        assert f"{pw['lstm_kernels_path_steps_per_s']:,.0f}; {pw['ratio_bound_lstm_kernels']:.0%}" in row, row
     mm = rl["matmul_gflop_per_s_all_cores"]
     assert set(mm) == {"float32", "bfloat16"} and min(mm.values()) > 0
     row = next(line for line in out.splitlines() if "2048 x 2048 matrix product" in line)

@@ -8,7 +8,9 @@
        time goes; the same for each from-scratch variant on every core (3 interleaved repeats,
        the median recorded with all repeats beside it); what one PPO update of the fastest
        fit-keeping variant spends its time on (torch's profiler: the LSTM's kernels, the dense
-       layers, the optimiser, other ops, outside torch); the work of a path-step counted from the
+       layers, the optimiser, other ops, outside torch); the policy's LSTM kernels alone at each
+       setting's batch sizes (lstm_kernel_limit: with a free env, PPO could go no faster, so
+       PPO's share of the env-only rate has a bound); the work of a path-step counted from the
        config (work_per_path_step) and the arithmetic rates the measured shares imply, beside
        one large matrix product's rate on the same cores (matmul_rate); the local agent's PPO
        steps/s (its env.step share)
@@ -38,8 +40,8 @@ from rl.studies.ablate import reference_data
 from enkf.system import System
 from rl.envs.assimilation import AssimilationEnv
 from rl.envs.batched import BatchedLoop
-from rl.envs.pointwise import PointwiseVecEnv
-from rl.agents.policy import FastRecurrentPolicy, build_model
+from rl.envs.pointwise import PointwiseVecEnv, point_observation_space
+from rl.agents.policy import FastRecurrentPolicy, WindowLstmExtractor, build_model
 
 
 def _env_steps_per_s(cfg, data, norm, steps: int) -> float:
@@ -184,6 +186,60 @@ def work_per_path_step(cfg) -> dict:
             "flop_policy_per_path_step": forward + update}
 
 
+def cpu_model() -> str:
+    """The CPU's name as the kernel reports it (/proc/cpuinfo's first `model name`), else
+    platform.processor(): the bench's rates belong to it."""
+    import platform
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def lstm_kernel_limit(cfg, seconds: float) -> dict:
+    """The pointwise policy's LSTM alone (WindowLstmExtractor of the config's network and
+    agent.lstm_dtype, on random windows of the agent's shape), timed as PPO calls it: forward
+    without gradients on a rollout step's train.paths_per_env x n windows, forward and backward
+    on a ppo.batch_size minibatch, each for about `seconds`. A path-step costs n windows forward
+    plus ppo.n_epochs x n forward and backward; `lstm_kernels_path_steps_per_s` is the rate PPO
+    would reach if the env were free and the policy were only these kernels. With env-only rate E
+    and this rate L, PPO runs at most at 1 / (1/E + 1/L): a share L / (E + L) of E
+    (`ratio_bound_lstm_kernels`, with this measurement's E)."""
+    if cfg.agent.point_net != "lstm":
+        raise ValueError("lstm_kernel_limit times the pointwise agent's LSTM (agent.point_net: lstm)")
+    a, n = cfg.agent, cfg.model.n
+    space = point_observation_space(cfg)
+    lstm = WindowLstmExtractor(space, a.lstm_hidden, a.lstm_layers, a.lstm_dtype)
+    gen = th.Generator().manual_seed(0)
+    rollout = th.randn(cfg.train.paths_per_env * n, *space.shape, generator=gen)
+    minibatch = th.randn(cfg.ppo.batch_size, *space.shape, generator=gen)
+
+    def forward():
+        with th.no_grad():
+            lstm(rollout)
+
+    def forward_backward():
+        lstm.zero_grad(set_to_none=True)
+        lstm(minibatch).square().sum().backward()
+
+    def per_call(fn) -> float:
+        fn()
+        fn()  # warm: oneDNN builds its primitives on the first calls
+        t0, k = time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds or k < 3:
+            fn()
+            k += 1
+        return (time.perf_counter() - t0) / k
+
+    fwd, fwd_bwd = per_call(forward), per_call(forward_backward)
+    s = n * fwd / rollout.shape[0] + cfg.ppo.n_epochs * n * fwd_bwd / minibatch.shape[0]
+    return {"lstm_forward_s_per_rollout_step": fwd, "lstm_forward_backward_s_per_minibatch": fwd_bwd,
+            "lstm_kernels_path_steps_per_s": 1.0 / s}
+
+
 def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: str = "cpu") -> dict:
     """The pointwise agent on its vectorised env (M = train.paths_per_env path slots of the batched
     loop x n points): the env-only limit (fixed zero action), PPO path-steps/s over `rollouts`
@@ -199,6 +255,11 @@ def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: 
         venv.step(action)
         k += 1
     env_only = k * M / (time.perf_counter() - t0)
+    limit = {}
+    if cfg.agent.point_net == "lstm" and device == "cpu":
+        limit = lstm_kernel_limit(cfg, env_seconds / 4)
+        L = limit["lstm_kernels_path_steps_per_s"]
+        limit["ratio_bound_lstm_kernels"] = L / (env_only + L)
     model = build_model(cfg, venv, None, device, cfg.train.seed)
     phases = _Phases()
     venv.pop_step_seconds()
@@ -210,7 +271,7 @@ def pointwise_speed(cfg, data, norm, rollouts: int, env_seconds: float, device: 
     work = work_per_path_step(cfg)
     rates = {"gflop_per_s_forecast_in_env_step": work["flop_forecast_per_path_step"] * ppo * wall / env_s / 1e9,
              "gflop_per_s_policy": work["flop_policy_per_path_step"] * ppo * wall / (wall - env_s) / 1e9}
-    return {**work, **rates, "paths_per_env": M, "point_net": cfg.agent.point_net, "env_only_path_steps_per_s": env_only,
+    return {**work, **rates, **limit, "paths_per_env": M, "point_net": cfg.agent.point_net, "env_only_path_steps_per_s": env_only,
             "ppo_path_steps_per_s": ppo, "ratio_to_env_only": ppo / env_only,
             "share_env_step": env_s / wall, "share_policy_forward_in_rollouts": (phases.rollout_s - env_s) / wall,
             "share_ppo_updates": (wall - phases.rollout_s) / wall, "torch_threads": th.get_num_threads(),
@@ -291,13 +352,14 @@ def median_repeat(measured: list[dict]) -> dict:
 
 
 def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("data")) -> dict:
-    res, rows = {"load_average_before": list(os.getloadavg())}, []
+    res, rows = {"load_average_before": list(os.getloadavg()), "cpu_model": cpu_model()}, []
     # what bfloat16 (agent.lstm_dtype) runs on here: AMX tiles, or AVX-512's bf16 dot products
     res["cpu_bfloat16"] = {"amx_tile": bool(th.cpu._is_amx_tile_supported()),
                            "avx512_bf16": bool(th.cpu._is_avx512_bf16_supported())}
     cfg = load_config(config_path, "L96_1")
     data, norm = reference_data(cfg, data_root)
     res["env_steps_per_s"] = _env_steps_per_s(cfg, data, norm, 500 if quick else 3000)
+    rows.append((f"CPU: {res['cpu_model']}, {os.cpu_count()} cores", "", ""))
     rows.append(("L96_1 closed-loop env.step, 1 process", f"{res['env_steps_per_s']:,.0f}", "steps/s"))
 
     # the closed loop: a per-path loop vs the batched loop, env only; 1 core, then all cores
@@ -362,6 +424,8 @@ def run_rl_bench(config_path: str, quick: bool, echo, data_root: Path = Path("da
                      f"{sc['env_only_path_steps_per_s']:,.0f}; {sc['share_env_step']:.0%} / "
                      f"{sc['share_policy_forward_in_rollouts']:.0%} / {sc['share_ppo_updates']:.0%}; "
                      + " ".join(f"{m['ppo_path_steps_per_s']:,.0f}" for m in measured), ""))
+        rows.append(("  its LSTM kernels alone (a free env): path-steps/s; so at most this share of env-only",
+                     f"{sc['lstm_kernels_path_steps_per_s']:,.0f}; {sc['ratio_bound_lstm_kernels']:.0%}", ""))
         rows.append(("  its work per path-step, forecast / policy (rollout + update); achieved in env.step / policy",
                      f"{sc['flop_forecast_per_path_step'] / 1e6:.1f} / "
                      f"{sc['flop_policy_per_path_step'] / 1e6:.1f}"
