@@ -290,6 +290,13 @@ def test_a_record_made_before_a_setting_existed_grows_when_the_runs_use_its_earl
     del older["provenance"]["config"]["agent"]["lstm_dtype"], older["provenance"]["config"]["ppo"]["lr_schedule"]
     assert_same_record(fit_record(runs[1:], "clone", "cmd12", 1.0, None, earlier=older),
                        fit_record(runs, "clone", "cmd", 1.0))
+    # a section a PPO run does not read (offpolicy:, added with SAC/TD3) and the threads, which change
+    # how, not what, a run computes: compared as the config hash compares them
+    before_offpolicy = json.loads(json.dumps(older))
+    del before_offpolicy["provenance"]["config"]["offpolicy"]
+    before_offpolicy["provenance"]["config"]["train"]["torch_threads"] += 1
+    assert_same_record(fit_record(runs[1:], "clone", "cmd12", 1.0, None, earlier=before_offpolicy),
+                       fit_record(runs, "clone", "cmd", 1.0))
     bf16 = dataclasses.replace(smoke_cfg, agent=dataclasses.replace(smoke_cfg.agent, lstm_dtype="bfloat16"))
     with pytest.raises(DataError, match=r"another config \(agent.lstm_dtype differ\)"):
         fit_record([make_run(tmp_path / "bf16_s1", bf16, 1, ALL, CURVES[1])], "clone", "cmd", 1.0, None, earlier=older)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rl.config import Config, with_added_settings
-from enkf.config import stale_keys
+from enkf.config import NO_RESULT_EFFECT, read_settings, stale_keys
 from enkf.io import DataError
 
 ACTORS = ("rl", "supervised", "copy_obs", "no_da", "enkf_replica")
@@ -151,7 +151,8 @@ def earlier_seeds(record: dict, setting: dict, cfg: Config, test_paths: list[str
     grows by seeds without the folders of its earlier runs, which stay named in its per_seed entries
     and its command. The record must be of the same experiment, study and variant, made with the
     same config but for train.seed (keys added to the schema since read as the value earlier runs
-    had: rl.config.ADDED_SETTINGS), on the same test paths; anything else is refused in one line.
+    had: rl.config.ADDED_SETTINGS; compared as the config hash compares them, without sections
+    the runs do not read and without threads and device), on the same test paths; anything else is refused in one line.
     Each seed's test-path values come from its per_seed entry (per_path_rl). A record made before
     the entries kept them has only the mean over its seeds per test path (test.per_path_rl): each
     kept seed then stands for the mean of the kept seeds there, which is that mean less the replaced
@@ -168,10 +169,13 @@ def earlier_seeds(record: dict, setting: dict, cfg: Config, test_paths: list[str
         commands = record["provenance"]["command"].split(" ; ")
     except (KeyError, TypeError):
         raise DataError("the earlier record is not a fit record written by `enkfrl report`") from None
-    ours = cfg.to_dict()
+    # what the runs read, as the config hash sees it: without sections a run does not read (a PPO
+    # run's offpolicy:, which a record made before that section existed lacks) and without the
+    # keys that say how, not what, a run computes (threads, device)
+    theirs, ours = read_settings(theirs), read_settings(cfg.to_dict())
     for c in (theirs, ours):
         c["train"].pop("seed", None)
-    keys = stale_keys(theirs, ours, ignored=())
+    keys = stale_keys(theirs, ours, ignored=NO_RESULT_EFFECT)
     if keys:
         raise DataError(f"the earlier record's runs were made with another config ({', '.join(keys[:5])} differ): "
                         f"write a new record from runs of this config")
