@@ -58,7 +58,8 @@ column blocks (bit-identical results, tests/test_batched.py) and the device. A r
 other values of these still describes the config; the config hash leaves them out."""
 
 
-HASHED_AS_ABSENT = {"train.algo": "ppo", "ppo.lr_schedule": "constant", "agent.lstm_dtype": "float32"}
+HASHED_AS_ABSENT = {"train.algo": "ppo", "ppo.lr_schedule": "constant", "agent.lstm_dtype": "float32",
+                    "train.average_checkpoints": 1}
 """Keys added after records were made, at the value every earlier record ran with: at that value
 the key hashes as absent (as a null setting does), so those records stay valid; any other value
 changes the hash."""

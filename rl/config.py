@@ -225,6 +225,10 @@ class TrainConfig:
     """Environments in subprocesses (SubprocVecEnv) rather than in the training process."""
     checkpoint_freq: int
     """Save model + curriculum + normaliser every so many environment steps."""
+    average_checkpoints: int
+    """The final policy: 1 = the weights at the end of training; k > 1 = the mean of the weights
+    of the checkpoints at the newest k multiples of checkpoint_freq (the iterates of a constant
+    learning rate still move late in a run; their mean moves less: stochastic weight averaging)."""
     eval_freq: int
     """Evaluate on the eval path (deterministic, whole path) every so many environment steps."""
     log_interval: int
@@ -353,8 +357,12 @@ class Config(DAConfig):
         need(t.paths_per_env >= 1, f"train.paths_per_env: must be >= 1, got {t.paths_per_env}")
         need(t.total_steps >= 1, f"train.total_steps: must be >= 1, got {t.total_steps}")
         need(t.n_envs >= 1, f"train.n_envs: must be >= 1, got {t.n_envs}")
-        for k in ("checkpoint_freq", "eval_freq", "log_interval", "torch_threads", "env_threads", "block_columns"):
+        for k in ("checkpoint_freq", "eval_freq", "log_interval", "torch_threads", "env_threads", "block_columns",
+                  "average_checkpoints"):
             need(getattr(t, k) >= 1, f"train.{k}: must be >= 1, got {getattr(t, k)}")
+        need(t.average_checkpoints == 1 or t.average_checkpoints * t.checkpoint_freq <= t.total_steps,
+             f"train.average_checkpoints: {t.average_checkpoints} checkpoints every {t.checkpoint_freq} path-steps "
+             f"need train.total_steps >= {t.average_checkpoints * t.checkpoint_freq}, got {t.total_steps}")
 
 
     @staticmethod

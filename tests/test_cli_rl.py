@@ -446,3 +446,35 @@ def test_transfer_runs_the_same_network_on_a_ring_of_another_size(runs, in_workd
                  ok=False)
     assert res.exit_code != 0 and "transfer needs a pointwise agent" in res.output
     assert "Traceback" not in res.output
+
+
+def test_the_final_policy_is_the_mean_of_the_last_checkpoints_when_asked(runs, workdir):
+    """train.average_checkpoints: 2 -> final_model (weights and zip) is the mean of the weights at
+    the checkpoints of the newest two multiples of checkpoint_freq (not the end-of-training weights,
+    not an off-grid checkpoint), its header naming their steps; 1 (the other runs) is the last weights."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with cwd(workdir):
+        raw = yaml.safe_load((workdir / "config.yaml").read_text())
+        smoke = raw["experiments"]["smoke"]
+        smoke.setdefault("agent", {})["kind"] = "pointwise"
+        smoke["train"] = dict(smoke["train"], total_steps=1280, checkpoint_freq=512, average_checkpoints=2)
+        (workdir / "config_avg.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        invoke(["train", "--exp", "smoke", "--config", "config_avg.yaml", "--run-id", "avg"])
+    run = workdir / "logs/smoke/avg"
+    steps = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("model_*.safetensors"))
+    end = steps[-1]
+    assert steps[:2] == [512, 1024] and end > 1024 and end % 512 != 0  # the end of training is off the grid
+    at = {s: load_file(run / f"checkpoints/model_{s}.safetensors") for s in steps}
+    final = load_file(run / "final_model.safetensors")
+    assert set(final) == set(at[512])
+    for name, w in final.items():
+        assert th.equal(w, (at[512][name] + at[1024][name]) / 2), name
+    assert any(not th.equal(final[k], at[end][k]) for k in final)
+    with safe_open(str(run / "final_model.safetensors"), "pt") as f:
+        assert f.metadata()["averaged_steps"] == "512,1024"
+    zipped = load(run, "final_model.zip").policy.state_dict()
+    assert all(th.equal(zipped[k], final[k]) for k in final)
+    # with 1 (the other runs) the final policy is the last weights: no checkpoints averaged
+    with safe_open(str(runs["pointwise"] / "final_model.safetensors"), "pt") as f:
+        assert "averaged_steps" not in f.metadata()

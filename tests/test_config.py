@@ -95,6 +95,8 @@ def test_train_paths_list_is_replaced_not_merged():
     ({"paths": {"burn_in": 60}}, "paths.burn_in"),
     ({"model": {"n": 4, "name": "lorenz63"}}, "model.n: Lorenz-63 has n = 3"),
     ({"model": "lorenz96"}, "model: expected a mapping"),
+    ({"train": {"average_checkpoints": 0}}, "train.average_checkpoints: must be >= 1"),
+    ({"train": {"average_checkpoints": 3}}, "train.average_checkpoints: 3 checkpoints every 512 path-steps need"),
     ({"experiment": "x"}, "experiment:"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_values_raise_config_error_naming_the_key(tmp_path, overrides, key):

@@ -336,16 +336,19 @@ def recorded_checksums(run_dir: Path) -> dict:
     return sums if isinstance(sums, dict) else {}
 
 
-def save_model(model, path: Path, run_dir: Path, steps: int) -> Path:
-    """The policy's weights (<name>.safetensors, with steps in its header) and model.save(path)
+def save_model(model, path: Path, run_dir: Path, steps: int, averaged_steps: list[int] | None = None) -> Path:
+    """The policy's weights (<name>.safetensors, with steps in its header, and the checkpoints'
+    steps when they are a mean of checkpoints: average_checkpoints) and model.save(path)
     (<name>.zip), each through a temporary file, then both sha256 into run_dir/checksums.json."""
     from safetensors.torch import save_model as save_weights
     path = Path(path)
     check_no_links(run_dir)
     weights = weights_file(path)
+    meta = {"format": WEIGHTS_FORMAT, "steps": str(int(steps)), "num_timesteps": str(int(model.num_timesteps))}
+    if averaged_steps:
+        meta["averaged_steps"] = ",".join(str(int(s)) for s in averaged_steps)
     with atomic_path(weights) as tmp:
-        save_weights(model.policy, str(tmp), metadata={"format": WEIGHTS_FORMAT, "steps": str(int(steps)),
-                                                        "num_timesteps": str(int(model.num_timesteps))})
+        save_weights(model.policy, str(tmp), metadata=meta)
         weights_sum = sha256_file(tmp)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -550,6 +553,28 @@ def save_checkpoint(model, curriculum_state: dict, run_dir: Path, step: int) -> 
     folder = Path(run_dir) / "checkpoints"
     atomic_write_json(folder / f"curriculum_{step}.json", curriculum_state)
     save_model(model, folder / f"model_{step}.zip", run_dir, step)
+
+
+def average_checkpoints(cfg, policy, run_dir: Path, trust: bool = False) -> list[int]:
+    """Set policy's weights to the mean of the weights of the run's checkpoints at the newest
+    cfg.train.average_checkpoints multiples of cfg.train.checkpoint_freq (each file checked against
+    the run's record, as evaluation loads weights); returns their steps, oldest first. The mean of
+    late iterates (stochastic weight averaging, Izmailov et al. 2018) removes much of the movement a
+    constant learning rate leaves at the end of a run."""
+    import torch as th
+    k, freq = cfg.train.average_checkpoints, cfg.train.checkpoint_freq
+    folder = Path(run_dir) / "checkpoints"
+    steps = sorted(int(p.stem.split("_", 1)[1]) for p in folder.glob("model_*.safetensors")
+                   if p.stem.split("_", 1)[1].isdigit())
+    grid = [s for s in steps if s % freq == 0][-k:]
+    if len(grid) < k:
+        raise DataError(f"{run_dir}: train.average_checkpoints = {k} needs checkpoints at {k} multiples of "
+                        f"{freq} path-steps, found {len(grid)} ({', '.join(map(str, grid)) or 'none'})")
+    states = [load_weights(cfg, folder / f"model_{s}.safetensors", run_dir, trust)[0].state_dict() for s in grid]
+    with th.no_grad():
+        mean = {name: sum(st[name] for st in states) / k for name in states[0]}
+    policy.load_state_dict(mean)
+    return grid
 
 
 def newest_checkpoint(run_dir: Path, trust: bool = False) -> tuple[Path, dict, int]:

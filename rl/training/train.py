@@ -7,7 +7,8 @@ the pointwise agent with train.algo sac | td3, SB3's off-policy SAC / TD3: the s
     4. the model (rl/agents/policy.py), or the last checkpoint when resuming; optionally warm-started by
        behaviour cloning (rl/agents/clone.py), saved as pretrained_model.zip
     5. callbacks: curriculum, checkpoints, evaluation on the held-out path, diagnostics, progress
-    6. model.learn(...), then final_model.zip
+    6. model.learn(...)
+    7. final_model.zip: the last weights, or the mean of the last checkpoints' (train.average_checkpoints)
 
 A SAC/TD3 run does not resume (rl/training/runs.py check_resumable): its replay buffer is not kept.
 
@@ -49,7 +50,7 @@ from rl.agents.policy import build_model, lstm_modules, set_offpolicy_exploratio
 from rl.agents.clone import behaviour_clone, copy_obs_rmse, split_training_paths
 from rl.training.runs import (RUN_JSON, RunAbandoned, Timing, check_no_links, check_resumable, inferred_run_info, is_recorded, keep_progress_csv,
                               load_for_resume, newest_checkpoint, read_run_info, run_info,
-                              save_checkpoint, save_model)
+                              save_checkpoint, save_model, average_checkpoints)
 
 log = logging.getLogger("enkfrl.train")
 
@@ -406,7 +407,11 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
                     reset_num_timesteps=not resume)
     owner.check()
     checkpoints.save(model)
-    save_model(model, run_dir / "final_model.zip", run_dir, model.num_timesteps // unit)
+    # 7. the final policy: the last weights, or the mean of the last checkpoints' (train.average_checkpoints)
+    averaged = average_checkpoints(cfg, model.policy, run_dir) if cfg.train.average_checkpoints > 1 else None
+    if averaged:
+        log.info("final policy: the mean of the checkpoints at %s path-steps", ", ".join(map(str, averaged)))
+    save_model(model, run_dir / "final_model.zip", run_dir, model.num_timesteps // unit, averaged)
     record = timing.update(model.num_timesteps // unit)
     wall = record["segments"][-1]["wall_s"]
     record["path_steps_per_s"] = record["train_steps"] / max(record["train_wall_s"], 1e-9)
