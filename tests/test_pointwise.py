@@ -149,6 +149,40 @@ def test_curriculum_counts_path_episodes_with_several_paths_per_env(smoke):
     assert venv.active_paths == cur.active_paths
 
 
+def test_training_diagnostics_read_every_paths_rmse_once(smoke):
+    """DiagnosticsCallback reads the point-0 agent of every path slot (the one carrying its path's
+    RMSEs): the rollout's logged rmse_vs_enkf is the mean over those infos of the rollout, every
+    path-step counted once, whatever the other agents' infos hold."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from rl.training.train import DiagnosticsCallback
+    cfg, data, norm = smoke
+    n = cfg.model.n
+    venv = PointwiseVecEnv(cfg, data, norm, [1, 2], n_paths=3, seed=0)
+    model = build_model(cfg, venv, None, "cpu", 0)
+    seen = []
+
+    class Owners(BaseCallback):
+        def _on_step(self):
+            infos = self.locals["infos"]
+            for info in infos[n // 2::n]:  # a point that is not its path's first: must be ignored
+                info["rmse_vs_enkf"] = 1e6
+            seen.extend(d["rmse_vs_enkf"] for d in infos if d.get("episode_owner"))
+            return True
+
+    class Logged(BaseCallback):
+        def _on_step(self):
+            return True
+
+        def _on_rollout_end(self):
+            logged.append(self.logger.name_to_value["rollout/rmse_vs_enkf"])
+
+    logged = []
+    model.learn(total_timesteps=model.n_steps * venv.num_envs,
+                callback=CallbackList([Owners(), DiagnosticsCallback(n), Logged()]))
+    assert len(seen) == model.n_steps * 3 and len(logged) == 1
+    assert logged[0] == pytest.approx(np.mean(seen), rel=1e-12)
+
+
 def test_cloning_and_the_actor_see_the_windows_the_wrapper_shows(smoke):
     """Behaviour cloning's torch gather, the evaluation actor and the vectorised env agree."""
     cfg, data, norm = smoke

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 
@@ -72,8 +73,10 @@ class CurriculumCallback(BaseCallback):
         self.training_env.env_method("set_active_paths", self.curriculum.active_paths)
 
     def _on_step(self) -> bool:
-        for done, info in zip(self.locals["dones"], self.locals["infos"]):
-            if not done or not info.get("episode_owner", True):  # pointwise: one count per path
+        infos = self.locals["infos"]
+        for j in np.flatnonzero(self.locals["dones"]):  # in agent order, as the env reports them
+            info = infos[j]
+            if not info.get("episode_owner", True):  # pointwise: one count per path
                 continue
             halted = bool(info.get("halted", False))
             self._window_halts.append(halted)

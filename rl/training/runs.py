@@ -463,7 +463,7 @@ def load_for_resume(cfg, path: Path, run_dir: Path, env, device: str, trust: boo
     with the weights and optimiser state of the checkpoint zip, read by torch's weights-only loader
     (SB3's set_parameters: the zip's pickled objects are never loaded), and its step counters from
     the zip's JSON part. The zip must be the one this run recorded (or trust)."""
-    from rl.agents.policy import build_model, foreach_optimisers
+    from rl.agents.policy import build_model, fused_optimisers
     check_model(path, run_dir, trust)
     try:
         with zipfile.ZipFile(path) as z:
@@ -479,7 +479,7 @@ def load_for_resume(cfg, path: Path, run_dir: Path, env, device: str, trust: boo
                         f"({_first_line(e)})") from None
     _refuse_non_finite(path, model.policy)
     model.num_timesteps, model._n_updates = counters["num_timesteps"], counters["_n_updates"]
-    return foreach_optimisers(model)  # the zip's optimiser state carries the flag it was saved with
+    return fused_optimisers(model)  # the zip's optimiser state carries the flags it was saved with
 
 
 def write_missing_weights(cfg, run_dir: Path, unit: int, trust: bool = False) -> list[Path]:

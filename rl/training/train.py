@@ -145,10 +145,13 @@ class EvalCallback(BaseCallback):
 
 class DiagnosticsCallback(BaseCallback):
     """Per rollout: policy std, LSTM gradient norm, RMSEs of the training episodes, and the
-    share of wall time spent inside env.step (summed over envs)."""
+    share of wall time spent inside env.step (summed over envs). The RMSEs are read from the
+    first agent of every path (`agents_per_path` infos a path: the pointwise agent's point 0
+    carries its path's diagnostics)."""
 
-    def __init__(self):
+    def __init__(self, agents_per_path: int = 1):
         super().__init__()
+        self.unit = agents_per_path
         self._rmse_enkf: list[float] = []
         self._rmse_truth: list[float] = []
         self._t_last = None
@@ -158,7 +161,7 @@ class DiagnosticsCallback(BaseCallback):
         self._t_last = time.perf_counter()
 
     def _on_step(self) -> bool:
-        for info in self.locals["infos"]:
+        for info in self.locals["infos"][::self.unit]:
             if np.isfinite(info.get("rmse_vs_enkf", np.nan)):
                 self._rmse_enkf.append(info["rmse_vs_enkf"])
                 self._rmse_truth.append(info["rmse_vs_truth"])
@@ -394,7 +397,7 @@ def train(cfg: Config, data: dict, normaliser: Normaliser, run_dir: Path,
         CurriculumCallback(curriculum),
         checkpoints,
         EvalCallback(eval_env, cfg.paths.eval_path, cfg.train.eval_freq, run_dir, actor_factory(cfg), unit),
-        DiagnosticsCallback(),
+        DiagnosticsCallback(unit),
         ProgressCallback(cfg.train.total_steps, unit),
     ])
 
