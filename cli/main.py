@@ -277,6 +277,27 @@ def report(run_list, init, supervised_from, out_path, add_to, config_path):
         click.echo(f"  {name:28s} mean {'pass' if c['mean'] else 'FAIL'}, {c['seeds_passing']}/{c['of_seeds']} seeds")
 
 
+@main.command()
+@click.argument("records", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config_path", default="config.yaml", show_default=True,
+              help="Config whose execution keys (threads, device) stand in where a record predates them.")
+def recheck(records, config_path):
+    """Compute fit records' checks again from what each keeps, after a check's rule changed (no number
+    is measured again); a record is rewritten only when a check changes."""
+    import json
+    from rl.config import load_config
+    from rl.studies.report import recheck as recheck_record
+    for path in records:
+        record = json.loads(Path(path).read_text())
+        again = recheck_record(record, load_config(config_path, record["experiment"]))
+        if again["checks"] == record["checks"]:
+            click.echo(f"{path}: checks unchanged")
+            continue
+        atomic_write_json(path, again)
+        changed = [k for k in again["checks"] if again["checks"][k] != record["checks"].get(k)]
+        click.echo(f"rewrote {path}: {', '.join(changed)}")
+
+
 @main.command("runs")
 @click.option("--exp", "experiment", required=True, help="Experiment whose runs (logs/<E>/) to list.")
 @click.option("--study", default=None, help="Only runs of this `measure: train` study ...")

@@ -23,7 +23,7 @@ from enkf.config import dump_config, split_config
 from rl.config import load_config
 from enkf.spinup import read_spinup
 from enkf.io import DataError
-from rl.studies.report import add_enkf_comparison, compare_with_tuned_enkf, fit_record
+from rl.studies.report import add_enkf_comparison, compare_with_tuned_enkf, fit_record, recheck
 from rl.training.runs import run_info
 
 N_TEST = 11  # test paths "0".."10": sorted as strings they are out of order
@@ -37,7 +37,7 @@ SEEDS = {
     1: {"rl": (0.32, 0.60), "supervised": (0.24, 0.62), "copy_obs": (0.31, 0.69), "test_cycles": 58,
         "eval_cycles": 60, "train_steps": 2_500_000},
     2: {"rl": (0.25, 0.64), "supervised": (0.20, 0.63), "copy_obs": (0.25, 0.71), "test_cycles": 60,
-        "eval_cycles": 60, "train_steps": 500_000},
+        "eval_cycles": 60, "train_steps": 2_000_064},  # inside the rollout (2 paths x 64) crossing 2M
 }
 ENKF_TRUTH = 0.5          # the stored EnKF's test-set RMSE vs truth (the same test data for every seed)
 OTHERS = {"no_da": (5.0, 3.0), "enkf_replica": (1e-6, 0.5)}
@@ -178,7 +178,8 @@ def test_fit_record_means_minima_and_per_seed_entries(clone_runs, smoke_cfg):
 def test_fit_record_checks_on_the_mean_and_per_seed(clone_runs):
     """Every check by hand: rl vs copy-obs 0.12/0.30, 0.32/0.31, 0.25/0.25 (mean 0.23/0.287); vs
     truth 0.55, 0.60, 0.64 against 1.1 x 0.5 and 1.2 x 0.5; vs the clone 0.12/0.12, 0.32/0.24,
-    0.25/0.20 against 1.1x and 1.25x; cycles 57 (eval path) / 58 (test) / 60; train steps."""
+    0.25/0.20 against 1.1x and 1.25x; cycles 57 (eval path) / 58 (test) / 60; train steps 1024, 2.5M, 2M + 64 (inside the
+    rollout of 2 paths x 64 cycles that crosses the 2M budget: a pass)."""
     checks = fit_record(clone_runs, "clone", "cmd", 1.0)["checks"]
 
     def c(mean_ok, passing):
@@ -193,6 +194,33 @@ def test_fit_record_checks_on_the_mean_and_per_seed(clone_runs):
         "within_1.1x_supervised": c(False, 1),
         "below_clone": c(False, 0),
     }
+
+
+def test_recheck_computes_a_records_checks_again_from_what_it_keeps(clone_runs, smoke_cfg):
+    """A record written under an older rule (here: seed 2's 2M + 64 path-steps and seed 0's
+    below_copy_obs stored wrong) gets the checks fit_record gives now, every number else unchanged;
+    a record whose checks are current comes back as it is, provenance included."""
+    record = json.loads(json.dumps(fit_record(clone_runs, "clone", "cmd", 1.0)))   # as read from its file
+    assert recheck(record, smoke_cfg) == record
+    stale = json.loads(json.dumps(record))
+    stale["checks"]["train_steps_within_2M"] = {"mean": False, "seeds_passing": 1, "of_seeds": 3}
+    stale["checks"]["below_copy_obs"] = {"mean": False, "seeds_passing": 3, "of_seeds": 3}
+    del stale["provenance"]["config"]["train"]["env_threads"]       # a record older than the key
+    again = recheck(stale, smoke_cfg)
+    assert again["checks"] == record["checks"]
+    assert {k: v for k, v in again.items() if k not in ("checks", "provenance")} == \
+        {k: v for k, v in record.items() if k not in ("checks", "provenance")}
+    assert again["provenance"]["checks_from_commit"] and again["provenance"]["command"] == record["provenance"]["command"]
+
+
+def test_recheck_keeps_a_truth_records_checks_against_the_enkf(clone_runs, smoke_cfg):
+    record = fit_record(clone_runs, "clone", "cmd", 1.0)
+    sweep = [{"inflation": 1.5, "rmse_vs_truth": 0.58}, {"inflation": 5.0, "rmse_vs_truth": 0.62}]
+    record = add_enkf_comparison(record, sweep, 5.0)     # rl vs truth 0.55, 0.60, 0.64 (mean 0.597)
+    stale = json.loads(json.dumps(record))
+    stale["checks"]["beats_best_inflation_enkf_vs_truth"]["seeds_passing"] = 0
+    assert recheck(stale, smoke_cfg)["checks"] == record["checks"]
+    assert record["checks"]["beats_best_inflation_enkf_vs_truth"] == {"mean": False, "seeds_passing": 1, "of_seeds": 3}
 
 
 def test_fit_record_of_scratch_runs_takes_the_supervised_reference_from_clone_runs(tmp_path, smoke_cfg, clone_runs):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rl.config import Config, with_added_settings
+from rl.config import Config, from_dict, with_added_settings
 from enkf.config import NO_RESULT_EFFECT, read_settings, stale_keys
 from enkf.io import DataError
 
@@ -301,6 +301,14 @@ def fit_record(run_dirs: list[Path], init: str, command: str, wall_s: float,
     return record
 
 
+def rollout_path_steps(cfg: Config) -> int:
+    """Path-steps between two updates, the step of a run's stop: a PPO rollout is n_steps cycles of
+    every path the vectorised env steps (train.paths_per_env paths for the pointwise agent,
+    train.n_envs envs of one path otherwise); SAC/TD3 update every offpolicy.train_freq cycles."""
+    paths = cfg.train.paths_per_env if cfg.agent.kind == "pointwise" else cfg.train.n_envs
+    return (cfg.ppo.n_steps if cfg.train.algo == "ppo" else cfg.offpolicy.train_freq) * paths
+
+
 def checks(record: dict, runs: list[dict], cfg: Config, init: str) -> dict:
     """Every acceptance check on the mean over seeds, and how many seeds pass it alone."""
     n_cycles = cfg.paths.n_cycles
@@ -321,7 +329,9 @@ def checks(record: dict, runs: list[dict], cfg: Config, init: str) -> dict:
         rule("below_copy_obs", lambda t, r: t["rl"]["rmse_norm_vs_enkf"] < t["copy_obs"]["rmse_norm_vs_enkf"]),
         rule("vs_truth_within_1.2x_enkf", lambda t, r: t["rl"]["rmse_vs_truth"] <= 1.2 * t["enkf"]["rmse_vs_truth"]),
         rule("vs_truth_within_1.1x_enkf", lambda t, r: t["rl"]["rmse_vs_truth"] <= 1.1 * t["enkf"]["rmse_vs_truth"]),
-        rule("train_steps_within_2M", lambda t, r: (r or record)["train_steps"] <= 2_000_000),
+        # a budget of 2M path-steps: SB3 ends the rollout that crosses it, so a run passes when it
+        # stopped inside that rollout (fewer than one rollout's path-steps past 2M)
+        rule("train_steps_within_2M", lambda t, r: (r or record)["train_steps"] < 2_000_000 + rollout_path_steps(cfg)),
     ]
     if all("supervised" in r["test"] for r in runs):
         rules += [
@@ -334,6 +344,27 @@ def checks(record: dict, runs: list[dict], cfg: Config, init: str) -> dict:
             rules.append(rule("below_clone",
                               lambda t, r: t["rl"]["rmse_norm_vs_enkf"] < t["supervised"]["rmse_norm_vs_enkf"]))
     return dict(rules)
+
+
+def recheck(record: dict, current: Config) -> dict:
+    """The record with its checks computed again from what it keeps (its per-seed test and eval-path
+    entries, train steps and resolved config), after a check's rule changed: no number is measured
+    again; provenance names the commit of the rules (checks_from_commit). A key that says how a run
+    executes, not what it computes (NO_RESULT_EFFECT), absent from a record older than the key, is
+    read from `current` (the experiment's config now)."""
+    from enkf.io import git_state
+    theirs = json.loads(json.dumps(record["provenance"]["config"]))
+    now = current.to_dict()
+    for key in NO_RESULT_EFFECT:
+        section, _, name = key.partition(".")
+        theirs[section].setdefault(name, now[section][name])
+    cfg = from_dict(with_added_settings(theirs))
+    out = dict(record, checks=checks(record, record["per_seed"], cfg, record["init"]))
+    if "enkf_inflation_sweep" in record:  # a truth-reward record (compare_with_tuned_enkf)
+        out["checks"].update(enkf_checks(record))
+    if out["checks"] != record["checks"]:
+        out["provenance"] = dict(record["provenance"], checks_from_commit=git_state()[0])
+    return out
 
 
 def enkf_inflation_sweep(test_cfg: Config, starts, inflations: list[float], burn_in: int) -> list[dict]:
@@ -356,17 +387,24 @@ def add_enkf_comparison(record: dict, sweep: list[dict], stored_inflation: float
     """The truth-reward study's answer: RL vs truth against the stored EnKF and the best
     inflation's EnKF on the same test paths (mean over seeds of the test-set mean)."""
     best = min(sweep, key=lambda r: r["rmse_vs_truth"])
-    rl = record["rl"]["rmse_vs_truth"]
     record["enkf_inflation_sweep"] = {"stored_inflation": stored_inflation, "rows": sweep, "best": best}
-    record["checks"]["beats_stored_enkf_vs_truth"] = {
-        "mean": rl < record["enkf"]["rmse_vs_truth"],
-        "seeds_passing": sum(s["test"]["rl"]["rmse_vs_truth"] < s["test"]["enkf"]["rmse_vs_truth"]
-                             for s in record["per_seed"]), "of_seeds": len(record["per_seed"])}
-    record["checks"]["beats_best_inflation_enkf_vs_truth"] = {
-        "mean": rl < best["rmse_vs_truth"],
-        "seeds_passing": sum(s["test"]["rl"]["rmse_vs_truth"] < best["rmse_vs_truth"] for s in record["per_seed"]),
-        "of_seeds": len(record["per_seed"])}
+    record["checks"].update(enkf_checks(record))
     return record
+
+
+def enkf_checks(record: dict) -> dict:
+    """A truth-reward record's checks against the stored EnKF and its best-inflation EnKF."""
+    rl, best = record["rl"]["rmse_vs_truth"], record["enkf_inflation_sweep"]["best"]
+    seeds = record["per_seed"]
+    return {
+        "beats_stored_enkf_vs_truth": {
+            "mean": rl < record["enkf"]["rmse_vs_truth"],
+            "seeds_passing": sum(s["test"]["rl"]["rmse_vs_truth"] < s["test"]["enkf"]["rmse_vs_truth"] for s in seeds),
+            "of_seeds": len(seeds)},
+        "beats_best_inflation_enkf_vs_truth": {
+            "mean": rl < best["rmse_vs_truth"],
+            "seeds_passing": sum(s["test"]["rl"]["rmse_vs_truth"] < best["rmse_vs_truth"] for s in seeds),
+            "of_seeds": len(seeds)}}
 
 
 def compare_with_tuned_enkf(record: dict, cfg: Config, test_cfg: Config, starts, config_path) -> dict:
