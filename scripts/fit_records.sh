@@ -9,6 +9,7 @@
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024.json   variant scratch_1epoch_b1024 (as that, minibatches of 1024)
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024_avg.json   variant scratch_1epoch_b1024_avg (as that, the final policy the mean of 5 checkpoints)
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024_linear.json   variant scratch_1epoch_b1024_linear (as that, lr annealed to 0)
+#   results/fit_pointwise/<E>_scratch_1epoch_b1024_avg_linear.json   variant scratch_1epoch_b1024_avg_linear (both)
 #   results/fit_pointwise/<E>_scratch_linear.json   variant scratch_linear (scratch, lr annealed to 0)
 #   results/fit_pointwise/<E>_scratch_p32_bf16.json   variant scratch_p32_bf16 (scratch as 32 paths x 16 cycles, LSTM bfloat16)
 #   results/fit_pointwise/<E>_truth_scratch.json   variant truth_scratch (reward vs the truth)
@@ -36,6 +37,7 @@ VARIANTS=(
     "scratch_1epoch_b1024:pointwise, from scratch, 1 epoch of 1024"
     "scratch_1epoch_b1024_avg:pointwise, from scratch, 1 epoch of 1024, mean of the last 5 checkpoints"
     "scratch_1epoch_b1024_linear:pointwise, from scratch, 1 epoch of 1024, lr to 0"
+    "scratch_1epoch_b1024_avg_linear:pointwise, from scratch, 1 epoch of 1024, lr to 0, mean of the last 5 checkpoints"
     "scratch_linear:pointwise, from scratch, lr to 0"
     "scratch_p32_bf16:pointwise, from scratch, 32 paths x 16 cycles, LSTM bfloat16"
     "scratch_p32:"
