@@ -1,6 +1,7 @@
 """The quick start's wall time: `make run EXP=<E>` on a fresh clone of this repository's HEAD (no
 data, no compiled kernels: what a newcomer waits for after `make setup`)
--> results/quickstart/run_<E>.json: the wall time, the exit code, the load average before and after
+-> results/quickstart/run_<E>.json: the wall time and each stage's (generate, precompute, train,
+evaluate, plot, from the times make starts them), the exit code, the load average before and after
 (other jobs on the machine slow the run), and the provenance with E's config.
 
     python scripts/time_quickstart.py [EXP]      (default L96_1: `make run`; smoke: `make run EXP=smoke`)
@@ -37,17 +38,26 @@ def main(argv=None) -> int:
         subprocess.check_call(["git", "clone", "-q", str(ROOT), str(repo)])
         load_before = os.getloadavg()
         t0 = time.perf_counter()
+        starts = []  # (stage, seconds from the start) as make echoes each `python -m cli.main <stage>` line
         with open(Path(tmp) / "run.log", "w") as log:
-            rc = subprocess.call(["make", "run", f"EXP={args.exp}", f"PYTHON={sys.executable}"], cwd=repo,
-                                 env=dict(os.environ, PYTHONPATH=str(repo)), stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(["make", "run", f"EXP={args.exp}", f"PYTHON={sys.executable}"], cwd=repo,
+                                    env=dict(os.environ, PYTHONPATH=str(repo)), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            for line in proc.stdout:
+                log.write(line)
+                if line.startswith(f"{sys.executable} -m cli.main "):
+                    starts.append((line.split()[3], time.perf_counter() - t0))
+            rc = proc.wait()
         wall = time.perf_counter() - t0
+        stages = {name: round(end - begin, 1) for (name, begin), (_, end) in zip(starts, starts[1:] + [("", wall)])}
         load_after = os.getloadavg()
         tail = (Path(tmp) / "run.log").read_text().strip().splitlines()[-5:]
     print("\n".join(tail))
     if rc != 0:
         print(f"`{command}` failed with exit code {rc}: nothing written", file=sys.stderr)
         return 1
-    record = {"command": command, "experiment": args.exp, "wall_s": wall, "rc": rc, "commit_tested": commit,
+    record = {"command": command, "experiment": args.exp, "wall_s": wall, "stage_wall_s": stages, "rc": rc,
+              "commit_tested": commit,
               "load_avg_before": list(load_before), "load_avg_after": list(load_after),
               "provenance": provenance(cfg.to_dict(), cfg.hash(), f"python scripts/time_quickstart.py {args.exp}", wall)}
     if dirty:
