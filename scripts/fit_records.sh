@@ -8,6 +8,7 @@
 #   results/fit_pointwise/<E>_scratch_1epoch_avg.json   variant scratch_1epoch_avg (as that, the final policy the mean of 5 checkpoints)
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024.json   variant scratch_1epoch_b1024 (as that, minibatches of 1024)
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024_avg.json   variant scratch_1epoch_b1024_avg (as that, the final policy the mean of 5 checkpoints)
+#   results/fit_pointwise/<E>_scratch_1epoch_lr6e4_avg.json   variant scratch_1epoch_lr6e4_avg (scratch_1epoch_avg, learning rate 6e-4)
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024_linear.json   variant scratch_1epoch_b1024_linear (as that, lr annealed to 0)
 #   results/fit_pointwise/<E>_scratch_1epoch_b1024_avg_linear.json   variant scratch_1epoch_b1024_avg_linear (both)
 #   results/fit_pointwise/<E>_scratch_linear.json   variant scratch_linear (scratch, lr annealed to 0)
@@ -36,6 +37,7 @@ VARIANTS=(
     "scratch_1epoch_avg:pointwise, from scratch, 1 epoch, mean of the last 5 checkpoints"
     "scratch_1epoch_b1024:pointwise, from scratch, 1 epoch of 1024"
     "scratch_1epoch_b1024_avg:pointwise, from scratch, 1 epoch of 1024, mean of the last 5 checkpoints"
+    "scratch_1epoch_lr6e4_avg:pointwise, from scratch, 1 epoch, lr 6e-4, mean of the last 5 checkpoints"
     "scratch_1epoch_b1024_linear:pointwise, from scratch, 1 epoch of 1024, lr to 0"
     "scratch_1epoch_b1024_avg_linear:pointwise, from scratch, 1 epoch of 1024, lr to 0, mean of the last 5 checkpoints"
     "scratch_linear:pointwise, from scratch, lr to 0"
