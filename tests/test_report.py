@@ -197,8 +197,9 @@ def test_fit_record_checks_on_the_mean_and_per_seed(clone_runs):
 
 
 def test_recheck_computes_a_records_checks_again_from_what_it_keeps(clone_runs, smoke_cfg):
-    """A record written under an older rule (here: seed 2's 2M + 64 path-steps and seed 0's
-    below_copy_obs stored wrong) gets the checks fit_record gives now, every number else unchanged;
+    """A record whose checks were written under another rule (here: train_steps_within_2M, which
+    seed 2's 2M + 64 path-steps now passes, and below_copy_obs stored wrong) gets the checks
+    fit_record gives now, every number else unchanged;
     a record whose checks are current comes back as it is, provenance included."""
     record = json.loads(json.dumps(fit_record(clone_runs, "clone", "cmd", 1.0)))   # as read from its file
     assert recheck(record, smoke_cfg) == record
